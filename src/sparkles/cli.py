@@ -1,0 +1,110 @@
+"""``sparkles <command>``: what the MLproject entry points call, and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from sparkles.config import ConfigError, Profile, load_profile
+
+log = logging.getLogger("sparkles")
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    """Each --set may hold several space-separated KEY=VALUE pairs (MLproject passes one string)."""
+    overrides = [item for text in args.overrides for item in shlex.split(text)]
+    return load_profile(args.profile, overrides)
+
+
+def _truthy(text: str) -> bool:
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from sparkles.data.sample import generate_sample
+
+    profile = _profile(args)
+    data, sample = profile.data, profile.data.sample
+    count = args.count or (sample.images if sample else 240)
+    seed = args.seed if args.seed is not None else (sample.seed if sample else 7)
+    paths = generate_sample(
+        Path(data.labels_csv), Path(data.classes_csv), Path(data.images), count=count, seed=seed
+    )
+    print(f"wrote {count} synthetic images to {paths.images}, labels to {paths.labels_csv}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from sparkles import tracking
+    from sparkles.features import ensure_sample
+
+    profile = _profile(args)
+    ensure_sample(profile)
+    experiment_id = tracking.configure(profile)
+    print(f"tracking {tracking.tracking_uri(profile)}, experiment {profile.mlflow.experiment!r} "
+          f"(id {experiment_id}); data at {profile.data.images}")
+    return 0
+
+
+def cmd_featurize(args: argparse.Namespace) -> int:
+    from sparkles.features import run_featurize, summary
+    from sparkles.session import build_session
+
+    profile = _profile(args)
+    spark = build_session(profile)
+    result = run_featurize(profile, spark, refresh=_truthy(args.refresh))
+    print(json.dumps(summary(result), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparkles", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", default="local", help="profile name in conf/ or a YAML path")
+    common.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one profile value, e.g. --set featurizer.pooling=max (repeatable)",
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample-data", parents=[common], help="write the synthetic sample")
+    sample.add_argument("--count", type=int, default=None, help="images (default: the profile's)")
+    sample.add_argument("--seed", type=int, default=None)
+    sample.set_defaults(func=cmd_sample_data)
+
+    init = commands.add_parser(
+        "init", parents=[common], help="create the experiment (and the sample data, if used)"
+    )
+    init.set_defaults(func=cmd_init)
+
+    featurize = commands.add_parser(
+        "featurize", parents=[common], help="CNN features for the profile's images, cached"
+    )
+    featurize.add_argument(
+        "--refresh", nargs="?", const="true", default="false",
+        help="rebuild the cache entry even if a complete one exists",
+    )  # fmt: skip
+    featurize.set_defaults(func=cmd_featurize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads here or in a worker
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The featurize step: labels + image files → cached CNN features, every input accounted for.
+
+``rows in`` (labelled images that have a file) = ``featurized`` + ``quarantined``, checked after
+every write. Labelled images without a file, files without a label and images dropped by the
+multi-label policy are counted beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from sparkles import tracking
+from sparkles.cache import CacheEntry, FeatureCache, fingerprint, manifest_rows
+from sparkles.config import Profile
+from sparkles.data.images import read_image_files
+from sparkles.data.openimages import match_files, select_target_labels
+from sparkles.data.sample import generate_sample
+from sparkles.featurizer import DeepImageFeaturizer
+from sparkles.imaging import PREPROCESS_VERSION
+from sparkles.models import get_spec
+from sparkles.progress import spark_progress
+from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
+
+log = logging.getLogger(__name__)
+CACHE_COLUMNS = ["path", "image_id", "label", "features", "featurize_error"]
+
+
+class ReconciliationError(RuntimeError):
+    """Rows went missing between input and output: never accepted silently."""
+
+
+@dataclass
+class FeaturizeResult:
+    fingerprint: str
+    entry: CacheEntry
+    reused: bool
+    weights: ResolvedWeights
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.counts.get("featurized", 0) / self.seconds if self.seconds else 0.0
+
+
+def ensure_sample(profile: Profile) -> None:
+    """Generate the bundled synthetic sample on first use, if the profile asks for it."""
+    sample, data = profile.data.sample, profile.data
+    if sample is None or Path(data.labels_csv).exists():
+        return
+    log.info("generating the bundled sample (%d synthetic images) in %s", sample.images, data.images)
+    generate_sample(
+        Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
+        count=sample.images, seed=sample.seed, size=sample.size,
+    )  # fmt: skip
+
+
+def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
+    """The configured weights; a fallback to random weights only where the profile allows it."""
+    settings = profile.featurizer
+    spec = get_spec(settings.model)
+    try:
+        return resolve_weights(
+            spec, settings.weights, settings.random_seed, settings.weights_mirror, spark
+        )
+    except WeightsUnavailableError as err:
+        if not settings.allow_random_weights:
+            raise
+        message = f"{err} -- falling back to RANDOM weights (allow_random_weights: true in {profile.source})"
+        warnings.warn(message, stacklevel=2)
+        log.warning(message)
+        return resolve_weights(spec, "random", settings.random_seed)
+
+
+def build_featurizer(profile: Profile, weights: ResolvedWeights) -> DeepImageFeaturizer:
+    settings = profile.featurizer
+    return DeepImageFeaturizer(
+        inputCol="content",
+        outputCol="features",
+        modelName=settings.model,
+        weights=weights.local_path or "random",
+        pooling=settings.pooling,
+        batchSize=settings.batch_size,
+        seed=settings.random_seed,
+        maxFileBytes=int(settings.max_file_mb * 1024 * 1024),
+        maxPixels=settings.max_pixels,
+    )
+
+
+def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
+    """Featurize the profile's labelled images into the cache, or reuse a complete entry."""
+    ensure_sample(profile)
+    data, settings = profile.data, profile.featurizer
+    labeled = select_target_labels(
+        spark, data.labels_csv, data.classes_csv, data.classes, data.multi_label_policy
+    )
+    matched = match_files(labeled, read_image_files(spark, data.images, data.image_glob))
+    counts = {**labeled.counts, **matched.counts}
+    weights = choose_weights(profile, spark)
+    spec = get_spec(settings.model)
+    parts = {
+        "model": spec.name,
+        "input_size": list(spec.input_size),
+        "pooling": settings.pooling,
+        "weights": weights.identity,
+        "preprocess": PREPROCESS_VERSION,
+        "max_file_bytes": int(settings.max_file_mb * 1024 * 1024),
+        "max_pixels": settings.max_pixels,
+    }
+    # 0-byte files (which binaryFile skips) go through the featurizer too, as null content,
+    # so they are quarantined by the same code as every other unusable image.
+    inputs = matched.matched.unionByName(
+        matched.empty.select(
+            "path", "image_id", "label",
+            F.lit(0).cast("long").alias("length"),
+            F.lit(None).cast("timestamp").alias("modification_time"),
+            F.lit(None).cast("binary").alias("content"),
+        )
+    )  # fmt: skip
+    key = fingerprint(parts, manifest_rows(inputs))
+    cache = FeatureCache(spark, profile.cache.dir)
+    entry = None if refresh else cache.lookup(key)
+    if entry is not None:
+        log.info("feature cache hit %s: the CNN does not run", entry.path)
+        return FeaturizeResult(key, entry, True, weights, {**counts, **entry.meta["counts"]})
+
+    featurized = build_featurizer(profile, weights).transform(inputs).select(*CACHE_COLUMNS)
+    started = time.monotonic()
+    with spark_progress(spark, "featurize"):
+        staging = cache.stage(key, featurized)
+    seconds = time.monotonic() - started
+    outcome = (
+        spark.read.parquet(staging.table)
+        .agg(
+            F.sum(F.col("featurize_error").isNull().cast("int")).alias("featurized"),
+            F.sum(F.col("featurize_error").isNotNull().cast("int")).alias("quarantined"),
+        )
+        .first()
+    )
+    written = {"rows_in": counts["matched_files"], "featurized": outcome.featurized or 0}
+    written["quarantined"] = outcome.quarantined or 0
+    if written["rows_in"] != written["featurized"] + written["quarantined"]:
+        raise ReconciliationError(
+            f"{written['rows_in']} images in, but {written['featurized']} featurized + "
+            f"{written['quarantined']} quarantined: rows were lost; {staging.path} is not trusted"
+        )
+    meta = {"parts": parts, "weights_requested": settings.weights, "weights_kind": weights.kind}
+    entry = cache.commit(key, staging, {**meta, "counts": written})
+    counts = {**counts, **written}
+    return FeaturizeResult(key, entry, False, weights, counts, seconds)
+
+
+def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile) -> None:
+    """Counts, timings, weights and the quarantine list into the active MLflow run."""
+    settings = profile.featurizer
+    mlflow.log_params(
+        {
+            "model": settings.model,
+            "weights": settings.weights,
+            "pooling": settings.pooling,
+            "batch_size": settings.batch_size,
+            "classes": ",".join(profile.data.classes),
+            "multi_label_policy": profile.data.multi_label_policy,
+        }
+    )
+    mlflow.set_tags(
+        {
+            "sparkles.cache.fingerprint": result.fingerprint,
+            "sparkles.cache.path": result.entry.path,
+            "sparkles.cache.reused": str(result.reused).lower(),
+            "sparkles.weights.used": result.weights.kind,
+            "sparkles.weights.identity": result.weights.identity,
+        }
+    )
+    metrics = {f"count_{k}": float(v) for k, v in result.counts.items()}
+    if not result.reused:
+        metrics["featurize_seconds"] = result.seconds
+        metrics["images_per_second"] = result.images_per_second
+    mlflow.log_metrics(metrics)
+    quarantine = result.entry.quarantine(spark).select("path", "image_id", "label", "featurize_error")
+    with tempfile.TemporaryDirectory() as folder:
+        quarantine.toPandas().rename(columns={"featurize_error": "reason"}).to_csv(
+            Path(folder, "quarantine.csv"), index=False
+        )
+        Path(folder, "featurize_counts.json").write_text(json.dumps(result.counts, indent=2))
+        mlflow.log_artifacts(folder, artifact_path="featurize")
+
+
+def run_featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
+    with tracking.run(profile, "featurize"):
+        result = featurize(profile, spark, refresh)
+        log_featurize(result, spark, profile)
+    return result
+
+
+def summary(result: FeaturizeResult) -> dict[str, Any]:
+    return {
+        "fingerprint": result.fingerprint,
+        "cache": result.entry.path,
+        "reused": result.reused,
+        "weights": asdict(result.weights),
+        "counts": result.counts,
+        "seconds": round(result.seconds, 2),
+        "images_per_second": round(result.images_per_second, 2),
+    }

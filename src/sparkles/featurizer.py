@@ -1,0 +1,206 @@
+"""DeepImageFeaturizer: sparkdl's transformer rebuilt on ``predict_batch_udf`` and Keras 3.
+
+Input is the compressed bytes from Spark's binaryFile source; a Python worker decodes a batch,
+runs the headless CNN once per batch, and returns a Spark ML vector per image. Images that cannot
+be decoded get a null vector and a reason in ``errorCol`` instead of failing the job or vanishing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark import SparkFiles, keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.functions import array_to_vector, predict_batch_udf
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable
+from pyspark.ml.util import DefaultParamsWriter
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from sparkles import storage
+from sparkles.imaging import BadImage, decode_image
+from sparkles.models import CnnSpec, get_spec
+from sparkles.weights import ResolvedWeights, resolve_weights, sha256_file
+
+WEIGHTS_DIR = "weights"
+_RESULT = StructType(
+    [StructField("features", ArrayType(FloatType())), StructField("error", StringType())]
+)
+_shipped: dict[str, str] = {}  # sha256 → name registered with SparkContext.addFile
+
+
+def _ship(spark: SparkSession, local_path: str) -> str:
+    """Make a driver-side weights file readable on every executor; returns its SparkFiles name.
+
+    The name carries the file's hash, so two different files called ``weights.h5`` never clash.
+    """
+    digest = sha256_file(local_path)
+    if digest not in _shipped:
+        name = f"{digest[:16]}-{Path(local_path).name}"
+        staged = Path(tempfile.mkdtemp(prefix="sparkles-ship-")) / name
+        shutil.copyfile(local_path, staged)
+        spark.sparkContext.addFile(str(staged))
+        _shipped[digest] = name
+    return _shipped[digest]
+
+
+def _make_predict_fn(
+    spec: CnnSpec,
+    shipped_weights: str | None,
+    pooling: str,
+    seed: int,
+    max_bytes: int,
+    max_pixels: int,
+):
+    """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
+
+    def make() -> Any:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from pyspark import TaskContext
+
+        import tensorflow as tf
+
+        context = TaskContext.get()
+        threads = context.cpus() if context is not None else 0
+        try:  # only possible before TF's first op in this worker
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        except RuntimeError:
+            pass
+        weights = SparkFiles.get(shipped_weights) if shipped_weights else None
+        model = spec.build(weights, pooling, seed)
+        preprocess = spec.preprocess()
+        height, width = spec.input_size
+        dim = int(np.prod(model.output_shape[1:]))
+
+        def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
+            count = len(contents)
+            pixels = np.zeros((count, height, width, 3), dtype=np.float32)
+            errors = np.full(count, None, dtype=object)
+            for i, content in enumerate(contents):
+                try:
+                    pixels[i] = decode_image(content, (height, width), max_bytes, max_pixels)
+                except BadImage as err:
+                    errors[i] = str(err)
+            features = np.zeros((count, dim), dtype=np.float32)
+            good = np.array([e is None for e in errors])
+            if good.any():
+                batch = preprocess(pixels[good])
+                features[good] = np.asarray(model.predict_on_batch(batch)).reshape(good.sum(), dim)
+            return {"features": features, "error": errors}
+
+        return predict
+
+    return make
+
+
+class _Writer(DefaultParamsWriter):
+    """Saves Params, plus the weights file itself: a saved model must not depend on a path."""
+
+    def saveImpl(self, path: str) -> None:
+        super().saveImpl(path)
+        featurizer: DeepImageFeaturizer = self.instance
+        resolved = featurizer.resolve_weights(self.sparkSession)
+        if resolved.local_path:
+            target = f"{path.rstrip('/')}/{WEIGHTS_DIR}/{Path(resolved.local_path).name}"
+            storage.copy_from_local(self.sparkSession, resolved.local_path, target)
+
+
+class _Reader(DefaultParamsReader):
+    def load(self, path: str) -> DeepImageFeaturizer:
+        featurizer = super().load(path)
+        names = storage.list_names(self.sparkSession, f"{path.rstrip('/')}/{WEIGHTS_DIR}")
+        if names:
+            featurizer.set(featurizer.weights, f"{path.rstrip('/')}/{WEIGHTS_DIR}/{names[0]}")
+        return featurizer
+
+
+class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
+    """Image bytes → CNN features (a Spark ML vector), with bad images quarantined, not dropped."""
+
+    errorCol = Param(Params._dummy(), "errorCol", "column for the reason an image was not featurized", TypeConverters.toString)
+    modelName = Param(Params._dummy(), "modelName", "keras.applications CNN", TypeConverters.toString)
+    weights = Param(Params._dummy(), "weights", "'imagenet', 'random', or a weights file path/URI", TypeConverters.toString)
+    pooling = Param(Params._dummy(), "pooling", "avg, max, or none (unpooled, as sparkdl)", TypeConverters.toString)
+    batchSize = Param(Params._dummy(), "batchSize", "images per model call", TypeConverters.toInt)
+    seed = Param(Params._dummy(), "seed", "seed for random weights", TypeConverters.toInt)
+    maxFileBytes = Param(Params._dummy(), "maxFileBytes", "larger files are quarantined", TypeConverters.toInt)
+    maxPixels = Param(Params._dummy(), "maxPixels", "more pixels is a decompression bomb", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(
+        self,
+        *,
+        inputCol: str = "content",
+        outputCol: str = "features",
+        errorCol: str = "featurize_error",
+        modelName: str = "InceptionV3",
+        weights: str = "imagenet",
+        pooling: str = "avg",
+        batchSize: int = 32,
+        seed: int = 0,
+        maxFileBytes: int = 50 * 1024 * 1024,
+        maxPixels: int = 89_478_485,
+    ) -> None:
+        super().__init__()
+        self._setDefault(
+            inputCol="content", outputCol="features", errorCol="featurize_error",
+            modelName="InceptionV3", weights="imagenet", pooling="avg", batchSize=32, seed=0,
+            maxFileBytes=50 * 1024 * 1024, maxPixels=89_478_485,
+        )  # fmt: skip
+        self._set(**self._input_kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
+        get_spec(self.getOrDefault(self.modelName))
+        if self.getOrDefault(self.pooling) not in ("avg", "max", "none"):
+            raise ValueError(f"pooling must be avg, max or none, got {self.getOrDefault(self.pooling)!r}")
+        if self.getOrDefault(self.batchSize) < 1:
+            raise ValueError("batchSize must be at least 1")
+
+    def spec(self) -> CnnSpec:
+        return get_spec(self.getOrDefault(self.modelName))
+
+    def resolve_weights(self, spark: SparkSession | None = None) -> ResolvedWeights:
+        return resolve_weights(
+            self.spec(), self.getOrDefault(self.weights), self.getOrDefault(self.seed), spark=spark
+        )
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        self._validate()
+        spark = dataset.sparkSession
+        resolved = self.resolve_weights(spark)
+        shipped = _ship(spark, resolved.local_path) if resolved.local_path else None
+        make = _make_predict_fn(
+            self.spec(), shipped, self.getOrDefault(self.pooling), self.getOrDefault(self.seed),
+            self.getOrDefault(self.maxFileBytes), self.getOrDefault(self.maxPixels),
+        )  # fmt: skip
+        # Nondeterministic: Spark must not inline the UDF into each column that reads it.
+        featurize = predict_batch_udf(
+            make, return_type=_RESULT, batch_size=self.getOrDefault(self.batchSize)
+        ).asNondeterministic()
+        scratch = "__sparkles_featurized"
+        out, error = self.getOutputCol(), self.getOrDefault(self.errorCol)
+        return (
+            dataset.withColumn(scratch, featurize(F.col(self.getInputCol())))
+            .withColumn(error, F.col(f"{scratch}.error"))
+            .withColumn(
+                out, F.when(F.col(error).isNull(), array_to_vector(F.col(f"{scratch}.features")))
+            )
+            .drop(scratch)
+        )
+
+    def write(self) -> _Writer:
+        return _Writer(self)
+
+    @classmethod
+    def read(cls) -> _Reader:
+        return _Reader(cls)

@@ -1,0 +1,40 @@
+"""SparkSession from a profile, with the settings that make pyspark 3.5 and 4.x behave alike."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from sparkles.config import Profile
+
+# Defaults that differ between pyspark 3.5 and 4.x: pin them so both behave the same.
+PORTABLE_DEFAULTS = {
+    "spark.sql.ansi.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.pythonUDF.arrow.enabled": "false",
+    "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+def build_session(profile: Profile) -> SparkSession:
+    """Start (or reuse) the session the profile describes.
+
+    Python workers must run the driver's interpreter, or they miss pandas and this package.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+    if profile.spark.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.master(profile.spark.master).appName(profile.spark.app_name)
+    settings = {**PORTABLE_DEFAULTS, **profile.spark.conf}
+    # The console bar garbles logs when stdout is not a terminal; ours (progress.py) does not.
+    settings.setdefault("spark.ui.showConsoleProgress", "false")
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SPARKLES_SPARK_LOG_LEVEL", "WARN"))
+    return spark

@@ -1,0 +1,73 @@
+"""MLflow set-up shared by every command: where runs go, how they are tagged, how they end."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import RunStatus
+
+from sparkles.config import Profile, is_uri
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(profile: Profile) -> str:
+    """``MLFLOW_TRACKING_URI`` wins (``mlflow run`` and EMR set it); else the profile's."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or profile.mlflow.tracking_uri
+
+
+def configure(profile: Profile) -> str:
+    """Point MLflow at the profile's store and return the experiment id (created if missing)."""
+    mlflow.set_tracking_uri(tracking_uri(profile))
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or profile.mlflow.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = profile.mlflow.artifact_location
+    if not is_uri(location):
+        location = Path(location).resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@contextmanager
+def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run tagged with profile and commit that ends FAILED (error tagged) on any exception.
+
+    Under ``mlflow run`` the launcher has created the run already (MLFLOW_RUN_ID): reuse it.
+    """
+    experiment_id = configure(profile)
+    run_id = None if nested else os.environ.get("MLFLOW_RUN_ID")
+    active = mlflow.start_run(
+        run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=name, nested=nested
+    )
+    tags = {"sparkles.profile": profile.name, "sparkles.command": name}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    mlflow.set_tags(tags)
+    try:
+        yield active
+    except BaseException as err:
+        mlflow.set_tag("sparkles.error", f"{type(err).__name__}: {err}"[:5000])
+        status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
+        mlflow.end_run(RunStatus.to_string(status))
+        raise
+    mlflow.end_run()

@@ -1,0 +1,93 @@
+"""Resolve a weights setting (imagenet, random, path or URI) to one file on the driver.
+
+Resolution happens once, on the driver, before any Spark job: a missing file fails in seconds
+with a message that says how to provide it, not an hour later on an executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from sparkles import storage
+from sparkles.config import is_uri
+from sparkles.models import CnnSpec
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The configured weights cannot be had; the message names the file and the remedy."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    requested: str  # what the profile or Param said
+    kind: str  # "imagenet", "file" or "random"
+    local_path: str | None  # a file on the driver; None for random
+    identity: str  # sha256 of the file, or "random:seed=N": part of the cache fingerprint
+
+    @property
+    def is_random(self) -> bool:
+        return self.kind == "random"
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _imagenet(spec: CnnSpec, mirror: str | None) -> str:
+    import keras
+
+    origin = spec.weights_origin(mirror)
+    try:
+        return keras.utils.get_file(
+            spec.weights_file, origin, cache_subdir="models", file_hash=spec.weights_md5
+        )
+    except Exception as err:  # keras raises a bare Exception for fetch failures
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
+            f"downloaded from {origin}: {err}. Provide the file {spec.weights_file} one way: "
+            f"put it in ~/.keras/models/ (or $KERAS_HOME/models/), set featurizer.weights to its "
+            f"path or s3:// URI, or set featurizer.weights_mirror to a server that has it."
+        ) from err
+
+
+def _file(spark: SparkSession | None, location: str) -> str:
+    if not is_uri(location):
+        if not Path(location).is_file():
+            raise WeightsUnavailableError(
+                f"weights file {location} does not exist; set featurizer.weights to an existing "
+                f".h5/.weights.h5 file, an s3:// URI, 'imagenet' or 'random'"
+            )
+        return str(Path(location).resolve())
+    if spark is None:
+        raise WeightsUnavailableError(f"weights URI {location} needs a Spark session to fetch")
+    local = Path(tempfile.mkdtemp(prefix="sparkles-weights-")) / Path(location).name
+    try:
+        storage.copy_to_local(spark, location, str(local))
+    except Exception as err:
+        raise WeightsUnavailableError(f"weights file {location} could not be read: {err}") from err
+    return str(local)
+
+
+def resolve_weights(
+    spec: CnnSpec,
+    weights: str,
+    seed: int = 0,
+    mirror: str | None = None,
+    spark: SparkSession | None = None,
+) -> ResolvedWeights:
+    if weights == "random":
+        return ResolvedWeights(weights, "random", None, f"random:seed={seed}")
+    if weights == "imagenet":
+        path = _imagenet(spec, mirror)
+        return ResolvedWeights(weights, "imagenet", path, "sha256:" + sha256_file(path))
+    path = _file(spark, weights)
+    return ResolvedWeights(weights, "file", path, "sha256:" + sha256_file(path))
