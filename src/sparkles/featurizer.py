@@ -59,6 +59,7 @@ def _make_predict_fn(
     seed: int,
     max_bytes: int,
     max_pixels: int,
+    batch_size: int,
 ):
     """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
 
@@ -83,7 +84,8 @@ def _make_predict_fn(
 
         def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
             count = len(contents)
-            pixels = np.zeros((count, height, width, 3), dtype=np.float32)
+            # Always a full batch: one input shape, so TensorFlow traces the model once.
+            pixels = np.zeros((max(count, batch_size), height, width, 3), dtype=np.float32)
             errors = np.full(count, None, dtype=object)
             for i, content in enumerate(contents):
                 try:
@@ -93,8 +95,10 @@ def _make_predict_fn(
             features = np.zeros((count, dim), dtype=np.float32)
             good = np.array([e is None for e in errors])
             if good.any():
-                batch = preprocess(pixels[good])
-                features[good] = np.asarray(model.predict_on_batch(batch)).reshape(good.sum(), dim)
+                packed = np.zeros_like(pixels)
+                packed[: good.sum()] = pixels[:count][good]
+                out = np.asarray(model.predict_on_batch(preprocess(packed)))
+                features[good] = out[: good.sum()].reshape(good.sum(), dim)
             return {"features": features, "error": errors}
 
         return predict
@@ -182,6 +186,7 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsR
         make = _make_predict_fn(
             self.spec(), shipped, self.getOrDefault(self.pooling), self.getOrDefault(self.seed),
             self.getOrDefault(self.maxFileBytes), self.getOrDefault(self.maxPixels),
+            self.getOrDefault(self.batchSize),
         )  # fmt: skip
         # Nondeterministic: Spark must not inline the UDF into each column that reads it.
         featurize = predict_batch_udf(

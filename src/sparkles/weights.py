@@ -42,13 +42,17 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _imagenet(spec: CnnSpec, mirror: str | None) -> str:
+def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
     import keras
 
     origin = spec.weights_origin(mirror)
     try:
         return keras.utils.get_file(
-            spec.weights_file, origin, cache_subdir="models", file_hash=spec.weights_md5
+            spec.weights_file,
+            origin,
+            cache_subdir="models",
+            file_hash=spec.weights_md5,
+            cache_dir=cache_dir,
         )
     except Exception as err:  # keras raises a bare Exception for fetch failures
         raise WeightsUnavailableError(
@@ -83,11 +87,13 @@ def resolve_weights(
     seed: int = 0,
     mirror: str | None = None,
     spark: SparkSession | None = None,
+    cache_dir: str | None = None,
 ) -> ResolvedWeights:
+    """``cache_dir`` defaults to Keras' own ($KERAS_HOME or ~/.keras), shared with plain Keras."""
     if weights == "random":
         return ResolvedWeights(weights, "random", None, f"random:seed={seed}")
     if weights == "imagenet":
-        path = _imagenet(spec, mirror)
+        path = _imagenet(spec, mirror, cache_dir)
         return ResolvedWeights(weights, "imagenet", path, "sha256:" + sha256_file(path))
     path = _file(spark, weights)
     return ResolvedWeights(weights, "file", path, "sha256:" + sha256_file(path))

@@ -27,6 +27,7 @@ class LabeledImages:
     """Target-labelled images (image_id, label) and how every label row was accounted for."""
 
     labels: DataFrame
+    targets: DataFrame  # image_id of every image with a positive target label, before the policy
     multi_label: DataFrame  # image_id, labels: images that carried several target classes
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -107,11 +108,16 @@ def select_target_labels(
         "labeled_images": labels.count(),
     }
     raw.unpersist()
-    return LabeledImages(labels=labels, multi_label=multi, counts=counts)
+    targets = per_image.select("image_id")
+    return LabeledImages(labels=labels, targets=targets, multi_label=multi, counts=counts)
 
 
 def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
-    """Join labels to files by ImageID; count labelled images without a file and files without a label."""
+    """Join labels to files by ImageID; every file is matched, unlabelled or dropped by the policy.
+
+    ``files = matched_files + unlabeled_files + policy_dropped_files``; labelled images with no
+    file are ``missing_files``.
+    """
     labels = F.broadcast(labeled.labels)
     matched = images.files.join(labels, "image_id").select(
         "path", "image_id", "label", "length", "modification_time", "content"
@@ -119,16 +125,15 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
     empty = images.empty.join(labels, "image_id").select("path", "image_id", "label")
     file_ids = images.files.select("image_id").unionByName(images.empty.select("image_id"))
     missing = labeled.labels.join(file_ids.distinct(), "image_id", "left_anti")
-    unlabeled = file_ids.join(labeled.labels.select("image_id"), "image_id", "left_anti")
-    # an image id can name two files (a.jpg in two folders); count files, not ids
-    per_id = file_ids.groupBy("image_id").count().where("count > 1")
+    without_label = file_ids.join(labeled.labels.select("image_id"), "image_id", "left_anti")
+    unlabeled = without_label.join(labeled.targets, "image_id", "left_anti")
     counts = {
         "files": file_ids.count(),
         "empty_files": images.empty.count(),
-        "matched_files": matched.select("path").count() + empty.count(),
+        "matched_files": matched.count() + empty.count(),
         "missing_files": missing.count(),
         "unlabeled_files": unlabeled.count(),
-        "duplicate_image_ids": per_id.count(),
+        "policy_dropped_files": without_label.count() - unlabeled.count(),
     }
     return MatchedImages(matched=matched, empty=empty, missing=missing, counts=counts)
 

@@ -1,0 +1,67 @@
+"""Shared fixtures: one real local SparkSession, real MLflow on SQLite in a temp dir, a small sample."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_profile(folder: Path, **sections: dict) -> Path:
+    """A profile like conf/local.yaml but small and fast, everything under ``folder``."""
+    data_dir = folder / "data"
+    profile = {
+        "name": "test",
+        "spark": {
+            "master": "local[2]",
+            "conf": {
+                "spark.task.cpus": 2,
+                "spark.sql.shuffle.partitions": 4,
+                "spark.sql.execution.arrow.maxRecordsPerBatch": 32,
+                "spark.ui.enabled": False,
+            },
+        },
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{folder / 'mlruns.db'}",
+            "artifact_location": str(folder / "mlartifacts"),
+            "experiment": "sparkles-test",
+        },
+        "data": {
+            "labels_csv": str(data_dir / "labels.csv"),
+            "classes_csv": str(data_dir / "classes.csv"),
+            "images": str(data_dir / "images"),
+            "sample": {"images": 40, "seed": 3, "size": [128, 96]},
+        },
+        "featurizer": {"model": "InceptionV3", "weights": "random", "batch_size": 16},
+        "cache": {"dir": str(folder / "cache")},
+    }
+    for key, value in sections.items():
+        profile[key] = {**profile.get(key, {}), **value}
+    path = folder / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    from sparkles.config import load_profile
+    from sparkles.session import build_session
+
+    folder = tmp_path_factory.mktemp("spark")
+    session = build_session(load_profile(str(write_profile(folder))))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def profile_path(tmp_path: Path) -> Path:
+    return write_profile(tmp_path)

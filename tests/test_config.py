@@ -1,0 +1,101 @@
+"""Profiles: every mistake gives one message naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparkles.config import ConfigError, load_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _edit(path: Path, change) -> Path:
+    raw = yaml.safe_load(path.read_text())
+    change(raw)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_local_profile_loads_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    profile = load_profile("local")
+    assert profile.name == "local"
+    assert profile.spark.conf["spark.task.cpus"] == "2"
+    assert profile.mlflow.tracking_uri == "sqlite:///mlruns.db"
+    assert profile.data.classes == ["Car", "Tree"]
+    assert profile.featurizer.model == "InceptionV3"
+    assert profile.featurizer.allow_random_weights is True
+
+
+def test_profile_by_path_with_overrides(profile_path: Path) -> None:
+    profile = load_profile(
+        str(profile_path), ["featurizer.pooling=max", "featurizer.batch_size=8", "data.classes=[Car, Bus]"]
+    )
+    assert profile.featurizer.pooling == "max"
+    assert profile.featurizer.batch_size == 8
+    assert profile.data.classes == ["Car", "Bus"]
+
+
+def test_unknown_key_is_named(profile_path: Path) -> None:
+    _edit(profile_path, lambda raw: raw["featurizer"].update(polling="avg"))
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(profile_path))
+    assert str(profile_path) in str(err.value)
+    assert "unknown key 'featurizer.polling'" in str(err.value)
+
+
+def test_wrong_type_is_named(profile_path: Path) -> None:
+    _edit(profile_path, lambda raw: raw["featurizer"].update(batch_size="many"))
+    with pytest.raises(ConfigError, match=r"key 'featurizer.batch_size'.*'many'"):
+        load_profile(str(profile_path))
+
+
+def test_bad_choice_is_named(profile_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"key 'data.multi_label_policy'"):
+        load_profile(str(profile_path), ["data.multi_label_policy=keep-all"])
+
+
+def test_missing_required_key_is_named(profile_path: Path) -> None:
+    _edit(profile_path, lambda raw: raw["data"].pop("labels_csv"))
+    with pytest.raises(ConfigError, match=r"missing required key 'data.labels_csv'"):
+        load_profile(str(profile_path))
+
+
+def test_missing_path_is_named_when_no_sample(profile_path: Path) -> None:
+    _edit(profile_path, lambda raw: raw["data"].pop("sample"))
+    with pytest.raises(ConfigError) as err:
+        load_profile(str(profile_path))
+    assert "key 'data.labels_csv': path does not exist" in str(err.value)
+    assert str(profile_path) in str(err.value)
+
+
+def test_uri_paths_are_not_checked_locally(profile_path: Path) -> None:
+    def to_s3(raw: dict) -> None:
+        raw["data"].pop("sample")
+        raw["data"].update(labels_csv="s3://b/l.csv", classes_csv="s3://b/c.csv", images="s3://b/i/")
+
+    _edit(profile_path, to_s3)
+    assert load_profile(str(profile_path)).data.images == "s3://b/i/"
+
+
+def test_unknown_profile_lists_known_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match=r"profile 'nope' not found .*'local'"):
+        load_profile("nope")
+
+
+def test_bad_override_syntax(profile_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_profile(str(profile_path), ["featurizer.pooling"])
+    with pytest.raises(ConfigError, match="is not a section"):
+        load_profile(str(profile_path), ["featurizer.batch_size.x=1"])
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_profile(str(path))

@@ -1,0 +1,174 @@
+"""DeepImageFeaturizer on real Spark and real Keras: parity, quarantine, save/load, weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.ml import Pipeline, PipelineModel
+
+from sparkles.data.images import read_image_files
+from sparkles.featurizer import DeepImageFeaturizer
+from sparkles.imaging import decode_image
+from sparkles.models import get_spec
+from sparkles.weights import WeightsUnavailableError, resolve_weights
+from tests.images import bad_variants, encode, good_variants, photo
+
+LIMITS = {"max_bytes": 50 << 20, "max_pixels": 2_000_000}
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated pictures plus real photographs that scikit-image ships."""
+    from PIL import Image
+    from skimage import data
+
+    files = {f"generated{i}.jpg": encode(photo(300 + 40 * i, 200 + 30 * i, seed=i)) for i in range(3)}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        files[f"{name}.jpg"] = encode(Image.fromarray(getattr(data, name)()))
+    return _write(tmp_path_factory.mktemp("photos"), files)
+
+
+def _features_by_name(frame, column: str = "features") -> dict[str, np.ndarray]:
+    return {Path(r.path).name: r[column] for r in frame.select("path", column).collect()}
+
+
+def _bare_keras(folder: Path, names: list[str], model_name: str, pooling: str) -> np.ndarray:
+    """What a person would write without Spark: decode, preprocess, predict_on_batch."""
+    spec = get_spec(model_name)
+    pixels = np.stack(
+        [decode_image((folder / n).read_bytes(), spec.input_size, **LIMITS) for n in names]
+    ).astype(np.float32)
+    model = spec.build(None, pooling, seed=0)
+    out = np.asarray(model.predict_on_batch(spec.preprocess()(pixels)))
+    return out.reshape(len(names), -1)
+
+
+@pytest.mark.parametrize(("pooling", "size"), [("avg", 2048), ("none", 8 * 8 * 2048)])
+def test_inception_features_equal_bare_keras(spark, photos: Path, pooling: str, size: int) -> None:
+    images = read_image_files(spark, str(photos)).files
+    featurizer = DeepImageFeaturizer(weights="random", pooling=pooling, batchSize=4, maxPixels=LIMITS["max_pixels"])
+    got = _features_by_name(featurizer.transform(images))
+    names = sorted(got)
+    assert len(names) == 7
+    expected = _bare_keras(photos, names, "InceptionV3", pooling)
+    actual = np.stack([got[n].toArray() for n in names])
+    assert actual.shape == (7, size)
+    assert np.abs(actual - expected).max() <= 1e-4
+    assert actual.std() > 0
+
+
+def test_bad_images_are_quarantined_not_dropped(spark, tmp_path: Path) -> None:
+    bad = bad_variants(LIMITS["max_pixels"])
+    huge = encode(photo(1200, 900, seed=9))
+    files = {**good_variants(), **{n: c for n, (c, _) in bad.items() if c}, "huge.jpg": huge}
+    assert len(huge) > max(len(c) for n, c in files.items() if n != "huge.jpg")
+    folder = _write(tmp_path / "mixed", files)
+    images = read_image_files(spark, str(folder), "*.*")
+    assert [r.image_id for r in images.empty.collect()] == []  # empty.jpg was not written (b"")
+    featurizer = DeepImageFeaturizer(
+        modelName="MobileNetV2", weights="random", batchSize=3,
+        maxFileBytes=len(huge) - 1, maxPixels=LIMITS["max_pixels"],
+    )  # fmt: skip
+    rows = featurizer.transform(images.files).select("path", "features", "featurize_error").collect()
+    reasons = {Path(r.path).name: r.featurize_error for r in rows}
+    assert len(rows) == len(files)
+    for name, (_, reason) in bad.items():
+        if name != "empty.jpg":
+            assert reasons[name].startswith(reason), (name, reasons[name])
+    assert reasons["huge.jpg"].startswith("file too large")
+    for name in good_variants():
+        assert reasons[name] is None, (name, reasons[name])
+    featurized = [r for r in rows if r.featurize_error is None]
+    assert all(r.features is not None and r.features.size == 1280 for r in featurized)
+    assert all(r.features is None for r in rows if r.featurize_error is not None)
+
+
+def test_pipeline_model_saves_and_loads_with_its_weights(spark, photos: Path, tmp_path: Path) -> None:
+    spec = get_spec("MobileNetV2")
+    weights_file = tmp_path / "mine" / "mobilenet.weights.h5"
+    weights_file.parent.mkdir()
+    spec.build(None, "avg", seed=42).save_weights(str(weights_file))
+    images = read_image_files(spark, str(photos)).files
+    featurizer = DeepImageFeaturizer(modelName="MobileNetV2", weights=str(weights_file), batchSize=4)
+    model = Pipeline(stages=[featurizer]).fit(images)
+    before = _features_by_name(model.transform(images))
+    model.save(str(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "stages").is_dir()
+    weights_file.unlink()  # the saved model must not need the original file
+    loaded = PipelineModel.load(str(tmp_path / "saved"))
+    stage = loaded.stages[0]
+    assert isinstance(stage, DeepImageFeaturizer)
+    assert stage.getOrDefault(stage.weights).endswith("/weights/mobilenet.weights.h5")
+    after = _features_by_name(loaded.transform(images))
+    assert before.keys() == after.keys()
+    for name in before:
+        np.testing.assert_array_equal(before[name].toArray(), after[name].toArray())
+    # and the weights really are the file's, not a random initialisation
+    random_init = _features_by_name(
+        DeepImageFeaturizer(modelName="MobileNetV2", weights="random", seed=42 + 1).transform(images)
+    )
+    assert not np.allclose(
+        random_init["coffee.jpg"].toArray(), after["coffee.jpg"].toArray(), rtol=1e-3, atol=0
+    )
+
+
+def test_missing_weights_file_names_the_path(spark, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.h5"
+    with pytest.raises(WeightsUnavailableError, match=f"weights file {missing} does not exist"):
+        DeepImageFeaturizer(weights=str(missing)).transform(read_image_files(spark, str(tmp_path)).files)
+
+
+def test_unreachable_imagenet_weights_say_how_to_provide_them(tmp_path: Path) -> None:
+    spec = dataclasses.replace(get_spec("MobileNetV2"), weights_file="sparkles-test-absent.h5")
+    with pytest.raises(WeightsUnavailableError) as err:
+        resolve_weights(spec, "imagenet", mirror="http://127.0.0.1:9/", cache_dir=str(tmp_path))
+    message = str(err.value)
+    assert "sparkles-test-absent.h5" in message
+    assert "http://127.0.0.1:9/sparkles-test-absent.h5" in message
+    assert "featurizer.weights" in message and "weights_mirror" in message
+
+
+def test_imagenet_weights_download_from_a_mirror(tmp_path: Path) -> None:
+    """The real download path (keras get_file), served from loopback instead of Google Cloud."""
+    served = tmp_path / "served"
+    served.mkdir()
+    spec = dataclasses.replace(get_spec("MobileNetV2"), weights_file="sparkles-test.weights.h5")
+    spec.build(None, "avg", seed=5).save_weights(str(served / spec.weights_file))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+        resolved = resolve_weights(spec, "imagenet", mirror=mirror, cache_dir=str(tmp_path / "keras"))
+    finally:
+        server.shutdown()
+    assert resolved.kind == "imagenet"
+    assert Path(resolved.local_path).read_bytes() == (served / spec.weights_file).read_bytes()
+    assert resolved.identity.startswith("sha256:")
+
+
+def test_random_weights_are_reproducible_and_seeded() -> None:
+    spec = get_spec("MobileNetV2")
+    first, again, other = (spec.build(None, "avg", seed=s).get_weights()[0] for s in (1, 1, 2))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_invalid_params_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown model 'VGG99'"):
+        DeepImageFeaturizer(modelName="VGG99")
+    with pytest.raises(ValueError, match="pooling must be avg, max or none"):
+        DeepImageFeaturizer(pooling="mean")
