@@ -1,4 +1,4 @@
-"""Shared fixtures: one real local SparkSession, real MLflow on SQLite in a temp dir, a small sample."""
+"""Shared fixtures: one real local SparkSession, real MLflow on SQLite, a small sample."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ def test_local_profile_loads_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_profile_by_path_with_overrides(profile_path: Path) -> None:
     profile = load_profile(
-        str(profile_path), ["featurizer.pooling=max", "featurizer.batch_size=8", "data.classes=[Car, Bus]"]
+        str(profile_path),
+        ["featurizer.pooling=max", "featurizer.batch_size=8", "data.classes=[Car, Bus]"],
     )
     assert profile.featurizer.pooling == "max"
     assert profile.featurizer.batch_size == 8
@@ -75,7 +76,9 @@ def test_missing_path_is_named_when_no_sample(profile_path: Path) -> None:
 def test_uri_paths_are_not_checked_locally(profile_path: Path) -> None:
     def to_s3(raw: dict) -> None:
         raw["data"].pop("sample")
-        raw["data"].update(labels_csv="s3://b/l.csv", classes_csv="s3://b/c.csv", images="s3://b/i/")
+        raw["data"].update(
+            labels_csv="s3://b/l.csv", classes_csv="s3://b/c.csv", images="s3://b/i/"
+        )
 
     _edit(profile_path, to_s3)
     assert load_profile(str(profile_path)).data.images == "s3://b/i/"

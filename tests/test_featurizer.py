@@ -35,7 +35,9 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from PIL import Image
     from skimage import data
 
-    files = {f"generated{i}.jpg": encode(photo(300 + 40 * i, 200 + 30 * i, seed=i)) for i in range(3)}
+    files = {
+        f"generated{i}.jpg": encode(photo(300 + 40 * i, 200 + 30 * i, seed=i)) for i in range(3)
+    }
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         files[f"{name}.jpg"] = encode(Image.fromarray(getattr(data, name)()))
     return _write(tmp_path_factory.mktemp("photos"), files)
@@ -59,7 +61,9 @@ def _bare_keras(folder: Path, names: list[str], model_name: str, pooling: str) -
 @pytest.mark.parametrize(("pooling", "size"), [("avg", 2048), ("none", 8 * 8 * 2048)])
 def test_inception_features_equal_bare_keras(spark, photos: Path, pooling: str, size: int) -> None:
     images = read_image_files(spark, str(photos)).files
-    featurizer = DeepImageFeaturizer(weights="random", pooling=pooling, batchSize=4, maxPixels=LIMITS["max_pixels"])
+    featurizer = DeepImageFeaturizer(
+        weights="random", pooling=pooling, batchSize=4, maxPixels=LIMITS["max_pixels"]
+    )
     got = _features_by_name(featurizer.transform(images))
     names = sorted(got)
     assert len(names) == 7
@@ -82,7 +86,9 @@ def test_bad_images_are_quarantined_not_dropped(spark, tmp_path: Path) -> None:
         modelName="MobileNetV2", weights="random", batchSize=3,
         maxFileBytes=len(huge) - 1, maxPixels=LIMITS["max_pixels"],
     )  # fmt: skip
-    rows = featurizer.transform(images.files).select("path", "features", "featurize_error").collect()
+    rows = (
+        featurizer.transform(images.files).select("path", "features", "featurize_error").collect()
+    )
     reasons = {Path(r.path).name: r.featurize_error for r in rows}
     assert len(rows) == len(files)
     for name, (_, reason) in bad.items():
@@ -96,13 +102,17 @@ def test_bad_images_are_quarantined_not_dropped(spark, tmp_path: Path) -> None:
     assert all(r.features is None for r in rows if r.featurize_error is not None)
 
 
-def test_pipeline_model_saves_and_loads_with_its_weights(spark, photos: Path, tmp_path: Path) -> None:
+def test_pipeline_model_saves_and_loads_with_its_weights(
+    spark, photos: Path, tmp_path: Path
+) -> None:
     spec = get_spec("MobileNetV2")
     weights_file = tmp_path / "mine" / "mobilenet.weights.h5"
     weights_file.parent.mkdir()
     spec.build(None, "avg", seed=42).save_weights(str(weights_file))
     images = read_image_files(spark, str(photos)).files
-    featurizer = DeepImageFeaturizer(modelName="MobileNetV2", weights=str(weights_file), batchSize=4)
+    featurizer = DeepImageFeaturizer(
+        modelName="MobileNetV2", weights=str(weights_file), batchSize=4
+    )
     model = Pipeline(stages=[featurizer]).fit(images)
     before = _features_by_name(model.transform(images))
     model.save(str(tmp_path / "saved"))
@@ -118,7 +128,9 @@ def test_pipeline_model_saves_and_loads_with_its_weights(spark, photos: Path, tm
         np.testing.assert_array_equal(before[name].toArray(), after[name].toArray())
     # and the weights really are the file's, not a random initialisation
     random_init = _features_by_name(
-        DeepImageFeaturizer(modelName="MobileNetV2", weights="random", seed=42 + 1).transform(images)
+        DeepImageFeaturizer(modelName="MobileNetV2", weights="random", seed=42 + 1).transform(
+            images
+        )
     )
     assert not np.allclose(
         random_init["coffee.jpg"].toArray(), after["coffee.jpg"].toArray(), rtol=1e-3, atol=0
@@ -128,7 +140,9 @@ def test_pipeline_model_saves_and_loads_with_its_weights(spark, photos: Path, tm
 def test_missing_weights_file_names_the_path(spark, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.h5"
     with pytest.raises(WeightsUnavailableError, match=f"weights file {missing} does not exist"):
-        DeepImageFeaturizer(weights=str(missing)).transform(read_image_files(spark, str(tmp_path)).files)
+        DeepImageFeaturizer(weights=str(missing)).transform(
+            read_image_files(spark, str(tmp_path)).files
+        )
 
 
 def test_unreachable_imagenet_weights_say_how_to_provide_them(tmp_path: Path) -> None:
@@ -152,7 +166,9 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         mirror = f"http://127.0.0.1:{server.server_address[1]}/"
-        resolved = resolve_weights(spec, "imagenet", mirror=mirror, cache_dir=str(tmp_path / "keras"))
+        resolved = resolve_weights(
+            spec, "imagenet", mirror=mirror, cache_dir=str(tmp_path / "keras")
+        )
     finally:
         server.shutdown()
     assert resolved.kind == "imagenet"

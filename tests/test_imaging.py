@@ -49,4 +49,8 @@ def test_file_over_size_limit() -> None:
     content = encode(photo(seed=2))
     with pytest.raises(BadImage, match=f"file too large: {len(content)} bytes"):
         decode_image(content, SIZE, max_bytes=len(content) - 1, max_pixels=LIMITS["max_pixels"])
-    assert decode_image(content, SIZE, max_bytes=len(content), max_pixels=10**6).shape == (64, 48, 3)
+    assert decode_image(content, SIZE, max_bytes=len(content), max_pixels=10**6).shape == (
+        64,
+        48,
+        3,
+    )

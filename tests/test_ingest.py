@@ -1,4 +1,4 @@
-"""Open Images ingest with Spark: positives only, names joined, the multi-label policy, file matching."""
+"""Open Images ingest with Spark: positives only, names, the multi-label policy, file matching."""
 
 from __future__ import annotations
 
@@ -48,7 +48,13 @@ def test_positive_labels_only_with_names(spark, dataset: Path) -> None:
     labeled = _labels(spark, dataset)
     got = {(r.image_id, r.label) for r in labeled.labels.collect()}
     # img4 has only a negative Car row; img3 carries both classes and is dropped
-    assert got == {("img1", "Car"), ("img2", "Tree"), ("img5", "Tree"), ("img6", "Car"), ("img8", "Tree")}
+    assert got == {
+        ("img1", "Car"),
+        ("img2", "Tree"),
+        ("img5", "Tree"),
+        ("img6", "Car"),
+        ("img8", "Tree"),
+    }
     assert labeled.counts["label_rows"] == 10
     assert labeled.counts["positive_label_rows"] == 9
     assert labeled.counts["images_in_labels"] == 7
@@ -58,7 +64,9 @@ def test_positive_labels_only_with_names(spark, dataset: Path) -> None:
     assert [list(r.labels) for r in labeled.multi_label.collect()] == [["Car", "Tree"]]
 
 
-@pytest.mark.parametrize(("classes", "expected"), [(("Car", "Tree"), "Car"), (("Tree", "Car"), "Tree")])
+@pytest.mark.parametrize(
+    ("classes", "expected"), [(("Car", "Tree"), "Car"), (("Tree", "Car"), "Tree")]
+)
 def test_keep_first_follows_class_order(spark, dataset: Path, classes, expected) -> None:
     labeled = _labels(spark, dataset, classes=classes, policy="keep-first")
     got = dict((r.image_id, r.label) for r in labeled.labels.collect())
@@ -100,4 +108,7 @@ def test_files_matched_missing_unlabeled_and_empty(spark, dataset: Path) -> None
         "unlabeled_files": 2,  # img4 (negative label only) and img7 (no label)
         "policy_dropped_files": 1,  # img3: Car and Tree
     }
-    assert counts["files"] == counts["matched_files"] + counts["unlabeled_files"] + counts["policy_dropped_files"]
+    assert (
+        counts["files"]
+        == counts["matched_files"] + counts["unlabeled_files"] + counts["policy_dropped_files"]
+    )

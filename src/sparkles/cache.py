@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from pyspark.sql import functions as F
 
 from sparkles import storage
 
+log = logging.getLogger(__name__)
+
 META = "meta.json"
 TABLE = "table"
 
 
 def fingerprint(parts: dict[str, Any], manifest: Iterable[tuple[Any, ...]]) -> str:
-    """Hash of what decides the features: model settings and every input file (path, size, mtime, label)."""
+    """Hash of what decides the features: model settings, every input (path, size, mtime, label)."""
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     for row in manifest:
         digest.update(("\x1f".join("" if v is None else str(v) for v in row) + "\x1e").encode())
@@ -73,7 +76,8 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(storage.read_text(self.spark, f"{path}/{META}"))
-        except (ValueError, OSError):
+        except Exception as err:  # unreadable, checksum mismatch, not JSON: not trusted
+            log.warning("ignoring cache entry %s: unreadable meta.json (%s)", path, err)
             return None
         return CacheEntry(path, meta) if meta.get("fingerprint") == key else None
 

@@ -46,8 +46,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     profile = _profile(args)
     ensure_sample(profile)
     experiment_id = tracking.configure(profile)
-    print(f"tracking {tracking.tracking_uri(profile)}, experiment {profile.mlflow.experiment!r} "
-          f"(id {experiment_id}); data at {profile.data.images}")
+    print(
+        f"tracking {tracking.tracking_uri(profile)}, experiment {profile.mlflow.experiment!r} "
+        f"(id {experiment_id}); data at {profile.data.images}"
+    )
     return 0
 
 
@@ -96,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TF loads here or in a worker
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     args = build_parser().parse_args(argv)
     try:

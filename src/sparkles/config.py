@@ -36,7 +36,9 @@ class SparkConfig(_Strict):
     def _stringify(cls, value: Any) -> Any:
         """Spark conf values are strings; YAML gives ints and bools, so accept and convert them."""
         if isinstance(value, dict):
-            return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+            return {
+                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
+            }
         return value
 
 

@@ -59,7 +59,9 @@ def ensure_sample(profile: Profile) -> None:
     sample, data = profile.data.sample, profile.data
     if sample is None or Path(data.labels_csv).exists():
         return
-    log.info("generating the bundled sample (%d synthetic images) in %s", sample.images, data.images)
+    log.info(
+        "generating the bundled sample (%d synthetic images) in %s", sample.images, data.images
+    )
     generate_sample(
         Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
         count=sample.images, seed=sample.seed, size=sample.size,
@@ -77,7 +79,8 @@ def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
     except WeightsUnavailableError as err:
         if not settings.allow_random_weights:
             raise
-        message = f"{err} -- falling back to RANDOM weights (allow_random_weights: true in {profile.source})"
+        allowed = f"allow_random_weights: true in {profile.source}"
+        message = f"{err} -- falling back to RANDOM weights ({allowed})"
         warnings.warn(message, stacklevel=2)
         log.warning(message)
         return resolve_weights(spec, "random", settings.random_seed)
@@ -188,7 +191,9 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         metrics["featurize_seconds"] = result.seconds
         metrics["images_per_second"] = result.images_per_second
     mlflow.log_metrics(metrics)
-    quarantine = result.entry.quarantine(spark).select("path", "image_id", "label", "featurize_error")
+    quarantine = result.entry.quarantine(spark).select(
+        "path", "image_id", "label", "featurize_error"
+    )
     with tempfile.TemporaryDirectory() as folder:
         quarantine.toPandas().rename(columns={"featurize_error": "reason"}).to_csv(
             Path(folder, "quarantine.csv"), index=False

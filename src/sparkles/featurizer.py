@@ -19,8 +19,12 @@ from pyspark.ml import Transformer
 from pyspark.ml.functions import array_to_vector, predict_batch_udf
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable
-from pyspark.ml.util import DefaultParamsWriter
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
@@ -65,9 +69,8 @@ def _make_predict_fn(
 
     def make() -> Any:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from pyspark import TaskContext
-
         import tensorflow as tf
+        from pyspark import TaskContext
 
         context = TaskContext.get()
         threads = context.cpus() if context is not None else 0
@@ -127,17 +130,40 @@ class _Reader(DefaultParamsReader):
         return featurizer
 
 
-class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable):
+class DeepImageFeaturizer(
+    Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
+):
     """Image bytes → CNN features (a Spark ML vector), with bad images quarantined, not dropped."""
 
-    errorCol = Param(Params._dummy(), "errorCol", "column for the reason an image was not featurized", TypeConverters.toString)
-    modelName = Param(Params._dummy(), "modelName", "keras.applications CNN", TypeConverters.toString)
-    weights = Param(Params._dummy(), "weights", "'imagenet', 'random', or a weights file path/URI", TypeConverters.toString)
-    pooling = Param(Params._dummy(), "pooling", "avg, max, or none (unpooled, as sparkdl)", TypeConverters.toString)
+    errorCol = Param(
+        Params._dummy(),
+        "errorCol",
+        "column for the reason an image was not featurized",
+        TypeConverters.toString,
+    )
+    modelName = Param(
+        Params._dummy(), "modelName", "keras.applications CNN", TypeConverters.toString
+    )
+    weights = Param(
+        Params._dummy(),
+        "weights",
+        "'imagenet', 'random', or a weights file path/URI",
+        TypeConverters.toString,
+    )
+    pooling = Param(
+        Params._dummy(),
+        "pooling",
+        "avg, max, or none (unpooled, as sparkdl)",
+        TypeConverters.toString,
+    )
     batchSize = Param(Params._dummy(), "batchSize", "images per model call", TypeConverters.toInt)
     seed = Param(Params._dummy(), "seed", "seed for random weights", TypeConverters.toInt)
-    maxFileBytes = Param(Params._dummy(), "maxFileBytes", "larger files are quarantined", TypeConverters.toInt)
-    maxPixels = Param(Params._dummy(), "maxPixels", "more pixels is a decompression bomb", TypeConverters.toInt)
+    maxFileBytes = Param(
+        Params._dummy(), "maxFileBytes", "larger files are quarantined", TypeConverters.toInt
+    )
+    maxPixels = Param(
+        Params._dummy(), "maxPixels", "more pixels is a decompression bomb", TypeConverters.toInt
+    )
 
     @keyword_only
     def __init__(
@@ -166,7 +192,9 @@ class DeepImageFeaturizer(Transformer, HasInputCol, HasOutputCol, DefaultParamsR
     def _validate(self) -> None:
         get_spec(self.getOrDefault(self.modelName))
         if self.getOrDefault(self.pooling) not in ("avg", "max", "none"):
-            raise ValueError(f"pooling must be avg, max or none, got {self.getOrDefault(self.pooling)!r}")
+            raise ValueError(
+                f"pooling must be avg, max or none, got {self.getOrDefault(self.pooling)!r}"
+            )
         if self.getOrDefault(self.batchSize) < 1:
             raise ValueError("batchSize must be at least 1")
 

@@ -28,14 +28,16 @@ class CnnSpec:
     weights_md5: str | None  # Keras' own checksum for that file, where it has one
 
     def weights_origin(self, mirror: str | None = None) -> str:
-        base = mirror.rstrip("/") + "/" if mirror else KERAS_WEIGHTS_BASE + self.weights_subdir + "/"
+        base = (
+            mirror.rstrip("/") + "/" if mirror else KERAS_WEIGHTS_BASE + self.weights_subdir + "/"
+        )
         return base + self.weights_file
 
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
         return importlib.import_module(f"keras.applications.{self.module}").preprocess_input
 
     def build(self, weights: str | None, pooling: str, seed: int = 0) -> Any:
-        """The headless model; ``weights=None`` gives seeded random weights (tests, offline runs)."""
+        """The headless model; ``weights=None`` gives seeded random weights (tests, offline)."""
         import keras
 
         if weights is None:

@@ -1,4 +1,4 @@
-"""Progress of long Spark jobs, read from the status tracker: a bar on a terminal, log lines otherwise."""
+"""Progress of long Spark jobs from the status tracker: a bar on a terminal, else log lines."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def git_commit() -> str | None:
 
 @contextmanager
 def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run tagged with profile and commit that ends FAILED (error tagged) on any exception.
+    """An MLflow run tagged with profile and commit; any exception ends it FAILED, error tagged.
 
     Under ``mlflow run`` the launcher has created the run already (MLFLOW_RUN_ID): reuse it.
     """

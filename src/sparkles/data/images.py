@@ -27,7 +27,7 @@ def image_id_from_path(path: Column) -> Column:
 
 
 def canonical_path(path: str) -> str:
-    """One spelling per file: the file index writes ``file:///x`` where binaryFile writes ``file:/x``."""
+    """One spelling per file: the file index writes ``file:///x``, binaryFile ``file:/x``."""
     return "file:/" + path[len("file:///") :] if path.startswith("file:///") else path
 
 

@@ -45,7 +45,9 @@ class MatchedImages:
 def read_class_descriptions(spark: SparkSession, path: str) -> DataFrame:
     """(LabelName, DisplayName); v5 files have no header, v7 files do: accept both."""
     table = spark.read.csv(path, schema=CLASSES_SCHEMA, header=False, mode="PERMISSIVE")
-    return table.where(~((F.col("LabelName") == "LabelName") & (F.col("DisplayName") == "DisplayName")))
+    return table.where(
+        ~((F.col("LabelName") == "LabelName") & (F.col("DisplayName") == "DisplayName"))
+    )
 
 
 def read_image_labels(spark: SparkSession, path: str) -> DataFrame:
@@ -72,13 +74,20 @@ def select_target_labels(
     found = {row.DisplayName.lower() for row in targets}
     unknown = [c for c in classes if c.lower() not in found]
     if unknown:
-        raise IngestError(f"{classes_csv}: no class named {unknown}; names are matched ignoring case")
+        raise IngestError(
+            f"{classes_csv}: no class named {unknown}; names are matched ignoring case"
+        )
     priority = {name: i for i, name in enumerate(wanted)}
-    target_rows = [(r.LabelName, classes[priority[r.DisplayName.lower()]], priority[r.DisplayName.lower()]) for r in targets]
+    target_rows = [
+        (r.LabelName, classes[priority[r.DisplayName.lower()]], priority[r.DisplayName.lower()])
+        for r in targets
+    ]
     target_df = spark.createDataFrame(target_rows, "LabelName string, label string, priority int")
 
     raw = read_image_labels(spark, labels_csv).cache()
-    malformed = F.col("ImageID").isNull() | F.col("LabelName").isNull() | F.col("Confidence").isNull()
+    malformed = (
+        F.col("ImageID").isNull() | F.col("LabelName").isNull() | F.col("Confidence").isNull()
+    )
     totals = raw.agg(
         F.count(F.lit(1)).alias("label_rows"),
         F.sum(malformed.cast("int")).alias("malformed_label_rows"),
@@ -95,7 +104,9 @@ def select_target_labels(
         F.count(F.lit(1)).alias("n_targets"),
         F.sort_array(F.collect_set(F.struct("priority", "label"))).alias("ranked"),
     )
-    multi = per_image.where("n_targets > 1").select("image_id", F.col("ranked.label").alias("labels"))
+    multi = per_image.where("n_targets > 1").select(
+        "image_id", F.col("ranked.label").alias("labels")
+    )
     kept = per_image if policy == "keep-first" else per_image.where("n_targets = 1")
     labels = kept.select("image_id", F.col("ranked")[0]["label"].alias("label")).cache()
     counts = {
@@ -123,17 +134,22 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
         "path", "image_id", "label", "length", "modification_time", "content"
     )
     empty = images.empty.join(labels, "image_id").select("path", "image_id", "label")
-    file_ids = images.files.select("image_id").unionByName(images.empty.select("image_id"))
-    missing = labeled.labels.join(file_ids.distinct(), "image_id", "left_anti")
-    without_label = file_ids.join(labeled.labels.select("image_id"), "image_id", "left_anti")
-    unlabeled = without_label.join(labeled.targets, "image_id", "left_anti")
-    counts = {
-        "files": file_ids.count(),
-        "empty_files": images.empty.count(),
-        "matched_files": matched.count() + empty.count(),
-        "missing_files": missing.count(),
-        "unlabeled_files": unlabeled.count(),
-        "policy_dropped_files": without_label.count() - unlabeled.count(),
-    }
+    file_ids = images.files.select("image_id", F.lit(False).alias("is_empty")).unionByName(
+        images.empty.select("image_id", F.lit(True).alias("is_empty"))
+    )
+    targets = labeled.targets.withColumn("is_target", F.lit(True))
+    per_file = file_ids.join(labels, "image_id", "left").join(
+        F.broadcast(targets), "image_id", "left"
+    )
+    has_label, is_target = F.col("label").isNotNull(), F.col("is_target").isNotNull()
+    tally = per_file.agg(
+        F.count(F.lit(1)).alias("files"),
+        F.sum(F.col("is_empty").cast("int")).alias("empty_files"),
+        F.sum(has_label.cast("int")).alias("matched_files"),
+        F.sum((~is_target).cast("int")).alias("unlabeled_files"),
+        F.sum((is_target & ~has_label).cast("int")).alias("policy_dropped_files"),
+    ).first()
+    missing = labeled.labels.join(file_ids.select("image_id").distinct(), "image_id", "left_anti")
+    counts = {key: int(value or 0) for key, value in tally.asDict().items()}
+    counts["missing_files"] = missing.count()
     return MatchedImages(matched=matched, empty=empty, missing=missing, counts=counts)
-

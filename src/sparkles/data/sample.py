@@ -89,7 +89,10 @@ def _draw_tree(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[
         for k in range(3):
             top = base - tall + k * tall * 0.2
             half = tall * (0.18 + 0.08 * k)
-            draw.polygon([(cx, top), (cx - half, top + tall * 0.35), (cx + half, top + tall * 0.35)], fill=leaf)
+            draw.polygon(
+                [(cx, top), (cx - half, top + tall * 0.35), (cx + half, top + tall * 0.35)],
+                fill=leaf,
+            )
     else:  # broadleaf: a crown of overlapping blobs
         for _ in range(int(rng.integers(4, 8))):
             r = tall * rng.uniform(0.15, 0.25)
@@ -97,7 +100,9 @@ def _draw_tree(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[
             draw.ellipse([cx + ox - r, oy - r, cx + ox + r, oy + r], fill=leaf)
 
 
-def _draw_building(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[int, int]) -> None:
+def _draw_building(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[int, int]
+) -> None:
     w, h = size
     bw, bh = w * rng.uniform(0.2, 0.4), h * rng.uniform(0.4, 0.7)
     x0 = rng.uniform(0, w - bw)
@@ -125,7 +130,11 @@ def _labels_for(kind: str, rng: np.random.Generator, image: str) -> list[list[st
 
 
 def generate_sample(
-    labels_csv: Path, classes_csv: Path, images: Path, count: int = 240, seed: int = 7,
+    labels_csv: Path,
+    classes_csv: Path,
+    images: Path,
+    count: int = 240,
+    seed: int = 7,
     size: tuple[int, int] = (320, 240),
 ) -> SamplePaths:
     """Write ``count`` JPEG scenes and the two Open Images CSVs. Same seed, same bytes."""
