@@ -64,6 +64,44 @@ def cmd_featurize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    """--reg-param etc. become profile overrides, so they are validated before Spark starts."""
+    pairs = {
+        "train.reg_param": args.reg_param,
+        "train.elastic_net_param": args.elastic_net_param,
+        "train.max_iter": args.max_iter,
+    }
+    return [f"{key}={value}" for key, value in pairs.items() if value not in (None, "")]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sparkles.jobs import run_train
+
+    args.overrides = [*args.overrides, *_train_overrides(args)]
+    profile = _profile(args)
+    from sparkles.session import build_session
+
+    print(json.dumps(run_train(profile, build_session(profile)), indent=2))
+    return 0
+
+
+def cmd_main(args: argparse.Namespace) -> int:
+    from sparkles.jobs import run_main
+
+    args.overrides = [*args.overrides, *_train_overrides(args)]
+    profile = _profile(args)
+    from sparkles.session import build_session
+
+    print(json.dumps(run_main(profile, build_session(profile), _truthy(args.refresh)), indent=2))
+    return 0
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reg-param", default=None, help="regularization strength (>= 0)")
+    parser.add_argument("--elastic-net-param", default=None, help="0 = L2 ... 1 = L1")
+    parser.add_argument("--max-iter", default=None, help="LogisticRegression iterations")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparkles", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -92,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild the cache entry even if a complete one exists",
     )  # fmt: skip
     featurize.set_defaults(func=cmd_featurize)
+
+    train = commands.add_parser(
+        "train", parents=[common], help="fit and evaluate the classifier on cached features"
+    )
+    _add_train_options(train)
+    train.set_defaults(func=cmd_train)
+
+    main_job = commands.add_parser(
+        "main", parents=[common], help="featurize (cache-aware) then train, in one MLflow run"
+    )
+    _add_train_options(main_job)
+    main_job.add_argument("--refresh", nargs="?", const="true", default="false")
+    main_job.set_defaults(func=cmd_main)
     return parser
 
 

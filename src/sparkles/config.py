@@ -78,6 +78,19 @@ class FeaturizerConfig(_Strict):
     max_pixels: int = Field(default=89_478_485, gt=0)
 
 
+class TrainConfig(_Strict):
+    """The classifier: a penalized logistic regression on the cached features."""
+
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    reg_param: float = Field(default=0.01, ge=0)
+    elastic_net_param: float = Field(default=0.5, ge=0, le=1)
+    max_iter: int = Field(default=100, ge=1)
+    tol: float = Field(default=1e-6, gt=0)
+    standardization: bool = True
+    gallery_size: int = Field(default=12, ge=0)
+
+
 class CacheConfig(_Strict):
     dir: str = "./.cache/features"
 
@@ -90,6 +103,7 @@ class Profile(_Strict):
     data: DataConfig
     featurizer: FeaturizerConfig = FeaturizerConfig()
     cache: CacheConfig = CacheConfig()
+    train: TrainConfig = TrainConfig()
 
 
 def is_uri(path: str) -> bool:

@@ -7,6 +7,7 @@ multi-label policy are counted beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -34,6 +35,10 @@ from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_w
 
 log = logging.getLogger(__name__)
 CACHE_COLUMNS = ["path", "image_id", "label", "features", "featurize_error"]
+
+
+class CacheMissingError(RuntimeError):
+    """``train``/``tune`` never run the CNN: they need a complete cache entry."""
 
 
 class ReconciliationError(RuntimeError):
@@ -83,7 +88,8 @@ def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
         message = f"{err} -- falling back to RANDOM weights ({allowed})"
         warnings.warn(message, stacklevel=2)
         log.warning(message)
-        return resolve_weights(spec, "random", settings.random_seed)
+        fallback = resolve_weights(spec, "random", settings.random_seed)
+        return dataclasses.replace(fallback, requested=settings.weights)
 
 
 def build_featurizer(profile: Profile, weights: ResolvedWeights) -> DeepImageFeaturizer:
@@ -101,8 +107,13 @@ def build_featurizer(profile: Profile, weights: ResolvedWeights) -> DeepImageFea
     )
 
 
-def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
-    """Featurize the profile's labelled images into the cache, or reuse a complete entry."""
+def featurize(
+    profile: Profile, spark: SparkSession, refresh: bool = False, compute: bool = True
+) -> FeaturizeResult:
+    """Featurize the profile's labelled images into the cache, or reuse a complete entry.
+
+    With ``compute=False`` a missing entry is an error instead of a CNN run.
+    """
     ensure_sample(profile)
     data, settings = profile.data, profile.featurizer
     labeled = select_target_labels(
@@ -138,6 +149,11 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
         log.info("feature cache hit %s: the CNN does not run", entry.path)
         return FeaturizeResult(key, entry, True, weights, {**counts, **entry.meta["counts"]})
 
+    if not compute:
+        raise CacheMissingError(
+            f"no complete feature cache entry {key} under {cache.root} for these images and "
+            f"featurizer settings: run `sparkles featurize` (or the `main` entry point) first"
+        )
     featurized = build_featurizer(profile, weights).transform(inputs).select(*CACHE_COLUMNS)
     started = time.monotonic()
     with spark_progress(spark, "featurize"):

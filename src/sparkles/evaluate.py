@@ -1,0 +1,161 @@
+"""Held-out evaluation: the seed's metrics (accuracy, weighted F1, AUC), per-class precision and
+recall, and the plots people look at first (ROC, confusion matrix, misclassified images).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+from PIL import Image
+from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from sklearn.metrics import roc_curve
+
+from sparkles.pipeline import LABEL_INDEX, PREDICTION, PREDICTION_INDEX
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    labels: list[str]  # class names by index; labels[1] is the positive class for AUC
+    predictions: pd.DataFrame  # image_id, path, label, prediction, score (P(positive class))
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+
+    @property
+    def positive(self) -> str:
+        return self.labels[-1]
+
+
+def _multiclass(frame: DataFrame, metric: str, **extra: float) -> float:
+    evaluator = MulticlassClassificationEvaluator(
+        labelCol=LABEL_INDEX, predictionCol=PREDICTION_INDEX, metricName=metric, **extra
+    )
+    return float(evaluator.evaluate(frame))
+
+
+def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
+    """Metrics on a scored test set (output of the classifier model, with ``label_index``)."""
+    scored = scored.cache()
+    metrics = {
+        "accuracy": _multiclass(scored, "accuracy"),
+        "f1": _multiclass(scored, "f1"),  # weighted by class support, as in the 2019 study
+        "weighted_precision": _multiclass(scored, "weightedPrecision"),
+        "weighted_recall": _multiclass(scored, "weightedRecall"),
+    }
+    for index, name in enumerate(labels):
+        metrics[f"precision_{name}"] = _multiclass(scored, "precisionByLabel", metricLabel=index)
+        metrics[f"recall_{name}"] = _multiclass(scored, "recallByLabel", metricLabel=index)
+    if len(labels) == 2:
+        auc = BinaryClassificationEvaluator(
+            rawPredictionCol="rawPrediction", labelCol=LABEL_INDEX, metricName="areaUnderROC"
+        )
+        metrics["auc"] = float(auc.evaluate(scored))
+    predictions = scored.select(
+        "image_id",
+        "path",
+        "label",
+        PREDICTION,
+        vector_to_array("probability")[len(labels) - 1].alias("score"),
+        F.col(LABEL_INDEX).cast("int").alias("true_index"),
+        F.col(PREDICTION_INDEX).cast("int").alias("predicted_index"),
+    ).toPandas()
+    scored.unpersist()
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(confusion, (predictions.true_index, predictions.predicted_index), 1)
+    metrics["count_test"] = float(len(predictions))
+    return Evaluation(metrics, labels, predictions.drop(columns=["true_index"]), confusion)
+
+
+def plot_roc(evaluation: Evaluation, path: Path) -> Path:
+    truth = (evaluation.predictions.label == evaluation.positive).astype(int)
+    fpr, tpr, _ = roc_curve(truth, evaluation.predictions.score)
+    figure = Figure(figsize=(5, 5))
+    axes = figure.subplots()
+    auc = evaluation.metrics.get("auc", float("nan"))
+    axes.plot(fpr, tpr, lw=2, label=f"{evaluation.positive} vs rest (AUC = {auc:.4f})")
+    axes.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (AUC = 0.5)")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, held-out test")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
+    figure = Figure(figsize=(4.5, 4))
+    axes = figure.subplots()
+    matrix = evaluation.confusion
+    axes.imshow(matrix, cmap="Blues")
+    ticks = range(len(evaluation.labels))
+    axes.set(
+        xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title="Confusion matrix"
+    )
+    axes.set_xticklabels(evaluation.labels)
+    axes.set_yticklabels(evaluation.labels)
+    for (row, column), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        axes.text(column, row, str(value), ha="center", va="center", color=colour)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Path:
+    """Images per class in each split (e.g. {"train": {"Car": 80, ...}, "test": {...}})."""
+    frame = pd.DataFrame(counts).fillna(0).astype(int)
+    figure = Figure(figsize=(5, 3.5))
+    axes = figure.subplots()
+    width = 0.8 / len(frame.columns)
+    for offset, split in enumerate(frame.columns):
+        positions = np.arange(len(frame)) + offset * width
+        bars = axes.bar(positions, frame[split], width, label=split)
+        axes.bar_label(bars)
+    axes.set_xticks(np.arange(len(frame)) + width * (len(frame.columns) - 1) / 2, frame.index)
+    axes.set(ylabel="images", title="Images per class")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_misclassified(
+    evaluation: Evaluation, spark: SparkSession, path: Path, limit: int = 12
+) -> Path:
+    """The most confidently wrong test images, each titled with truth and P(positive)."""
+    wrong = evaluation.predictions[
+        evaluation.predictions.label != evaluation.predictions[PREDICTION]
+    ]
+    wrong = wrong.assign(confidence=(wrong.score - 0.5).abs()).nlargest(limit, "confidence")
+    contents: dict[str, bytes] = {}
+    if len(wrong):
+        rows = spark.read.format("binaryFile").load(list(wrong.path)).select("path", "content")
+        contents = {row.path: bytes(row.content) for row in rows.collect()}
+    columns = 4
+    count = max(len(wrong), 1)
+    rows_needed = (count + columns - 1) // columns
+    figure = Figure(figsize=(10, 2.8 * rows_needed))
+    grid = figure.subplots(rows_needed, columns)
+    cells = np.atleast_1d(grid).ravel()
+    for cell in cells:
+        cell.axis("off")
+    if not len(wrong):
+        cells[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    for cell, row in zip(cells, wrong.itertuples(), strict=False):
+        if row.path in contents:
+            cell.imshow(Image.open(io.BytesIO(contents[row.path])).convert("RGB"))
+        cell.set_title(
+            f"true {row.label}, said {getattr(row, PREDICTION)}\n"
+            f"P({evaluation.positive}) = {row.score:.2f}",
+            fontsize=8,
+        )
+    figure.suptitle("Misclassified test images (most confident first)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    return path

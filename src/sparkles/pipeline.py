@@ -1,0 +1,111 @@
+"""The Spark ML pipelines: the one trained on cached features, and the one logged for scoring.
+
+The scoring model is the whole chain, featurizer included, so it scores raw image bytes. Images
+the featurizer quarantines flow through with null predictions and their reason, instead of
+crashing LogisticRegression (which throws on a null vector) or vanishing.
+"""
+
+from __future__ import annotations
+
+from pyspark import keyword_only
+from pyspark.ml import Pipeline, PipelineModel, Transformer
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.feature import IndexToString
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from sparkles.config import TrainConfig
+from sparkles.featurizer import DeepImageFeaturizer
+
+LABEL_INDEX = "label_index"
+PREDICTION_INDEX = "prediction_index"
+PREDICTION = "prediction"  # the predicted label (a class name): what pyfunc returns
+ERROR = "featurize_error"
+OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
+
+
+class FillQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """Gives quarantined rows (null features) a zero vector so the classifier can run over them."""
+
+    featuresCol = Param(Params._dummy(), "featuresCol", "features column", TypeConverters.toString)
+    size = Param(Params._dummy(), "size", "feature vector length", TypeConverters.toInt)
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", size: int = 0) -> None:
+        super().__init__()
+        self._setDefault(featuresCol="features", size=0)
+        self._set(**self._input_kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        column = self.getOrDefault(self.featuresCol)
+        zeros = array_to_vector(F.array_repeat(F.lit(0.0), self.getOrDefault(self.size)))
+        return dataset.withColumn(column, F.coalesce(F.col(column), zeros))
+
+
+class MaskQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable):
+    """Nulls every prediction output on rows the featurizer quarantined: no guess for a bad image."""
+
+    errorCol = Param(
+        Params._dummy(), "errorCol", "quarantine reason column", TypeConverters.toString
+    )
+    maskedCols = Param(
+        Params._dummy(), "maskedCols", "columns to null", TypeConverters.toListString
+    )
+
+    @keyword_only
+    def __init__(self, *, errorCol: str = ERROR, maskedCols: list[str] | None = None) -> None:
+        super().__init__()
+        self._setDefault(errorCol=ERROR, maskedCols=OUTPUTS)
+        self._set(**self._input_kwargs)
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        error = F.col(self.getOrDefault(self.errorCol))
+        for column in self.getOrDefault(self.maskedCols):
+            dataset = dataset.withColumn(column, F.when(error.isNull(), F.col(column)))
+        return dataset
+
+
+def training_pipeline(settings: TrainConfig, regParam: float, elasticNetParam: float) -> Pipeline:
+    """StringIndexer → LogisticRegression, on cached features."""
+    from pyspark.ml.feature import StringIndexer
+
+    indexer = StringIndexer(
+        inputCol="label",
+        outputCol=LABEL_INDEX,
+        stringOrderType="alphabetAsc",
+        handleInvalid="error",
+    )
+    classifier = LogisticRegression(
+        featuresCol="features",
+        labelCol=LABEL_INDEX,
+        predictionCol=PREDICTION_INDEX,
+        regParam=regParam,
+        elasticNetParam=elasticNetParam,
+        maxIter=settings.max_iter,
+        tol=settings.tol,
+        standardization=settings.standardization,
+    )
+    return Pipeline(stages=[indexer, classifier])
+
+
+def classifier_model(fitted: PipelineModel) -> PipelineModel:
+    """Indexer + classifier + label names: scores cached features."""
+    labels = fitted.stages[0].labels
+    names = IndexToString(inputCol=PREDICTION_INDEX, outputCol=PREDICTION, labels=labels)
+    return PipelineModel([*fitted.stages, names])
+
+
+def scoring_model(featurizer: DeepImageFeaturizer, fitted: PipelineModel) -> PipelineModel:
+    """Featurizer + indexer + classifier + label names: scores raw image bytes (path, content)."""
+    size = fitted.stages[1].numFeatures
+    return PipelineModel(
+        [
+            featurizer,
+            FillQuarantined(size=size),
+            *classifier_model(fitted).stages,
+            MaskQuarantined(maskedCols=[*OUTPUTS, "features"]),
+        ]
+    )

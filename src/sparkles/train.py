@@ -1,0 +1,164 @@
+"""Train on cached features: seeded stratified split → StringIndexer → LogisticRegression →
+held-out evaluation → MLflow (params, metrics, plots, predictions, the models).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from sparkles import evaluate as ev
+from sparkles.cache import CacheEntry
+from sparkles.config import Profile
+from sparkles.features import FeaturizeResult, build_featurizer
+from sparkles.pipeline import classifier_model, scoring_model, training_pipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    fitted: PipelineModel  # indexer + classifier, as fitted
+    evaluation: ev.Evaluation
+    split_counts: dict[str, dict[str, int]]
+    fit_seconds: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluation.metrics
+
+
+def stratified_split(
+    frame: DataFrame, test_fraction: float, seed: int
+) -> tuple[DataFrame, DataFrame]:
+    """Same seed and data, same split: per class, the rows whose seeded hash ranks lowest are test.
+
+    The assignment is computed on (path, label) only and broadcast back, so the feature vectors
+    are never shuffled into one partition per class.
+    """
+    keys = frame.select("path", "label")
+    order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), "path"), "path")
+    per_class = Window.partitionBy("label")
+    assigned = keys.select(
+        "path",
+        (
+            F.row_number().over(order)
+            <= F.round(F.count(F.lit(1)).over(per_class) * F.lit(test_fraction))
+        ).alias("is_test"),
+    )
+    tagged = frame.join(F.broadcast(assigned), "path")
+    return tagged.where(~F.col("is_test")).drop("is_test"), tagged.where("is_test").drop("is_test")
+
+
+def _class_counts(frame: DataFrame) -> dict[str, int]:
+    return {row.label: row["count"] for row in frame.groupBy("label").count().collect()}
+
+
+def train(
+    profile: Profile, spark: SparkSession, entry: CacheEntry, reg_param: float, elastic_net: float
+) -> TrainResult:
+    """Fit on the training split of a cache entry and evaluate on its held-out split."""
+    settings = profile.train
+    train_set, test_set = stratified_split(
+        entry.features(spark), settings.test_fraction, settings.seed
+    )
+    train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
+    if len(counts["train"]) < 2:
+        raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
+    started = time.monotonic()
+    fitted = training_pipeline(settings, reg_param, elastic_net).fit(train_set)
+    fit_seconds = time.monotonic() - started
+    train_set.unpersist()
+    scored = classifier_model(fitted).transform(test_set)
+    evaluation = ev.evaluate(scored, list(fitted.stages[0].labels))
+    evaluation.metrics["count_train"] = float(sum(counts["train"].values()))
+    evaluation.metrics["fit_seconds"] = fit_seconds
+    return TrainResult(fitted, evaluation, counts, fit_seconds)
+
+
+def _input_example(spark: SparkSession, result: TrainResult) -> pd.DataFrame:
+    """One real test image as raw bytes: what the scoring model takes."""
+    path = result.evaluation.predictions.path.iloc[0]
+    row = spark.read.format("binaryFile").load(path).select("path", "content").first()
+    return pd.DataFrame({"path": [row.path], "content": [bytes(row.content)]})
+
+
+def runtime_requirements() -> list[str]:
+    """What the scoring model needs beyond what MLflow infers (TF and Keras load lazily)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("tensorflow-cpu", "tensorflow", "keras", "pillow"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def log_training(
+    result: TrainResult,
+    spark: SparkSession,
+    profile: Profile,
+    featurized: FeaturizeResult,
+    reg_param: float,
+    elastic_net: float,
+) -> None:
+    """Everything a reader of the run needs: params, metrics, plots, predictions, both models."""
+    settings = profile.train
+    # Spark's own Param names: distinct from the MLproject parameters (reg_param, ...), which
+    # MLflow logs as given (often empty, meaning "the profile's value").
+    mlflow.log_params(
+        {
+            "regParam": reg_param,
+            "elasticNetParam": elastic_net,
+            "maxIter": settings.max_iter,
+            "tol": settings.tol,
+            "standardization": settings.standardization,
+            "test_fraction": settings.test_fraction,
+            "split_seed": settings.seed,
+        }
+    )
+    mlflow.log_metrics(result.metrics)
+    mlflow.set_tag("sparkles.classes", ",".join(result.evaluation.labels))
+    dataset = mlflow.data.from_spark(
+        featurized.entry.features(spark).select("image_id", "label"),
+        path=featurized.entry.table,
+        name=f"features-{featurized.fingerprint}",
+    )
+    mlflow.log_input(dataset, context="training")
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        ev.plot_roc(result.evaluation, out / "roc_curve.png")
+        ev.plot_confusion(result.evaluation, out / "confusion_matrix.png")
+        ev.plot_label_distribution(result.split_counts, out / "label_distribution.png")
+        ev.plot_misclassified(
+            result.evaluation, spark, out / "misclassified.png", settings.gallery_size
+        )
+        result.evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
+        mlflow.log_artifacts(folder, artifact_path="evaluation")
+
+    classifier = classifier_model(result.fitted)
+    mlflow.spark.log_model(classifier, artifact_path="classifier")
+    scorer = scoring_model(build_featurizer(profile, featurized.weights), result.fitted)
+    example = _input_example(spark, result)
+    predicted = scorer.transform(spark.createDataFrame(example)).select("prediction").toPandas()
+    mlflow.spark.log_model(
+        scorer,
+        artifact_path="model",
+        signature=infer_signature(example, predicted["prediction"]),
+        input_example=example,
+        extra_pip_requirements=runtime_requirements(),
+    )
