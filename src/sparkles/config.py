@@ -86,7 +86,7 @@ class TrainConfig(_Strict):
     reg_param: float = Field(default=0.01, ge=0)
     elastic_net_param: float = Field(default=0.5, ge=0, le=1)
     max_iter: int = Field(default=100, ge=1)
-    tol: float = Field(default=1e-6, gt=0)
+    tol: float = Field(default=1e-4, gt=0)
     standardization: bool = True
     gallery_size: int = Field(default=12, ge=0)
 

@@ -46,7 +46,7 @@ class FillQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable)
 
 
 class MaskQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable):
-    """Nulls every prediction output on rows the featurizer quarantined: no guess for a bad image."""
+    """Nulls every prediction output on rows the featurizer quarantined: no guess for bad images."""
 
     errorCol = Param(
         Params._dummy(), "errorCol", "quarantine reason column", TypeConverters.toString

@@ -22,19 +22,27 @@ def tracking_uri(profile: Profile) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or profile.mlflow.tracking_uri
 
 
+# The MLflow 3 UI opens an experiment in GenAI mode unless told it holds model training runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def configure(profile: Profile) -> str:
     """Point MLflow at the profile's store and return the experiment id (created if missing)."""
     mlflow.set_tracking_uri(tracking_uri(profile))
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        return os.environ["MLFLOW_EXPERIMENT_ID"]
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or profile.mlflow.experiment
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = profile.mlflow.artifact_location
-    if not is_uri(location):
-        location = Path(location).resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if not experiment_id:
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or profile.mlflow.experiment
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            location = profile.mlflow.artifact_location
+            if not is_uri(location):
+                location = Path(location).resolve().as_uri()
+            experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    if EXPERIMENT_KIND[0] not in mlflow.get_experiment(experiment_id).tags:
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    return experiment_id
 
 
 def git_commit() -> str | None:

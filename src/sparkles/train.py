@@ -77,10 +77,12 @@ def train(
     counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
         raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
+    log.info("fitting on %s", counts["train"])
     started = time.monotonic()
     fitted = training_pipeline(settings, reg_param, elastic_net).fit(train_set)
     fit_seconds = time.monotonic() - started
     train_set.unpersist()
+    log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
     scored = classifier_model(fitted).transform(test_set)
     evaluation = ev.evaluate(scored, list(fitted.stages[0].labels))
     evaluation.metrics["count_train"] = float(sum(counts["train"].values()))
@@ -95,12 +97,16 @@ def _input_example(spark: SparkSession, result: TrainResult) -> pd.DataFrame:
     return pd.DataFrame({"path": [row.path], "content": [bytes(row.content)]})
 
 
-def runtime_requirements() -> list[str]:
-    """What the scoring model needs beyond what MLflow infers (TF and Keras load lazily)."""
+def model_requirements() -> list[str]:
+    """Pinned from this environment. Given explicitly, because MLflow's inference loads the model
+    in a fresh process (a second Spark start, ~10 s) and still misses TF, which loads lazily."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for package in ("tensorflow-cpu", "tensorflow", "keras", "pillow"):
+    for package in (
+        "sparkles", "pyspark", "mlflow", "numpy", "pandas", "pyarrow",
+        "tensorflow-cpu", "tensorflow", "keras", "pillow",
+    ):  # fmt: skip
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
@@ -150,15 +156,20 @@ def log_training(
         result.evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
         mlflow.log_artifacts(folder, artifact_path="evaluation")
 
+    log.info("logged metrics and plots; logging the classifier")
     classifier = classifier_model(result.fitted)
-    mlflow.spark.log_model(classifier, artifact_path="classifier")
+    mlflow.spark.log_model(
+        classifier, artifact_path="classifier", pip_requirements=model_requirements()
+    )
+    log.info("logging the scoring model (MLflow checks it by scoring the input example)")
     scorer = scoring_model(build_featurizer(profile, featurized.weights), result.fitted)
     example = _input_example(spark, result)
     predicted = scorer.transform(spark.createDataFrame(example)).select("prediction").toPandas()
+    log.info("example scored; saving")
     mlflow.spark.log_model(
         scorer,
         artifact_path="model",
         signature=infer_signature(example, predicted["prediction"]),
         input_example=example,
-        extra_pip_requirements=runtime_requirements(),
+        pip_requirements=model_requirements(),
     )
