@@ -15,7 +15,8 @@ from sparkles.config import load_profile
 from sparkles.features import CacheMissingError, featurize
 from sparkles.jobs import run_train
 from sparkles.pipeline import scoring_model
-from sparkles.train import stratified_split, train
+from sparkles.splits import stratified_folds, stratified_split
+from sparkles.train import train
 from tests.conftest import write_profile
 from tests.images import encode, photo
 
@@ -47,6 +48,10 @@ def test_split_is_stratified_and_repeatable(spark, trained) -> None:
     test_per_class = {r.label: r["count"] for r in first[1].groupBy("label").count().collect()}
     for label, total in per_class.items():
         assert test_per_class[label] == round(total * 0.25)
+    folds = stratified_folds(frame, 3, seed=3).groupBy("label", "fold").count().collect()
+    for label, total in per_class.items():
+        sizes = sorted(r["count"] for r in folds if r.label == label)
+        assert sum(sizes) == total and sizes[-1] - sizes[0] <= 1
 
 
 def test_model_beats_chance_clearly(trained) -> None:

@@ -96,6 +96,28 @@ def cmd_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from sparkles.jobs import run_tune
+    from sparkles.session import build_session
+
+    pairs = {
+        "tune.method": args.method,
+        "tune.max_evals": args.max_evals,
+        "tune.metric": args.metric,
+    }
+    args.overrides = [
+        *args.overrides,
+        *(f"{k}={v}" for k, v in pairs.items() if v not in (None, "")),
+    ]
+    profile = _profile(args)
+    settings = profile.tune
+    # a search runs no TensorFlow: give each core its own task
+    spark = build_session(profile, {"spark.task.cpus": str(settings.task_cpus)})
+    outcome = run_tune(profile, spark, settings.method, settings.max_evals, settings.metric)
+    print(json.dumps(outcome, indent=2))
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg-param", default=None, help="regularization strength (>= 0)")
     parser.add_argument("--elastic-net-param", default=None, help="0 = L2 ... 1 = L1")
@@ -136,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_options(train)
     train.set_defaults(func=cmd_train)
+
+    tune = commands.add_parser(
+        "tune", parents=[common], help="grid or hyperopt search on cached features (nested runs)"
+    )
+    tune.add_argument("--method", default=None, help="grid or hyperopt (default: the profile's)")
+    tune.add_argument("--max-evals", default=None, help="hyperopt trials")
+    tune.add_argument("--metric", default=None, help="auc, accuracy or f1 (validation split)")
+    tune.set_defaults(func=cmd_tune)
 
     main_job = commands.add_parser(
         "main", parents=[common], help="featurize (cache-aware) then train, in one MLflow run"

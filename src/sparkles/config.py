@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
 URI_SCHEMES = ("s3://", "s3a://", "s3n://", "hdfs://", "gs://", "abfs://", "dbfs:/", "http://")
@@ -91,6 +98,59 @@ class TrainConfig(_Strict):
     gallery_size: int = Field(default=12, ge=0)
 
 
+class GridSpace(_Strict):
+    regParam: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1], min_length=1)
+    elasticNetParam: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0], min_length=1)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> GridSpace:
+        if any(v < 0 for v in self.regParam):
+            raise ValueError(f"regParam values must be >= 0, got {self.regParam}")
+        if any(not 0 <= v <= 1 for v in self.elasticNetParam):
+            raise ValueError(
+                f"elasticNetParam values must be in [0, 1], got {self.elasticNetParam}"
+            )
+        return self
+
+
+class HyperoptSpace(_Strict):
+    """regParam is searched log-uniformly, elasticNetParam uniformly."""
+
+    reg_param_min: float = Field(default=1e-4, gt=0)
+    reg_param_max: float = Field(default=1.0, gt=0)
+    elastic_net_min: float = Field(default=0.0, ge=0, le=1)
+    elastic_net_max: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HyperoptSpace:
+        if self.reg_param_min >= self.reg_param_max:
+            raise ValueError(
+                f"reg_param_min ({self.reg_param_min}) must be below reg_param_max "
+                f"({self.reg_param_max})"
+            )
+        if self.elastic_net_min > self.elastic_net_max:
+            raise ValueError(
+                f"elastic_net_min ({self.elastic_net_min}) must not exceed elastic_net_max "
+                f"({self.elastic_net_max})"
+            )
+        return self
+
+
+class TuneConfig(_Strict):
+    """Searches over regParam × elasticNetParam on cached features; selection never sees test."""
+
+    method: Literal["grid", "hyperopt"] = "hyperopt"
+    metric: Literal["auc", "accuracy", "f1"] = "auc"
+    max_evals: int = Field(default=16, ge=1)
+    seed: int = 0
+    validation: Literal["holdout", "cv"] = "holdout"
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    folds: int = Field(default=3, ge=2)
+    grid: GridSpace = GridSpace()
+    hyperopt: HyperoptSpace = HyperoptSpace()
+    task_cpus: int = Field(default=1, ge=1)  # no TF during a search: one task per core
+
+
 class CacheConfig(_Strict):
     dir: str = "./.cache/features"
 
@@ -104,6 +164,7 @@ class Profile(_Strict):
     featurizer: FeaturizerConfig = FeaturizerConfig()
     cache: CacheConfig = CacheConfig()
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
 
 
 def is_uri(path: str) -> bool:

@@ -40,23 +40,28 @@ def _multiclass(frame: DataFrame, metric: str, **extra: float) -> float:
     return float(evaluator.evaluate(frame))
 
 
+def headline_metrics(scored: DataFrame, n_classes: int) -> dict[str, float]:
+    """Accuracy, weighted F1 (as the 2019 study) and, for two classes, AUC of a scored set."""
+    metrics = {"accuracy": _multiclass(scored, "accuracy"), "f1": _multiclass(scored, "f1")}
+    if n_classes == 2:
+        auc = BinaryClassificationEvaluator(
+            rawPredictionCol="rawPrediction", labelCol=LABEL_INDEX, metricName="areaUnderROC"
+        )
+        metrics["auc"] = float(auc.evaluate(scored))
+    return metrics
+
+
 def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
     """Metrics on a scored test set (output of the classifier model, with ``label_index``)."""
     scored = scored.cache()
     metrics = {
-        "accuracy": _multiclass(scored, "accuracy"),
-        "f1": _multiclass(scored, "f1"),  # weighted by class support, as in the 2019 study
+        **headline_metrics(scored, len(labels)),
         "weighted_precision": _multiclass(scored, "weightedPrecision"),
         "weighted_recall": _multiclass(scored, "weightedRecall"),
     }
     for index, name in enumerate(labels):
         metrics[f"precision_{name}"] = _multiclass(scored, "precisionByLabel", metricLabel=index)
         metrics[f"recall_{name}"] = _multiclass(scored, "recallByLabel", metricLabel=index)
-    if len(labels) == 2:
-        auc = BinaryClassificationEvaluator(
-            rawPredictionCol="rawPrediction", labelCol=LABEL_INDEX, metricName="areaUnderROC"
-        )
-        metrics["auc"] = float(auc.evaluate(scored))
     predictions = scored.select(
         "image_id",
         "path",

@@ -1,29 +1,43 @@
-"""The commands that make one MLflow run each: train alone, and main (featurize → train).
+"""The commands that make MLflow runs: train alone, main (featurize → train), and tune.
 
 One run per `main`, not a parent with children: the runs table then has one row per trained
 model, with its metrics, its cache fingerprint and its weights side by side, which is what people
-compare. Featurize-only runs stay separate (`sparkles featurize`).
+compare. Featurize-only runs stay separate (`sparkles featurize`). A search is the one place with
+nested runs: a parent per search, a child per trial.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import mlflow
 from pyspark.sql import SparkSession
 
 from sparkles import tracking
 from sparkles.config import Profile
-from sparkles.features import featurize, log_featurize, summary
+from sparkles.features import FeaturizeResult, featurize, log_featurize, summary
+from sparkles.splits import stratified_split
 from sparkles.train import log_training, train
+from sparkles.tune import grid_points, plot_search, search
 
 log = logging.getLogger(__name__)
 
 
-def _train_and_log(profile: Profile, spark: SparkSession, featurized) -> dict[str, Any]:
-    settings = profile.train
-    result = train(profile, spark, featurized.entry, settings.reg_param, settings.elastic_net_param)
-    log_training(result, spark, profile, featurized, settings.reg_param, settings.elastic_net_param)
+def _train_and_log(
+    profile: Profile,
+    spark: SparkSession,
+    featurized: FeaturizeResult,
+    reg_param: float | None = None,
+    elastic_net: float | None = None,
+) -> dict[str, Any]:
+    """Fit, evaluate and log one model (the profile's parameters unless given)."""
+    reg_param = profile.train.reg_param if reg_param is None else reg_param
+    elastic_net = profile.train.elastic_net_param if elastic_net is None else elastic_net
+    result = train(profile, spark, featurized.entry, reg_param, elastic_net)
+    log_training(result, spark, profile, featurized, reg_param, elastic_net)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
     log.info(
         "accuracy %.4f  f1 %.4f  auc %.4f on %d test images",
@@ -51,3 +65,47 @@ def run_main(profile: Profile, spark: SparkSession, refresh: bool = False) -> di
         log_featurize(featurized, spark, profile)
         outcome = _train_and_log(profile, spark, featurized)
     return {"run_id": active.info.run_id, **outcome}
+
+
+def run_tune(
+    profile: Profile, spark: SparkSession, method: str, max_evals: int, metric: str
+) -> dict[str, Any]:
+    """A parent run with one nested run per trial; the winner is refit and tested in the parent.
+
+    Reads the feature cache only: a search never runs the CNN.
+    """
+    profile = profile.model_copy(
+        update={"tune": profile.tune.model_copy(update={"method": method, "metric": metric})}
+    )
+    with tracking.run(profile, f"tune-{method}") as active:
+        featurized = featurize(profile, spark, compute=False)
+        log_featurize(featurized, spark, profile)
+        settings = profile.tune
+        mlflow.log_params(
+            {
+                "tune_method": method,
+                "tune_metric": metric,
+                "tune_max_evals": max_evals if method == "hyperopt" else len(grid_points(settings)),
+                "tune_validation": settings.validation,
+                "tune_seed": settings.seed,
+            }
+        )
+        train_set, _ = stratified_split(
+            featurized.entry.features(spark), profile.train.test_fraction, profile.train.seed
+        )
+        n_classes = train_set.select("label").distinct().count()
+        found = search(profile, train_set, n_classes, method, max_evals)
+        best = found.best
+        mlflow.set_tags({"sparkles.best_run_id": best.run_id, "sparkles.trials": len(found.trials)})
+        mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
+        with tempfile.TemporaryDirectory() as folder:
+            plot_search(found, Path(folder) / "search.png")
+            mlflow.log_artifacts(folder, artifact_path="tuning")
+        outcome = _train_and_log(profile, spark, featurized, best.reg_param, best.elastic_net)
+    return {
+        "run_id": active.info.run_id,
+        "best": {"regParam": best.reg_param, "elasticNetParam": best.elastic_net,
+                 "run_id": best.run_id, **best.metrics},
+        "trials": len(found.trials),
+        **outcome,
+    }  # fmt: skip

@@ -15,14 +15,14 @@ import pandas as pd
 from mlflow.models import infer_signature
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 from sparkles import evaluate as ev
 from sparkles.cache import CacheEntry
 from sparkles.config import Profile
 from sparkles.features import FeaturizeResult, build_featurizer
 from sparkles.pipeline import classifier_model, scoring_model, training_pipeline
+from sparkles.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +37,6 @@ class TrainResult:
     @property
     def metrics(self) -> dict[str, float]:
         return self.evaluation.metrics
-
-
-def stratified_split(
-    frame: DataFrame, test_fraction: float, seed: int
-) -> tuple[DataFrame, DataFrame]:
-    """Same seed and data, same split: per class, the rows whose seeded hash ranks lowest are test.
-
-    The assignment is computed on (path, label) only and broadcast back, so the feature vectors
-    are never shuffled into one partition per class.
-    """
-    keys = frame.select("path", "label")
-    order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), "path"), "path")
-    per_class = Window.partitionBy("label")
-    assigned = keys.select(
-        "path",
-        (
-            F.row_number().over(order)
-            <= F.round(F.count(F.lit(1)).over(per_class) * F.lit(test_fraction))
-        ).alias("is_test"),
-    )
-    tagged = frame.join(F.broadcast(assigned), "path")
-    return tagged.where(~F.col("is_test")).drop("is_test"), tagged.where("is_test").drop("is_test")
 
 
 def _class_counts(frame: DataFrame) -> dict[str, int]:
