@@ -13,6 +13,14 @@ from pathlib import Path
 from sparkles.config import ConfigError, Profile, load_profile
 
 log = logging.getLogger("sparkles")
+# Errors whose message tells the user what to do: printed without a traceback.
+USER_ERRORS = {
+    "CacheMissingError",
+    "IngestError",
+    "PromotionError",
+    "ReconciliationError",
+    "WeightsUnavailableError",
+}
 
 
 def _profile(args: argparse.Namespace) -> Profile:
@@ -118,6 +126,39 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from sparkles.registry import promote
+
+    profile = _profile(args)
+    registry = profile.registry
+    decision = promote(
+        profile,
+        experiment=args.experiment or profile.mlflow.experiment,
+        metric=args.metric or registry.metric,
+        model_name=args.model_name or registry.model_name,
+        min_improvement=float(args.min_improvement or registry.min_improvement),
+    )
+    print(json.dumps(asdict(decision), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from sparkles import tracking
+    from sparkles.predict import predict
+    from sparkles.session import build_session
+
+    profile = _profile(args)
+    tracking.configure(profile)
+    model_uri = args.model_uri or f"models:/{profile.registry.model_name}@champion"
+    result = predict(build_session(profile), model_uri, args.images, args.output, _truthy(args.csv))
+    print(json.dumps(asdict(result), indent=2))
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg-param", default=None, help="regularization strength (>= 0)")
     parser.add_argument("--elastic-net-param", default=None, help="0 = L2 ... 1 = L1")
@@ -167,6 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--metric", default=None, help="auc, accuracy or f1 (validation split)")
     tune.set_defaults(func=cmd_tune)
 
+    promote = commands.add_parser(
+        "promote", parents=[common], help="register the best run; move `champion` if it is better"
+    )
+    promote.add_argument("--experiment", default=None, help="default: the profile's")
+    promote.add_argument("--metric", default=None, help="auc, accuracy or f1 (test split)")
+    promote.add_argument("--model-name", default=None, help="registered model name")
+    promote.add_argument("--min-improvement", default=None, help="required gain over champion")
+    promote.set_defaults(func=cmd_promote)
+
+    predict = commands.add_parser(
+        "predict", parents=[common], help="score images with a registered model, to Parquet"
+    )
+    predict.add_argument("--images", required=True, help="directory or glob, local or s3://")
+    predict.add_argument("--output", required=True, help="output directory (local or s3://)")
+    predict.add_argument("--model-uri", default=None, help="default: models:/<name>@champion")
+    predict.add_argument("--csv", nargs="?", const="true", default="false", help="CSV as well")
+    predict.set_defaults(func=cmd_predict)
+
     main_job = commands.add_parser(
         "main", parents=[common], help="featurize (cache-aware) then train, in one MLflow run"
     )
@@ -189,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if type(err).__name__ not in USER_ERRORS:
+            raise
+        print(f"error: {err}", file=sys.stderr)  # says what to do; a traceback would bury it
+        return 1
 
 
 if __name__ == "__main__":

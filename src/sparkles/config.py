@@ -151,6 +151,12 @@ class TuneConfig(_Strict):
     task_cpus: int = Field(default=1, ge=1)  # no TF during a search: one task per core
 
 
+class RegistryConfig(_Strict):
+    model_name: str = "sparkles-car-vs-tree"
+    metric: Literal["auc", "accuracy", "f1"] = "auc"
+    min_improvement: float = Field(default=0.0, ge=0)
+
+
 class CacheConfig(_Strict):
     dir: str = "./.cache/features"
 
@@ -165,6 +171,7 @@ class Profile(_Strict):
     cache: CacheConfig = CacheConfig()
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
+    registry: RegistryConfig = RegistryConfig()
 
 
 def is_uri(path: str) -> bool:

@@ -1,6 +1,6 @@
 """Seeded, stratified splits that repeat exactly: same seed and data, same rows.
 
-Rows are ranked within their class by a seeded hash of the path. The assignment is computed on
+Rows are ranked within their class by a seeded hash of the image id (stable when files move).
 (path, label) alone and broadcast back, so feature vectors are never shuffled into one partition
 per class.
 """
@@ -14,8 +14,9 @@ FOLD = "fold"
 
 
 def _assign(frame: DataFrame, seed: int, fold: Column) -> DataFrame:
-    order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), "path"), "path")
-    ranked = frame.select("path", "label").select(
+    # hash the image id, not the path: the split must not change when the data moves
+    order = Window.partitionBy("label").orderBy(F.xxhash64(F.lit(seed), "image_id"), "path")
+    ranked = frame.select("path", "image_id", "label").select(
         "path",
         F.row_number().over(order).alias("_rank"),
         F.count(F.lit(1)).over(Window.partitionBy("label")).alias("_class_size"),

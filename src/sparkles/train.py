@@ -151,3 +151,4 @@ def log_training(
         input_example=example,
         pip_requirements=model_requirements(),
     )
+    mlflow.set_tag("sparkles.model.scores_images", "true")

@@ -1,0 +1,124 @@
+"""Registry promotion with aliases, and batch scoring with the promoted model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from sparkles.config import load_profile
+from sparkles.data.sample import generate_sample
+from sparkles.features import featurize
+from sparkles.jobs import run_train
+from sparkles.predict import predict
+from sparkles.registry import PromotionError, best_run, promote, rescore
+from tests.conftest import write_profile
+
+MODEL = "sparkles-test-model"
+
+
+@pytest.fixture(scope="module")
+def experiments(spark, tmp_path_factory: pytest.TempPathFactory):
+    """One cache, two experiments: a useful model and a useless one.
+
+    regParam 10 with a pure L1 penalty zeroes every weight: a constant score, AUC exactly 0.5,
+    below any model that learned something. That ordering holds whatever the split.
+    """
+    folder = tmp_path_factory.mktemp("registry")
+    path = str(write_profile(folder, data={"sample": {"images": 60, "seed": 8, "size": [128, 96]}}))
+    featurize(load_profile(path), spark)
+    models = {"useless": (10.0, 1.0), "strong": (0.01, 0.0)}
+    scores = {}
+    for name, (reg_param, elastic_net) in models.items():
+        profile = load_profile(
+            path,
+            [f"mlflow.experiment=reg-{name}", f"train.reg_param={reg_param}",
+             f"train.elastic_net_param={elastic_net}"],
+        )  # fmt: skip
+        scores[name] = run_train(profile, spark)["metrics"]["auc"]
+    return path, scores
+
+
+def _champion() -> str:
+    return mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion").version
+
+
+def test_champion_moves_only_for_a_better_challenger(spark, experiments) -> None:
+    path, scores = experiments
+    assert scores["useless"] == 0.5 < scores["strong"], scores
+    profile = load_profile(path)
+
+    first = promote(profile, "reg-useless", "auc", MODEL, 0.0)
+    assert first.decision == "first-champion" and _champion() == first.version
+
+    better = promote(profile, "reg-strong", "auc", MODEL, 0.0)
+    assert better.decision == "promoted" and _champion() == better.version
+    assert better.champion_score == pytest.approx(0.5)
+    assert "same feature cache fingerprint and split" in better.evaluation
+
+    worse = promote(profile, "reg-useless", "auc", MODEL, 0.0)  # already v1, now the challenger
+    assert worse.decision == "kept-champion" and worse.version == first.version
+    assert _champion() == better.version
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == first.version
+    tags = client.get_model_version(MODEL, first.version).tags
+    assert tags["sparkles.promotion.decision"] == "kept-champion"
+    assert float(tags["sparkles.promotion.challenger_score"]) == pytest.approx(0.5)
+    assert float(tags["sparkles.promotion.champion_score"]) == pytest.approx(scores["strong"])
+    assert tags["sparkles.promotion.champion_version"] == str(better.version)
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 2  # no duplicate versions
+
+
+def test_min_improvement_is_required(spark, experiments) -> None:
+    path, scores = experiments
+    profile = load_profile(path)
+    name = MODEL + "-strict"
+    promote(profile, "reg-useless", "auc", name, 0.0)
+    held = promote(profile, "reg-strong", "auc", name, scores["strong"] - 0.5 + 0.01)
+    assert held.decision == "kept-champion"
+
+
+def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, experiments) -> None:
+    _, scores = experiments
+    run = best_run("reg-strong", "auc")
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL + "-rescore").version
+    (score,) = rescore(spark, run, [f"models:/{MODEL}-rescore/{version}"], "auc")
+    assert score == pytest.approx(scores["strong"], abs=1e-9)
+
+
+def test_promoting_from_an_empty_experiment_is_a_clear_error(experiments) -> None:
+    path, _ = experiments
+    profile = load_profile(path)
+    mlflow.set_experiment("empty-experiment")
+    with pytest.raises(PromotionError, match="no FINISHED run with a scoring model"):
+        promote(profile, "empty-experiment", "auc", MODEL, 0.0)
+    with pytest.raises(PromotionError, match="does not exist"):
+        promote(profile, "no-such-experiment", "auc", MODEL, 0.0)
+
+
+def test_predict_with_the_champion(spark, experiments, tmp_path: Path) -> None:
+    path, _ = experiments
+    load_profile(path)
+    images = tmp_path / "incoming"
+    generate_sample(tmp_path / "l.csv", tmp_path / "c.csv", images, count=10, seed=123)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (images / "empty.jpg").write_bytes(b"")
+    uri = f"models:/{MODEL}@champion"
+    result = predict(spark, uri, str(images / "*.jpg"), str(tmp_path / "out"), csv=True)
+    assert (result.images, result.scored, result.quarantined) == (12, 10, 2)
+    predictions = pd.read_parquet(tmp_path / "out" / "predictions")
+    assert list(predictions.columns) == ["path", "image_id", "predicted_label", "probability"]
+    assert predictions.probability.between(0.5, 1).all()
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine").set_index("image_id")
+    assert list(quarantine.columns) == ["path", "reason"]
+    assert quarantine.loc["empty", "reason"].startswith("empty file")
+    assert quarantine.loc["broken", "reason"].startswith("corrupt or truncated")
+    assert len(pd.read_csv(next((tmp_path / "out" / "predictions_csv").glob("*.csv")))) == 10
+    # the same answers as the logged model itself
+    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    logged = mlflow.spark.load_model(f"runs:/{version.run_id}/model")
+    frame = spark.read.format("binaryFile").load(str(images / "*.jpg")).select("path", "content")
+    expected = {r.path: r.prediction for r in logged.transform(frame).collect() if r.prediction}
+    assert dict(zip(predictions.path, predictions.predicted_label, strict=True)) == expected
