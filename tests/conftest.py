@@ -10,6 +10,14 @@ import pytest
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests use their own stores: the Makefile's (or a user's) tracking settings must not leak in.
+for variable in (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_RUN_ID",
+):
+    os.environ.pop(variable, None)
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -66,3 +74,31 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def profile_path(tmp_path: Path) -> Path:
     return write_profile(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def registry_store(spark, tmp_path_factory: pytest.TempPathFactory):
+    """One cache and two experiments: a useful model (via `main`) and a useless one (`train`).
+
+    regParam 10 with a pure L1 penalty zeroes every weight: a constant score, AUC exactly 0.5,
+    below any model that learned something. That ordering holds whatever the split.
+    """
+    from sparkles.config import load_profile
+    from sparkles.features import featurize
+    from sparkles.jobs import run_main, run_train
+
+    folder = tmp_path_factory.mktemp("registry")
+    path = str(write_profile(folder, data={"sample": {"images": 60, "seed": 8, "size": [128, 96]}}))
+    featurize(load_profile(path), spark)
+    scores = {}
+    for name, (reg_param, elastic_net), job in (
+        ("useless", (10.0, 1.0), run_train),
+        ("strong", (0.01, 0.0), run_main),
+    ):
+        profile = load_profile(
+            path,
+            [f"mlflow.experiment=reg-{name}", f"train.reg_param={reg_param}",
+             f"train.elastic_net_param={elastic_net}"],
+        )  # fmt: skip
+        scores[name] = job(profile, spark)["metrics"]["auc"]
+    return path, scores

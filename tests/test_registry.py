@@ -10,43 +10,18 @@ import pytest
 
 from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
-from sparkles.features import featurize
-from sparkles.jobs import run_train
 from sparkles.predict import predict
 from sparkles.registry import PromotionError, best_run, promote, rescore
-from tests.conftest import write_profile
 
 MODEL = "sparkles-test-model"
-
-
-@pytest.fixture(scope="module")
-def experiments(spark, tmp_path_factory: pytest.TempPathFactory):
-    """One cache, two experiments: a useful model and a useless one.
-
-    regParam 10 with a pure L1 penalty zeroes every weight: a constant score, AUC exactly 0.5,
-    below any model that learned something. That ordering holds whatever the split.
-    """
-    folder = tmp_path_factory.mktemp("registry")
-    path = str(write_profile(folder, data={"sample": {"images": 60, "seed": 8, "size": [128, 96]}}))
-    featurize(load_profile(path), spark)
-    models = {"useless": (10.0, 1.0), "strong": (0.01, 0.0)}
-    scores = {}
-    for name, (reg_param, elastic_net) in models.items():
-        profile = load_profile(
-            path,
-            [f"mlflow.experiment=reg-{name}", f"train.reg_param={reg_param}",
-             f"train.elastic_net_param={elastic_net}"],
-        )  # fmt: skip
-        scores[name] = run_train(profile, spark)["metrics"]["auc"]
-    return path, scores
 
 
 def _champion() -> str:
     return mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion").version
 
 
-def test_champion_moves_only_for_a_better_challenger(spark, experiments) -> None:
-    path, scores = experiments
+def test_champion_moves_only_for_a_better_challenger(spark, registry_store) -> None:
+    path, scores = registry_store
     assert scores["useless"] == 0.5 < scores["strong"], scores
     profile = load_profile(path)
 
@@ -71,8 +46,8 @@ def test_champion_moves_only_for_a_better_challenger(spark, experiments) -> None
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 2  # no duplicate versions
 
 
-def test_min_improvement_is_required(spark, experiments) -> None:
-    path, scores = experiments
+def test_min_improvement_is_required(spark, registry_store) -> None:
+    path, scores = registry_store
     profile = load_profile(path)
     name = MODEL + "-strict"
     promote(profile, "reg-useless", "auc", name, 0.0)
@@ -80,16 +55,16 @@ def test_min_improvement_is_required(spark, experiments) -> None:
     assert held.decision == "kept-champion"
 
 
-def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, experiments) -> None:
-    _, scores = experiments
+def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, registry_store) -> None:
+    _, scores = registry_store
     run = best_run("reg-strong", "auc")
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL + "-rescore").version
     (score,) = rescore(spark, run, [f"models:/{MODEL}-rescore/{version}"], "auc")
     assert score == pytest.approx(scores["strong"], abs=1e-9)
 
 
-def test_promoting_from_an_empty_experiment_is_a_clear_error(experiments) -> None:
-    path, _ = experiments
+def test_promoting_from_an_empty_experiment_is_a_clear_error(registry_store) -> None:
+    path, _ = registry_store
     profile = load_profile(path)
     mlflow.set_experiment("empty-experiment")
     with pytest.raises(PromotionError, match="no FINISHED run with a scoring model"):
@@ -98,8 +73,8 @@ def test_promoting_from_an_empty_experiment_is_a_clear_error(experiments) -> Non
         promote(profile, "no-such-experiment", "auc", MODEL, 0.0)
 
 
-def test_predict_with_the_champion(spark, experiments, tmp_path: Path) -> None:
-    path, _ = experiments
+def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> None:
+    path, _ = registry_store
     load_profile(path)
     images = tmp_path / "incoming"
     generate_sample(tmp_path / "l.csv", tmp_path / "c.csv", images, count=10, seed=123)

@@ -1,8 +1,8 @@
 """Seeded, stratified splits that repeat exactly: same seed and data, same rows.
 
-Rows are ranked within their class by a seeded hash of the image id (stable when files move).
-(path, label) alone and broadcast back, so feature vectors are never shuffled into one partition
-per class.
+Rows are ranked within their class by a seeded hash of the image id, which stays the same when
+the files move. The assignment is computed on (path, image_id, label) alone and broadcast back,
+so feature vectors are never shuffled into one partition per class.
 """
 
 from __future__ import annotations

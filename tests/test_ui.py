@@ -1,0 +1,125 @@
+"""The MLflow UI, for real: `mlflow server` on loopback, pages rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import mlflow
+import pytest
+
+from sparkles.config import load_profile
+from sparkles.jobs import run_tune
+from sparkles.registry import promote
+from tests.conftest import ROOT
+
+MODEL = "sparkles-ui-model"
+SHOTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(registry_store, spark):
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run does)")
+    path, _ = registry_store
+    profile = load_profile(
+        path,
+        [
+            "mlflow.experiment=reg-strong",
+            "tune.grid.regParam=[0.01]",
+            "tune.grid.elasticNetParam=[0.0, 1.0]",
+        ],
+    )
+    tuned = run_tune(profile, spark, "grid", 1, "auc")
+    decision = promote(profile, "reg-strong", "auc", MODEL, 0.0)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    store = profile.mlflow.tracking_uri
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{base}/health", timeout=1).read() == b"OK":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not become healthy in 60 s")
+        yield base, profile, tuned, decision
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def render(url: str, screenshot: str) -> str:
+    """The page's text after its JavaScript ran, and a screenshot in test-artifacts/."""
+    SHOTS.mkdir(exist_ok=True)
+    flags = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+        "--virtual-time-budget=20000",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile_dir:
+        subprocess.run(
+            [*flags, f"--user-data-dir={profile_dir}", f"--screenshot={SHOTS / screenshot}", url],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile_dir:
+        dom = subprocess.run(
+            [*flags, f"--user-data-dir={profile_dir}", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout  # fmt: skip
+    text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", dom, flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return re.sub(r"\s+", " ", text)
+
+
+def test_experiment_page_lists_the_runs(server) -> None:
+    base, _, tuned, _ = server
+    experiment = mlflow.get_experiment_by_name("reg-strong")
+    text = render(f"{base}/#/experiments/{experiment.experiment_id}/runs", "experiment-runs.png")
+    assert "Training runs" in text  # opened as a model-training experiment, not the GenAI overview
+    for name in ("main", "tune-grid"):
+        assert re.search(rf"\b{name}\b", text), name
+    assert (SHOTS / "experiment-runs.png").stat().st_size > 10_000
+
+
+def test_run_page_shows_the_metrics(server) -> None:
+    base, _, tuned, _ = server
+    run = mlflow.get_run(tuned["run_id"])
+    text = render(
+        f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}", "run.png"
+    )
+    for name in ("accuracy", "f1", "auc", "best_val_auc"):
+        shown = re.search(rf"\b{name} ([0-9.e+-]+)", text)
+        assert shown, name
+        assert float(shown.group(1)) == pytest.approx(run.data.metrics[name], rel=1e-9)
+    assert "regParam" in text and "elasticNetParam" in text
+
+
+def test_model_page_shows_the_champion(server) -> None:
+    base, _, _, decision = server
+    text = render(f"{base}/#/models/{MODEL}", "registered-model.png")
+    assert MODEL in text
+    assert re.search(r"@ ?champion", text)
+    assert f"sparkles.promotion.decision : {decision.decision}" in text
