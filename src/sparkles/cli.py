@@ -159,6 +159,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eda(args: argparse.Namespace) -> int:
+    from sparkles.eda import run_eda
+    from sparkles.features import ensure_sample
+    from sparkles.session import build_session
+
+    profile = _profile(args)
+    ensure_sample(profile)
+    result = run_eda(profile, build_session(profile), args.output or None)
+    print(json.dumps(result.summary, indent=2))
+    return 0
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg-param", default=None, help="regularization strength (>= 0)")
     parser.add_argument("--elastic-net-param", default=None, help="0 = L2 ... 1 = L1")
@@ -225,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-uri", default=None, help="default: models:/<name>@champion")
     predict.add_argument("--csv", nargs="?", const="true", default="false", help="CSV as well")
     predict.set_defaults(func=cmd_predict)
+
+    eda = commands.add_parser(
+        "eda", parents=[common], help="label statistics and co-occurrence plots, logged to MLflow"
+    )
+    eda.add_argument("--output", default=None, help="folder for plots and summary")
+    eda.set_defaults(func=cmd_eda)
 
     main_job = commands.add_parser(
         "main", parents=[common], help="featurize (cache-aware) then train, in one MLflow run"

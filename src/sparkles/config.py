@@ -157,6 +157,12 @@ class RegistryConfig(_Strict):
     min_improvement: float = Field(default=0.0, ge=0)
 
 
+class EdaConfig(_Strict):
+    top_n: int = Field(default=20, ge=1)  # most frequent labels in the bar chart and summary
+    top_k: int = Field(default=48, ge=2)  # labels in the co-occurrence matrix (the study used 48)
+    output_dir: str | None = "./eda"
+
+
 class CacheConfig(_Strict):
     dir: str = "./.cache/features"
 
@@ -172,6 +178,7 @@ class Profile(_Strict):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
+    eda: EdaConfig = EdaConfig()
 
 
 def is_uri(path: str) -> bool:

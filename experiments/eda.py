@@ -1,0 +1,57 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # Exploratory analysis of the Open Images labels
+# MAGIC
+# MAGIC The 2019 study's EDA, step by step: how many labels each image carries, which labels are
+# MAGIC most frequent, how often the target classes occur (and together), and which labels occur
+# MAGIC together (a co-occurrence dendrogram of the top 48 labels). Every number is computed with
+# MAGIC Spark by `sparkles.eda`; this notebook only calls it and shows the results.
+# MAGIC
+# MAGIC Runs unchanged on Databricks or locally as plain Python (`python experiments/eda.py`).
+# MAGIC `SPARKLES_PROFILE` names the profile (default `local`, the bundled sample) and
+# MAGIC `SPARKLES_SET` holds space-separated `KEY=VALUE` overrides.
+
+# COMMAND ----------
+
+import os
+import shlex
+from pathlib import Path
+
+from sparkles import eda
+from sparkles.config import load_profile
+from sparkles.features import ensure_sample
+from sparkles.session import build_session
+
+profile = load_profile(
+    os.environ.get("SPARKLES_PROFILE", "local"), shlex.split(os.environ.get("SPARKLES_SET", ""))
+)
+ensure_sample(profile)
+spark = build_session(profile)
+output = Path(os.environ.get("SPARKLES_NOTEBOOK_OUTPUT", "notebook-output")) / "eda"
+
+# COMMAND ----------
+
+# MAGIC %md ## The numbers
+
+# COMMAND ----------
+
+result = eda.compute(
+    spark,
+    profile.data.labels_csv,
+    profile.data.classes_csv,
+    profile.data.classes,
+    profile.eda.top_n,
+    profile.eda.top_k,
+)
+print(eda.markdown(result.summary))
+
+# COMMAND ----------
+
+# MAGIC %md ## Labels per image, top labels, and labels that occur together
+
+# COMMAND ----------
+
+plots = eda.write_report(result, output)
+for name, path in plots.items():
+    print(f"{name}: {path}")
+print("dendrogram order:", ", ".join(eda.dendrogram_leaves(result)))
