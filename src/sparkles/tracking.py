@@ -15,11 +15,15 @@ from mlflow.entities import RunStatus
 from sparkles.config import Profile, is_uri
 
 log = logging.getLogger(__name__)
+# mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into this process's environment, so "the
+# environment wins" must mean the environment this process started with (the user's, or the one
+# `mlflow run` gave it), read before anything here touched MLflow.
+_STARTUP_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def tracking_uri(profile: Profile) -> str:
     """``MLFLOW_TRACKING_URI`` wins (``mlflow run`` and EMR set it); else the profile's."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or profile.mlflow.tracking_uri
+    return _STARTUP_TRACKING_URI or profile.mlflow.tracking_uri
 
 
 # The MLflow 3 UI opens an experiment in GenAI mode unless told it holds model training runs.
