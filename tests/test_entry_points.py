@@ -14,8 +14,9 @@ from tests.conftest import ROOT, write_profile
 
 
 def mlflow_run(tmp_path: Path, entry_point: str, *params: str) -> subprocess.CompletedProcess:
+    # in-process MLflow calls leave MLFLOW_* variables behind: give `mlflow run` a clean slate
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}",
     }

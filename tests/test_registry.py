@@ -66,7 +66,7 @@ def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, registry_st
 def test_promoting_from_an_empty_experiment_is_a_clear_error(registry_store) -> None:
     path, _ = registry_store
     profile = load_profile(path)
-    mlflow.set_experiment("empty-experiment")
+    mlflow.MlflowClient().create_experiment("empty-experiment")
     with pytest.raises(PromotionError, match="no FINISHED run with a scoring model"):
         promote(profile, "empty-experiment", "auc", MODEL, 0.0)
     with pytest.raises(PromotionError, match="does not exist"):

@@ -24,6 +24,7 @@ from scipy.spatial.distance import squareform
 from sparkles import tracking
 from sparkles.config import Profile
 from sparkles.data.openimages import read_class_descriptions, read_image_labels
+from sparkles.evaluate import save_figure
 
 
 @dataclass
@@ -121,18 +122,12 @@ def compute(
     return EdaResult(summary, histogram, top[:top_n], keep, matrix)
 
 
-def _save(figure: Figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
-
-
 def plot_labels_per_image(result: EdaResult, path: Path) -> Path:
     figure = Figure(figsize=(6, 3.5))
     axes = figure.subplots()
     axes.bar(list(result.labels_per_image), list(result.labels_per_image.values()))
     axes.set(xlabel="positive labels per image", ylabel="images", title="Labels per image")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_top_labels(result: EdaResult, path: Path) -> Path:
@@ -143,7 +138,7 @@ def plot_top_labels(result: EdaResult, path: Path) -> Path:
     axes = figure.subplots()
     axes.barh(names, counts)
     axes.set(xlabel="images", title=f"Top {len(names)} labels")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _tree(result: EdaResult) -> np.ndarray:
@@ -165,7 +160,7 @@ def plot_dendrogram(result: EdaResult, path: Path) -> Path:
     axes = figure.subplots()
     dendrogram(tree, labels=result.cooccurrence_labels, orientation="left", ax=axes)
     axes.set(xlabel="1 − correlation of occurrence", title="Labels that occur together")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_heatmap(result: EdaResult, path: Path) -> Path:
@@ -180,7 +175,7 @@ def plot_heatmap(result: EdaResult, path: Path) -> Path:
     axes.set_yticks(range(len(names)), names, fontsize=7)
     axes.set_title("Co-occurrence correlation (dendrogram order)")
     figure.colorbar(image, ax=axes, shrink=0.8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def markdown(summary: dict[str, Any]) -> str:

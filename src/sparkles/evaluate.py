@@ -33,6 +33,13 @@ class Evaluation:
         return self.labels[-1]
 
 
+def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
+    """Lay out and write a figure; every plot of the project goes through here."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    return path
+
+
 def _multiclass(frame: DataFrame, metric: str, **extra: float) -> float:
     evaluator = MulticlassClassificationEvaluator(
         labelCol=LABEL_INDEX, predictionCol=PREDICTION_INDEX, metricName=metric, **extra
@@ -88,9 +95,7 @@ def plot_roc(evaluation: Evaluation, path: Path) -> Path:
     axes.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (AUC = 0.5)")
     axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, held-out test")
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
@@ -107,9 +112,7 @@ def plot_confusion(evaluation: Evaluation, path: Path) -> Path:
     for (row, column), value in np.ndenumerate(matrix):
         colour = "white" if value > matrix.max() / 2 else "black"
         axes.text(column, row, str(value), ha="center", va="center", color=colour)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Path:
@@ -125,9 +128,7 @@ def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
     axes.set_xticks(np.arange(len(frame)) + width * (len(frame.columns) - 1) / 2, frame.index)
     axes.set(ylabel="images", title="Images per class")
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_misclassified(
@@ -161,6 +162,4 @@ def plot_misclassified(
             fontsize=8,
         )
     figure.suptitle("Misclassified test images (most confident first)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    return path
+    return save_figure(figure, path, dpi=90)

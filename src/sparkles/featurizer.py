@@ -109,6 +109,22 @@ def _make_predict_fn(
     return make
 
 
+_udfs: dict[tuple, Any] = {}
+
+
+def _featurize_udf(spark: SparkSession, spec: CnnSpec, shipped: str | None, *settings: Any) -> Any:
+    """One UDF per Spark application and configuration: predict_batch_udf keys its per-worker
+    model cache by the UDF, so reusing it lets a later transform reuse a model already built."""
+    key = (spark.sparkContext.applicationId, spec, shipped, *settings)
+    if key not in _udfs:
+        make = _make_predict_fn(spec, shipped, *settings)
+        # Nondeterministic: Spark must not inline the UDF into each column that reads it.
+        _udfs[key] = predict_batch_udf(
+            make, return_type=_RESULT, batch_size=settings[-1]
+        ).asNondeterministic()
+    return _udfs[key]
+
+
 class _Writer(DefaultParamsWriter):
     """Saves Params, plus the weights file itself: a saved model must not depend on a path."""
 
@@ -211,15 +227,12 @@ class DeepImageFeaturizer(
         spark = dataset.sparkSession
         resolved = self.resolve_weights(spark)
         shipped = _ship(spark, resolved.local_path) if resolved.local_path else None
-        make = _make_predict_fn(
-            self.spec(), shipped, self.getOrDefault(self.pooling), self.getOrDefault(self.seed),
+        featurize = _featurize_udf(
+            spark, self.spec(), shipped,
+            self.getOrDefault(self.pooling), self.getOrDefault(self.seed),
             self.getOrDefault(self.maxFileBytes), self.getOrDefault(self.maxPixels),
             self.getOrDefault(self.batchSize),
         )  # fmt: skip
-        # Nondeterministic: Spark must not inline the UDF into each column that reads it.
-        featurize = predict_batch_udf(
-            make, return_type=_RESULT, batch_size=self.getOrDefault(self.batchSize)
-        ).asNondeterministic()
         scratch = "__sparkles_featurized"
         out, error = self.getOutputCol(), self.getOrDefault(self.errorCol)
         return (

@@ -15,10 +15,13 @@ from mlflow.entities import RunStatus
 from sparkles.config import Profile, is_uri
 
 log = logging.getLogger(__name__)
-# mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into this process's environment, so "the
-# environment wins" must mean the environment this process started with (the user's, or the one
-# `mlflow run` gave it), read before anything here touched MLflow.
+# mlflow.set_tracking_uri and mlflow.set_experiment write MLFLOW_TRACKING_URI and
+# MLFLOW_EXPERIMENT_ID into this process's environment, so "the environment wins" must mean the
+# environment this process started with (the user's, or the one `mlflow run` gave it), read
+# before anything here touched MLflow.
 _STARTUP_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+_STARTUP_EXPERIMENT_ID = os.environ.get("MLFLOW_EXPERIMENT_ID")
+_STARTUP_EXPERIMENT_NAME = os.environ.get("MLFLOW_EXPERIMENT_NAME")
 
 
 def tracking_uri(profile: Profile) -> str:
@@ -33,9 +36,9 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 def configure(profile: Profile) -> str:
     """Point MLflow at the profile's store and return the experiment id (created if missing)."""
     mlflow.set_tracking_uri(tracking_uri(profile))
-    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    experiment_id = _STARTUP_EXPERIMENT_ID
     if not experiment_id:
-        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or profile.mlflow.experiment
+        name = _STARTUP_EXPERIMENT_NAME or profile.mlflow.experiment
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             experiment_id = experiment.experiment_id

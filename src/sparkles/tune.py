@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from sparkles import tracking
 from sparkles.config import Profile, TuneConfig
-from sparkles.evaluate import headline_metrics
+from sparkles.evaluate import headline_metrics, save_figure
 from sparkles.pipeline import classifier_model, training_pipeline
 from sparkles.splits import FOLD, stratified_folds, stratified_split
 
@@ -183,6 +183,4 @@ def plot_search(found: Search, path: Path) -> Path:
         xlabel="regParam (log scale)", ylabel=metric, title=f"Search: {len(found.trials)} trials"
     )
     figure.colorbar(points, ax=axes, label="elasticNetParam")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+    return save_figure(figure, path)

@@ -1,0 +1,213 @@
+"""Benchmark: featurization speed against bare Keras and the hardware, and memory against N.
+
+In one run, on N generated JPEGs of Open Images size (~1024×768, real JPEG compression):
+  (a) bare Keras: PIL decode + preprocess_input + predict_on_batch, one process, all cores;
+  (b) sparkles: binaryFile → DeepImageFeaturizer → Parquet on the local profile, cold and warm;
+plus the machine's dense matmul GFLOP/s (TensorFlow), the model's GFLOP per image counted from
+its layers, the peak RSS of the whole process tree for N and 8N images, and the projection for
+the 2019 study's 41,620 images.
+
+    python bench/featurize.py                 # N = 64 (and 8N = 512)
+    python bench/featurize.py --n 16 --scale 2   # smoke size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEED_IMAGES = 41_620
+
+
+def generate(folder: Path, count: int) -> Path:
+    from sparkles.data.sample import generate_sample
+
+    generate_sample(folder / "l.csv", folder / "c.csv", folder / "img", count, 11, (1024, 768))
+    return folder / "img"
+
+
+def model_gflop(model) -> float:
+    """Multiply-adds ×2 of every Conv2D, DepthwiseConv2D and Dense layer, per image."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            _, h, w, c = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * kh * kw * c
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            total += 2 * h * w * kh * kw * c_in * c_out // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return total / 1e9
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    tf.linalg.matmul(a, b).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.linalg.matmul(a, b)
+    c.numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def bare_keras(images: Path, model_name: str, batch: int) -> tuple[float, float]:
+    """(images/s, GFLOP per image) for decode + preprocess + predict_on_batch in this process."""
+    from sparkles.imaging import decode_image
+    from sparkles.models import get_spec
+
+    spec = get_spec(model_name)
+    model = spec.build(None, "avg")
+    preprocess = spec.preprocess()
+    files = sorted(images.glob("*.jpg"))
+    limits = {"max_bytes": 50 << 20, "max_pixels": 89_478_485}
+
+    def run(paths: list[Path]) -> None:
+        for start in range(0, len(paths), batch):
+            chunk = paths[start : start + batch]
+            pixels = np.zeros((batch, *spec.input_size, 3), np.float32)
+            for i, path in enumerate(chunk):
+                pixels[i] = decode_image(path.read_bytes(), spec.input_size, **limits)
+            model.predict_on_batch(preprocess(pixels))
+
+    run(files[:batch])  # warm-up: tracing and thread pools
+    started = time.perf_counter()
+    run(files)
+    return len(files) / (time.perf_counter() - started), model_gflop(model)
+
+
+def sparkles_pass(images: str, out: str, model_name: str) -> dict[str, float]:
+    """Cold (session start + model build + pass) and warm (second pass) through Spark."""
+    from sparkles.config import load_profile
+    from sparkles.data.images import read_image_files
+    from sparkles.featurizer import DeepImageFeaturizer
+    from sparkles.session import build_session
+
+    started = time.perf_counter()
+    profile = load_profile("local", [f"featurizer.model={model_name}"])
+    spark = build_session(profile)
+    files = read_image_files(spark, images).files
+    count = files.count()
+    featurizer = DeepImageFeaturizer(
+        modelName=model_name, weights="random", batchSize=profile.featurizer.batch_size
+    )
+    timings = {}
+    for name in ("cold", "warm"):
+        featurizer.transform(files).select("path", "features").write.mode("overwrite").parquet(
+            f"{out}/{name}"
+        )
+        timings[name] = count / (time.perf_counter() - started)
+        started = time.perf_counter()
+    spark.stop()
+    return {"images": count, **timings}
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack += children.get(current, [])
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_of_pass(images: str, out: str, model_name: str) -> tuple[float, dict]:
+    """Run one sparkles pass in a fresh process and sample its whole tree's RSS."""
+    command = [sys.executable, __file__, "--child", images, out, model_name]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    output, _ = process.communicate()
+    done.set()
+    watcher.join()
+    return peak / 2**30, json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64, help="images for the speed runs and N")
+    parser.add_argument("--scale", type=int, default=8, help="memory is compared at N and scale×N")
+    parser.add_argument("--model", default="InceptionV3")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.child:
+        print(json.dumps(sparkles_pass(*args.child)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="sparkles-bench-featurize-"))
+    small, large = work / "n", work / "scaled"
+    generate(small, args.n)
+    generate(large, args.n * args.scale)
+    gflops_hw = matmul_gflops()
+    bare, gflop = bare_keras(small / "img", args.model, args.batch_size)
+    rss_n, spark_n = peak_rss_of_pass(str(small / "img"), str(work / "out-n"), args.model)
+    rss_8n, _ = peak_rss_of_pass(str(large / "img"), str(work / "out-8n"), args.model)
+    warm = spark_n["warm"]
+    allowed = gflops_hw / gflop
+    rows = [
+        ("machine", f"{os.cpu_count()} cores; TF matmul {gflops_hw:.0f} GFLOP/s"),
+        ("model", f"{args.model}, random weights, {gflop:.2f} GFLOP/image (from its layers)"),
+        ("N", f"{args.n} JPEGs ~1024x768"),
+        ("(a) bare Keras, warm", f"{bare:.1f} images/s ({bare * gflop:.0f} GFLOP/s)"),
+        ("(b) sparkles warm", f"{warm:.1f} images/s ({warm * gflop:.0f} GFLOP/s)"),
+        ("(b) sparkles cold", f"{spark_n['cold']:.1f} images/s (Spark start + model build)"),
+        ("(b)/(a)", f"{warm / bare:.2f}"),
+        ("(b) / what matmul allows", f"{warm / allowed:.2f} ({allowed:.1f} images/s allowed)"),
+        (f"peak RSS, N={args.n}", f"{rss_n:.2f} GiB (driver + JVM + Python workers)"),
+        (f"peak RSS, {args.scale}N={args.n * args.scale}", f"{rss_8n:.2f} GiB"),
+        ("RSS ratio", f"{rss_8n / rss_n:.2f}"),
+        (f"projection, {SEED_IMAGES:,} images",
+         f"{SEED_IMAGES / warm / 3600:.2f} h on this machine "
+         "(2019: 4 x r5.24xlarge, 96 vCPU and 768 GB each; time not reported)"),
+    ]  # fmt: skip
+    print("| quantity | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
