@@ -6,7 +6,9 @@ with a message that says how to provide it, not an hour later on an executor.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +48,17 @@ def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
     import keras
 
     origin = spec.weights_origin(mirror)
-    try:
-        return keras.utils.get_file(
-            spec.weights_file,
-            origin,
-            cache_subdir="models",
-            file_hash=spec.weights_md5,
-            cache_dir=cache_dir,
-        )
+    if cache_dir:  # Keras silently falls back to /tmp/.keras when the folder does not exist yet
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    try:  # Keras reports downloads on stdout, which belongs to our JSON summaries
+        with contextlib.redirect_stdout(sys.stderr):
+            return keras.utils.get_file(
+                spec.weights_file,
+                origin,
+                cache_subdir="models",
+                file_hash=spec.weights_md5,
+                cache_dir=cache_dir,
+            )
     except Exception as err:  # keras raises a bare Exception for fetch failures
         raise WeightsUnavailableError(
             f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
