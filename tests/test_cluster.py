@@ -15,13 +15,7 @@ import pandas as pd
 import pyspark
 import pytest
 
-from tests.conftest import write_profile
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port, write_profile
 
 
 @pytest.fixture
@@ -35,17 +29,17 @@ def cluster(tmp_path: Path):
         "SPARK_LOG_DIR": str(tmp_path / "logs"),
         "SPARK_WORKER_DIR": str(tmp_path / "work"),
     }
-    port = _free_port()
+    port = free_port()
     url = f"spark://127.0.0.1:{port}"
     spark_class = [str(home / "bin" / "spark-class")]
     master = subprocess.Popen(
         [*spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-         "--port", str(port), "--webui-port", str(_free_port())],
+         "--port", str(port), "--webui-port", str(free_port())],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     worker = subprocess.Popen(
         [*spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-         "--cores", "2", "--memory", "4g", "--webui-port", str(_free_port()), url],
+         "--cores", "2", "--memory", "4g", "--webui-port", str(free_port()), url],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

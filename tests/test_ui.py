@@ -6,7 +6,6 @@ import html
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,11 @@ import pytest
 from sparkles.config import load_profile
 from sparkles.jobs import run_tune
 from sparkles.registry import promote
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 MODEL = "sparkles-ui-model"
 SHOTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def server(registry_store, spark):
     )
     tuned = run_tune(profile, spark, "grid", 1, "auc")
     decision = promote(profile, "reg-strong", "auc", MODEL, 0.0)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     store = profile.mlflow.tracking_uri
     process = subprocess.Popen(

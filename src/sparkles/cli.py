@@ -23,9 +23,28 @@ USER_ERRORS = {
 }
 
 
-def _profile(args: argparse.Namespace) -> Profile:
+# Command options that are profile values: passed as overrides, so they are validated with the
+# profile (one clear message naming the key) before Spark starts. Empty means "the profile's".
+TRAIN_OPTIONS = {
+    "reg_param": "train.reg_param",
+    "elastic_net_param": "train.elastic_net_param",
+    "max_iter": "train.max_iter",
+}
+TUNE_OPTIONS = {"method": "tune.method", "max_evals": "tune.max_evals", "metric": "tune.metric"}
+PROMOTE_OPTIONS = {
+    "metric": "registry.metric",
+    "model_name": "registry.model_name",
+    "min_improvement": "registry.min_improvement",
+}
+
+
+def _profile(args: argparse.Namespace, options: dict[str, str] | None = None) -> Profile:
     """Each --set may hold several space-separated KEY=VALUE pairs (MLproject passes one string)."""
     overrides = [item for text in args.overrides for item in shlex.split(text)]
+    for attribute, key in (options or {}).items():
+        value = getattr(args, attribute)
+        if value not in (None, ""):
+            overrides.append(f"{key}={value}")
     return load_profile(args.profile, overrides)
 
 
@@ -72,34 +91,20 @@ def cmd_featurize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_overrides(args: argparse.Namespace) -> list[str]:
-    """--reg-param etc. become profile overrides, so they are validated before Spark starts."""
-    pairs = {
-        "train.reg_param": args.reg_param,
-        "train.elastic_net_param": args.elastic_net_param,
-        "train.max_iter": args.max_iter,
-    }
-    return [f"{key}={value}" for key, value in pairs.items() if value not in (None, "")]
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from sparkles.jobs import run_train
-
-    args.overrides = [*args.overrides, *_train_overrides(args)]
-    profile = _profile(args)
     from sparkles.session import build_session
 
+    profile = _profile(args, TRAIN_OPTIONS)
     print(json.dumps(run_train(profile, build_session(profile)), indent=2))
     return 0
 
 
 def cmd_main(args: argparse.Namespace) -> int:
     from sparkles.jobs import run_main
-
-    args.overrides = [*args.overrides, *_train_overrides(args)]
-    profile = _profile(args)
     from sparkles.session import build_session
 
+    profile = _profile(args, TRAIN_OPTIONS)
     print(json.dumps(run_main(profile, build_session(profile), _truthy(args.refresh)), indent=2))
     return 0
 
@@ -108,16 +113,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from sparkles.jobs import run_tune
     from sparkles.session import build_session
 
-    pairs = {
-        "tune.method": args.method,
-        "tune.max_evals": args.max_evals,
-        "tune.metric": args.metric,
-    }
-    args.overrides = [
-        *args.overrides,
-        *(f"{k}={v}" for k, v in pairs.items() if v not in (None, "")),
-    ]
-    profile = _profile(args)
+    profile = _profile(args, TUNE_OPTIONS)
     settings = profile.tune
     # a search runs no TensorFlow: give each core its own task
     spark = build_session(profile, {"spark.task.cpus": str(settings.task_cpus)})
@@ -131,14 +127,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     from sparkles.registry import promote
 
-    profile = _profile(args)
+    profile = _profile(args, PROMOTE_OPTIONS)
     registry = profile.registry
     decision = promote(
         profile,
         experiment=args.experiment or profile.mlflow.experiment,
-        metric=args.metric or registry.metric,
-        model_name=args.model_name or registry.model_name,
-        min_improvement=float(args.min_improvement or registry.min_improvement),
+        metric=registry.metric,
+        model_name=registry.model_name,
+        min_improvement=registry.min_improvement,
     )
     print(json.dumps(asdict(decision), indent=2))
     return 0
