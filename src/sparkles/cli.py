@@ -16,6 +16,7 @@ log = logging.getLogger("sparkles")
 # Errors whose message tells the user what to do: printed without a traceback.
 USER_ERRORS = {
     "CacheMissingError",
+    "DownloadError",
     "IngestError",
     "PromotionError",
     "ReconciliationError",
@@ -167,6 +168,51 @@ def cmd_eda(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openimages_download(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from sparkles.data.download import download_subset
+
+    report = download_subset(
+        args.classes,
+        Path(args.dest),
+        limit=args.limit,
+        workers=args.workers,
+        labels_url=args.labels_url,
+        classes_url=args.classes_url,
+        images_url=args.images_url,
+    )
+    print(json.dumps({k: v for k, v in asdict(report).items() if k != "failed"}, indent=2))
+    if report.failed:
+        for image_id, reason in sorted(report.failed.items()):
+            print(f"failed {image_id}: {reason}", file=sys.stderr)
+        print(
+            f"error: {len(report.failed)} of {report.requested} images failed; run the same "
+            "command again to retry them (finished files are kept, partial ones resumed)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _add_openimages(commands: argparse._SubParsersAction) -> None:
+    from sparkles.data import download
+
+    openimages = commands.add_parser("openimages", help="fetch an Open Images subset")
+    actions = openimages.add_subparsers(dest="action", required=True)
+    fetch = actions.add_parser(
+        "download", help="label CSVs + validation images of the given classes, resumable"
+    )
+    fetch.add_argument("--classes", nargs="+", default=["Car", "Tree"], help="display names")
+    fetch.add_argument("--limit", type=int, default=None, help="at most N images per class")
+    fetch.add_argument("--dest", default="./data/openimages", help="output folder")
+    fetch.add_argument("--workers", type=int, default=8, help="parallel downloads")
+    fetch.add_argument("--labels-url", default=download.LABELS_URL)
+    fetch.add_argument("--classes-url", default=download.CLASSES_URL)
+    fetch.add_argument("--images-url", default=download.IMAGES_URL, help="template with {image_id}")
+    fetch.set_defaults(func=cmd_openimages_download)
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg-param", default=None, help="regularization strength (>= 0)")
     parser.add_argument("--elastic-net-param", default=None, help="0 = L2 ... 1 = L1")
@@ -246,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(main_job)
     main_job.add_argument("--refresh", nargs="?", const="true", default="false")
     main_job.set_defaults(func=cmd_main)
+    _add_openimages(commands)
     return parser
 
 
