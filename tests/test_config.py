@@ -102,3 +102,46 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     path.write_text("spark: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_profile(str(path))
+
+
+def _gib(size: str) -> float:
+    return float(size[:-1]) / (1024 if size.endswith("m") else 1)
+
+
+def test_emr_profile_takes_its_locations_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("SPARKLES_S3", "s3://my-bucket/sparkles")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.5:5000")
+    monkeypatch.delenv("SPARKLES_WEIGHTS", raising=False)
+    profile = load_profile("emr")
+    assert profile.spark.master == "yarn"
+    assert profile.cache.dir == "s3://my-bucket/sparkles/feature-cache"
+    assert profile.data.labels_csv.startswith("s3://my-bucket/sparkles/openimages/")
+    assert profile.mlflow.tracking_uri == "http://10.0.0.5:5000"
+    assert profile.featurizer.weights == "imagenet" and not profile.featurizer.allow_random_weights
+    conf = profile.spark.conf
+    provider = "spark.hadoop.fs.s3a.bucket.open-images-dataset.aws.credentials.provider"
+    assert conf[provider].endswith("AnonymousAWSCredentialsProvider")
+    assert profile.data.images.startswith("s3a://open-images-dataset/")
+    # the sizing arithmetic in the file's header: one model per executor, 4 executors fit YARN
+    assert conf["spark.executor.cores"] == conf["spark.task.cpus"]
+    per_executor = sum(
+        _gib(conf[f"spark.executor.{key}"])
+        for key in ("memory", "memoryOverhead", "pyspark.memory")
+    )
+    assert 16 // int(conf["spark.executor.cores"]) * per_executor <= 56
+
+
+def test_unset_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("SPARKLES_S3", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://10.0.0.5:5000")
+    with pytest.raises(ConfigError, match=r"emr.yaml: key '\S+': environment variable SPARKLES_S3"):
+        load_profile("emr")
+
+
+def test_credentials_in_a_profile_are_rejected(profile_path: Path) -> None:
+    with pytest.raises(ConfigError, match="credentials do not belong in a profile"):
+        load_profile(str(profile_path), ["spark.conf={spark.hadoop.fs.s3a.secret.key: abc}"])

@@ -7,6 +7,7 @@ file and the dotted key, so a typo in a 200-line EMR profile is found in seconds
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,16 @@ from pydantic import (
 
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
 URI_SCHEMES = ("s3://", "s3a://", "s3n://", "hdfs://", "gs://", "abfs://", "dbfs:/", "http://")
+
+
+# ${VAR} or ${VAR:-default} in any string value: the EMR profile takes its S3 prefix this way.
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Spark/Hadoop settings that hold secrets: they come from the instance profile or the
+# environment, never from a file that is committed, copied to S3 or logged.
+CREDENTIAL_KEYS = re.compile(
+    r"(access\.key|secret\.key|session\.token|awsAccessKeyId|awsSecretAccessKey|password)$",
+    re.IGNORECASE,
+)
 
 
 class ConfigError(ValueError):
@@ -46,6 +57,17 @@ class SparkConfig(_Strict):
             return {
                 str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
             }
+        return value
+
+    @field_validator("conf")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        secrets = sorted(key for key in value if CREDENTIAL_KEYS.search(key))
+        if secrets:
+            raise ValueError(
+                f"credentials do not belong in a profile ({', '.join(secrets)}): use the "
+                "instance profile (EMR), the AWS_* environment variables or ~/.aws"
+            )
         return value
 
 
@@ -219,6 +241,31 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     return raw
 
 
+def expand_environment(node: Any, source: str, path: str = "") -> Any:
+    """Replace ${VAR} / ${VAR:-default} in strings; an unset VAR without a default is an error."""
+    if isinstance(node, dict):
+        return {
+            k: expand_environment(v, source, f"{path}.{k}" if path else str(k))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [expand_environment(v, source, f"{path}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name) or default
+        if value is None:
+            raise ConfigError(
+                f"{source}: key '{path}': environment variable {name} is not set "
+                f"(the value is {node!r})"
+            )
+        return value
+
+    return ENV_REFERENCE.sub(substitute, node)
+
+
 def _describe(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
@@ -255,7 +302,7 @@ def load_profile(name_or_path: str = "local", overrides: list[str] | None = None
         raise ConfigError(f"{source}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a profile is a mapping of sections, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides or [], source)
+    raw = expand_environment(apply_overrides(raw, overrides or [], source), source)
     raw.setdefault("name", path.stem)
     raw["source"] = source
     try:
