@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# EMR bootstrap action: the pinned sparkles stack in /opt/sparkles/venv on every node.
+#
+#   bootstrap.sh <sparkles package: s3://…/sparkles-*.whl, a pip requirement or a git+https URL>
+#
+# EMR's own Spark is kept: pyspark is never installed into the venv. Bootstrap actions run
+# before EMR installs Spark, so a .pth file finds EMR's pyspark and py4j when Python starts
+# (the driver on the primary node needs it; executors get it from Spark itself).
+set -euo pipefail
+
+readonly PACKAGE=${1:?usage: bootstrap.sh <s3://…/sparkles.whl | pip requirement>}
+readonly PYTHON=${SPARKLES_PYTHON:-python3.11}   # keras 3.15 and pyspark 4.3 need >= 3.11
+readonly PREFIX=${SPARKLES_PREFIX:-/opt/sparkles}
+readonly VENV=$PREFIX/venv
+readonly SPARK_PYTHON=${SPARKLES_SPARK_PYTHON:-/usr/lib/spark/python}  # EMR's pyspark
+
+log() { echo "[sparkles-bootstrap] $*" >&2; }
+as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  log "installing $PYTHON"
+  as_root dnf install -y -q "$PYTHON" "$PYTHON-pip" "$PYTHON-devel"
+fi
+as_root mkdir -p "$PREFIX"
+as_root chown "$(id -u):$(id -g)" "$PREFIX"
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+
+requirement=$PACKAGE
+if [[ $PACKAGE == s3://* ]]; then
+  requirement="$PREFIX/$(basename "$PACKAGE")"
+  aws s3 cp --only-show-errors "$PACKAGE" "$requirement"
+fi
+log "installing $requirement into $VENV"
+"$VENV/bin/python" -m pip install --quiet "$requirement"
+
+if "$VENV/bin/python" -m pip show --quiet pyspark 2>/dev/null; then
+  log "pyspark was installed into $VENV: it would shadow EMR's Spark; install sparkles without [spark]"
+  exit 1
+fi
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cat >"$site/emr-spark.pth" <<PTH
+import glob, sys; sys.path.extend(['$SPARK_PYTHON'] + glob.glob('$SPARK_PYTHON/lib/py4j-*-src.zip'))
+PTH
+log "done: $("$VENV/bin/python" --version), sparkles $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("sparkles"))')"
