@@ -1,13 +1,20 @@
-"""A real Spark standalone cluster on loopback (master + worker from the pyspark package):
-featurizing through it gives the same features as local mode."""
+"""A real Spark standalone cluster on loopback: a master and two workers from the pyspark package.
+
+`main` (featurize → train) through spark://127.0.0.1:… gives local mode's features and metrics;
+a worker killed (by PID) while featurization runs costs a retry, not a row.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,52 +24,80 @@ import pytest
 
 from tests.conftest import free_port, write_profile
 
+pytestmark = pytest.mark.slow
+SAMPLE = {"images": 96, "seed": 4, "size": [128, 96]}
+
+
+@dataclass
+class Cluster:
+    url: str
+    master: subprocess.Popen
+    workers: list[subprocess.Popen]
+    work_dirs: list[Path]
+
+
+def _wait_for_port(port: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
 
 @pytest.fixture
-def cluster(tmp_path: Path):
-    """spark://127.0.0.1:<port> with one 2-core worker; stopped (by PID) afterwards."""
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """spark://127.0.0.1:<port> with two 1-core workers; everything stopped by PID afterwards."""
     home = Path(pyspark.__file__).parent
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(home),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(tmp_path / "logs"),
-        "SPARK_WORKER_DIR": str(tmp_path / "work"),
-    }
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
+    spark_class = [str(home / "bin" / "spark-class"), "org.apache.spark.deploy"]
     port = free_port()
     url = f"spark://127.0.0.1:{port}"
-    spark_class = [str(home / "bin" / "spark-class")]
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     master = subprocess.Popen(
-        [*spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-         "--port", str(port), "--webui-port", str(free_port())],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*spark_class[:1], f"{spark_class[1]}.master.Master", "--host", "127.0.0.1",
+         "--port", str(port), "--webui-port", str(free_port())], **quiet,
     )  # fmt: skip
-    worker = subprocess.Popen(
-        [*spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-         "--cores", "2", "--memory", "4g", "--webui-port", str(free_port()), url],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    processes, work_dirs = [master], []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        time.sleep(3)  # the worker registers within a few seconds
-        yield url
+        _wait_for_port(port)
+        for n in range(2):
+            work_dirs.append(tmp_path / f"worker-{n}")
+            worker_port = free_port()
+            processes.append(subprocess.Popen(
+                [*spark_class[:1], f"{spark_class[1]}.worker.Worker", "--host", "127.0.0.1",
+                 "--port", str(worker_port), "--cores", "1", "--memory", "3g",
+                 "--work-dir", str(work_dirs[-1]), "--webui-port", str(free_port()), url],
+                **quiet,
+            ))  # fmt: skip
+            _wait_for_port(worker_port)
+        time.sleep(2)  # registration with the master follows the port opening
+        yield Cluster(url, master, processes[1:], work_dirs)
     finally:
-        for process in (worker, master):
+        for process in reversed(processes):
             process.terminate()
-            process.wait(timeout=30)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def _featurize(profile: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "sparkles.cli", "featurize", "--profile", str(profile)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+def _cli(command: str, profile: Path) -> list[str]:
+    return [sys.executable, "-m", "sparkles.cli", command, "--profile", str(profile)]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
+def _run(command: str, profile: Path) -> dict:
+    done = subprocess.run(
+        _cli(command, profile), capture_output=True, text=True, timeout=600, env=_env()
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
 
 
 def _features(cache: Path) -> dict[str, np.ndarray]:
@@ -73,34 +108,92 @@ def _features(cache: Path) -> dict[str, np.ndarray]:
     return {Path(p).name: np.asarray(f["values"]) for p, f in pairs}
 
 
-@pytest.mark.slow
-def test_standalone_cluster_gives_local_mode_features(cluster, tmp_path: Path) -> None:
-    sample = {"sample": {"images": 24, "seed": 4, "size": [128, 96]}}
-    runs = {}
-    for name, master in (("local", "local[2]"), ("cluster", cluster)):
-        folder = tmp_path / name
-        folder.mkdir()
-        spark = {
-            "master": master,
-            "conf": {
-                "spark.task.cpus": 2,
-                "spark.executor.cores": 2,
-                "spark.executor.memory": "2g",
-                "spark.cores.max": 2,
-            },
-        }
-        profile = write_profile(folder, spark=spark, data={**sample})
-        # both read the same images: point the cluster run at the local run's sample
-        if name == "cluster":
-            profile = write_profile(folder, spark=spark, data={
-                "labels_csv": str(tmp_path / "local" / "data" / "labels.csv"),
-                "classes_csv": str(tmp_path / "local" / "data" / "classes.csv"),
-                "images": str(tmp_path / "local" / "data" / "images"),
-            })  # fmt: skip
-        done = _featurize(profile)
-        assert done.returncode == 0, done.stderr[-3000:]
-        runs[name] = _features(folder / "cache")
-    assert any((tmp_path / "work").glob("app-*")), "no executor ran on the standalone worker"
-    assert runs["local"].keys() == runs["cluster"].keys() and len(runs["local"]) > 10
-    for image, local in runs["local"].items():
-        np.testing.assert_allclose(runs["cluster"][image], local, atol=1e-5)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`main` in local mode on the sample: the features and metrics a cluster must reproduce."""
+    folder = tmp_path_factory.mktemp("local")
+    profile = write_profile(folder, data={"sample": SAMPLE})
+    outcome = _run("main", profile)
+    data = folder / "data"
+    return {
+        "data": {
+            "labels_csv": str(data / "labels.csv"),
+            "classes_csv": str(data / "classes.csv"),
+            "images": str(data / "images"),
+        },
+        "features": _features(folder / "cache"),
+        "outcome": outcome,
+    }
+
+
+def _cluster_profile(folder: Path, cluster: Cluster, reference: dict) -> Path:
+    """The reference's images (the cluster shares this disk), one TF thread per 1-core task."""
+    spark = {
+        "master": cluster.url,
+        "conf": {
+            "spark.sql.shuffle.partitions": 4,
+            "spark.sql.execution.arrow.maxRecordsPerBatch": 32,
+            "spark.ui.enabled": False,
+            "spark.task.cpus": 1,
+            "spark.executor.cores": 1,
+            "spark.executor.memory": "2g",
+            "spark.sql.files.maxPartitionBytes": "16m",  # several tasks, so both workers work
+        },
+    }
+    return write_profile(folder, spark=spark, data=reference["data"])
+
+
+def _assert_same_features(folder: Path, reference: dict) -> None:
+    features = _features(folder / "cache")
+    assert features.keys() == reference["features"].keys() and len(features) > 50
+    for image, expected in reference["features"].items():
+        np.testing.assert_allclose(features[image], expected, atol=1e-5)
+
+
+def test_main_on_a_standalone_cluster_equals_local_mode(
+    cluster: Cluster, reference: dict, tmp_path: Path
+) -> None:
+    outcome = _run("main", _cluster_profile(tmp_path, cluster, reference))
+    ran_on = [d for d in cluster.work_dirs if any(d.glob("app-*/*/stderr"))]
+    assert len(ran_on) == 2, "both workers should have run an executor"
+    _assert_same_features(tmp_path, reference)
+    expected = reference["outcome"]
+    assert outcome["featurize"]["counts"] == expected["featurize"]["counts"]
+    assert outcome["metrics"]["count_test"] == expected["metrics"]["count_test"]
+    for metric in ("accuracy", "f1", "auc"):
+        assert outcome["metrics"][metric] == pytest.approx(expected["metrics"][metric], abs=1e-6)
+
+
+def _built_model(work_dir: Path) -> bool:
+    """The featurizer prints one line per Python worker that built its CNN."""
+    return any("sparkles: built" in log.read_text() for log in work_dir.glob("app-*/*/stderr"))
+
+
+def test_a_worker_killed_during_featurization_loses_no_row(
+    cluster: Cluster, reference: dict, tmp_path: Path
+) -> None:
+    profile = _cluster_profile(tmp_path, cluster, reference)
+    job = subprocess.Popen(
+        _cli("featurize", profile), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=_env(),
+    )  # fmt: skip
+    victim, survivor = cluster.workers
+    deadline = time.monotonic() + 300
+    while not _built_model(cluster.work_dirs[0]):
+        assert job.poll() is None, "featurization ended before the worker could be killed"
+        assert time.monotonic() < deadline, "worker 0 never started featurizing"
+        time.sleep(0.2)
+    os.kill(victim.pid, signal.SIGKILL)  # the worker JVM; its executor follows it down
+    stdout, stderr = job.communicate(timeout=600)
+    assert victim.wait(timeout=10) == -signal.SIGKILL
+    assert survivor.poll() is None
+    assert job.returncode == 0, stderr[-3000:]
+    assert "Lost executor" in stderr  # the driver saw the loss and ran the tasks again
+    counts = json.loads(stdout)["counts"]
+    assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
+    assert counts["rows_in"] == reference["outcome"]["featurize"]["counts"]["rows_in"]
+    (meta,) = (tmp_path / "cache").glob("*/meta.json")  # committed: the entry is complete
+    assert json.loads(meta.read_text())["counts"] == {
+        k: counts[k] for k in ("rows_in", "featurized", "quarantined")
+    }
+    _assert_same_features(tmp_path, reference)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +82,15 @@ def _make_predict_fn(
         except RuntimeError:
             pass
         weights = SparkFiles.get(shipped_weights) if shipped_weights else None
+        started = time.monotonic()
         model = spec.build(weights, pooling, seed)
+        # Lands in the executor's log: one line per Python worker that built a model.
+        print(
+            f"sparkles: built {spec.name} in {time.monotonic() - started:.1f} s "
+            f"(pid {os.getpid()}, {threads or 'default'} TF threads)",
+            file=sys.stderr,
+            flush=True,
+        )
         preprocess = spec.preprocess()
         height, width = spec.input_size
         dim = int(np.prod(model.output_shape[1:]))
