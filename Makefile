@@ -7,7 +7,11 @@ export MLFLOW_TRACKING_URI ?= sqlite:///mlruns.db
 PROFILE ?= local
 PYTEST_ARGS ?=
 
-.PHONY: install quickstart test lint format clean
+# pyspark 3.5 (EMR 7.x): featurize, train and tune tests in a second venv.
+VENV35 ?= .venv-spark35
+SPARK35_TESTS ?= tests/test_featurizer.py tests/test_features.py tests/test_train.py tests/test_tune.py
+
+.PHONY: install quickstart test test-spark35 lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,15 @@ lint: install
 
 test: lint
 	python -m pytest $(PYTEST_ARGS)
+
+$(VENV35)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV35)
+	$(VENV35)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV35)/bin/python -m pip install --quiet -e '.[test]' 'pyspark>=3.5,<3.6'
+	touch $@
+
+test-spark35: $(VENV35)/.installed
+	PATH=$(abspath $(VENV35))/bin:$$PATH $(VENV35)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(SPARK35_TESTS)
 
 format: install
 	ruff check --fix .
