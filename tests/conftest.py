@@ -110,3 +110,9 @@ def registry_store(spark, tmp_path_factory: pytest.TempPathFactory):
         )  # fmt: skip
         scores[name] = job(profile, spark)["metrics"]["auc"]
     return path, scores
+
+
+def pytest_report_header() -> str:
+    import pyspark
+
+    return f"pyspark {pyspark.__version__}, Python {sys.version.split()[0]}"

@@ -137,10 +137,11 @@ def _cluster_profile(folder: Path, cluster: Cluster, reference: dict) -> Path:
             "spark.task.cpus": 1,
             "spark.executor.cores": 1,
             "spark.executor.memory": "2g",
-            "spark.sql.files.maxPartitionBytes": "16m",  # several tasks, so both workers work
         },
     }
-    return write_profile(folder, spark=spark, data=reference["data"])
+    # small tasks, so both workers featurize
+    featurizer = {"rows_per_partition": 12}
+    return write_profile(folder, spark=spark, data=reference["data"], featurizer=featurizer)
 
 
 def _assert_same_features(folder: Path, reference: dict) -> None:

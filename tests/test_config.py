@@ -40,6 +40,12 @@ def test_profile_by_path_with_overrides(profile_path: Path) -> None:
     assert profile.data.classes == ["Car", "Bus"]
 
 
+def test_spark_settings_are_overridden_by_their_dotted_names(profile_path: Path) -> None:
+    profile = load_profile(str(profile_path), ["spark.conf.spark.driver.memory=2g"])
+    assert profile.spark.conf["spark.driver.memory"] == "2g"
+    assert profile.spark.conf["spark.task.cpus"] == "2"  # the rest of the section stays
+
+
 def test_unknown_key_is_named(profile_path: Path) -> None:
     _edit(profile_path, lambda raw: raw["featurizer"].update(polling="avg"))
     with pytest.raises(ConfigError) as err:

@@ -103,6 +103,9 @@ class FeaturizerConfig(_Strict):
     random_seed: int = 0
     pooling: Literal["avg", "max", "none"] = "avg"
     batch_size: int = Field(default=32, ge=1)
+    # Images per Spark task: a task's last model batch is partial, so a few large tasks waste
+    # less than many small ones; more tasks than slots keeps a cluster busy and retries cheap.
+    rows_per_partition: int = Field(default=256, ge=1)
     max_file_mb: float = Field(default=50.0, gt=0)
     max_pixels: int = Field(default=89_478_485, gt=0)
 
@@ -220,11 +223,17 @@ def profile_path(name_or_path: str) -> Path:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``featurizer.pooling=max`` → (["featurizer", "pooling"], "max"); values are YAML-typed."""
+    """``featurizer.pooling=max`` → (["featurizer", "pooling"], "max"); values are YAML-typed.
+
+    ``spark.conf.spark.driver.memory=2g`` sets the Spark setting ``spark.driver.memory``."""
     key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. featurizer.pooling=max")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if key.startswith("spark.conf."):  # Spark's own keys contain dots: spark.conf.<spark key>
+        return ["spark", "conf", key.removeprefix("spark.conf.")], value
+    return key.split("."), value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:

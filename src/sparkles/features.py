@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import tempfile
 import time
 import warnings
@@ -154,7 +155,11 @@ def featurize(
             f"no complete feature cache entry {key} under {cache.root} for these images and "
             f"featurizer settings: run `sparkles featurize` (or the `main` entry point) first"
         )
-    featurized = build_featurizer(profile, weights).transform(inputs).select(*CACHE_COLUMNS)
+    # Coalesce (no shuffle) the file-split partitions into tasks of ~rows_per_partition images:
+    # Spark packs files by bytes, so small tasks with one partial model batch each were common.
+    tasks = max(1, math.ceil(counts["matched_files"] / settings.rows_per_partition))
+    featurizer = build_featurizer(profile, weights)
+    featurized = featurizer.transform(inputs.coalesce(tasks)).select(*CACHE_COLUMNS)
     started = time.monotonic()
     with spark_progress(spark, "featurize"):
         staging = cache.stage(key, featurized)

@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,6 @@ def _make_predict_fn(
     seed: int,
     max_bytes: int,
     max_pixels: int,
-    batch_size: int,
 ):
     """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
 
@@ -94,24 +94,33 @@ def _make_predict_fn(
         preprocess = spec.preprocess()
         height, width = spec.input_size
         dim = int(np.prod(model.output_shape[1:]))
+        # PIL releases the GIL while decoding: the task's cores decode a batch side by side
+        # while TensorFlow waits (halves decode time on 2 cores; bench/featurize.py).
+        decoders = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="sparkles-decode")
+
+        def decode(content: bytes) -> np.ndarray | str:
+            try:
+                return decode_image(content, (height, width), max_bytes, max_pixels)
+            except BadImage as err:
+                return str(err)
 
         def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
+            # Only the decodable images go to the model, unpadded: Keras 3 retraces once for a
+            # second batch size and then runs any size (padding a partial batch to full size
+            # cost up to 5x on small partitions; docs/architecture.md).
             count = len(contents)
-            # Always a full batch: one input shape, so TensorFlow traces the model once.
-            pixels = np.zeros((max(count, batch_size), height, width, 3), dtype=np.float32)
+            pixels = np.zeros((count, height, width, 3), dtype=np.float32)
             errors = np.full(count, None, dtype=object)
-            for i, content in enumerate(contents):
-                try:
-                    pixels[i] = decode_image(content, (height, width), max_bytes, max_pixels)
-                except BadImage as err:
-                    errors[i] = str(err)
+            for i, decoded in enumerate(decoders.map(decode, contents)):
+                if isinstance(decoded, str):
+                    errors[i] = decoded
+                else:
+                    pixels[i] = decoded
             features = np.zeros((count, dim), dtype=np.float32)
-            good = np.array([e is None for e in errors])
+            good = np.array([e is None for e in errors], dtype=bool)
             if good.any():
-                packed = np.zeros_like(pixels)
-                packed[: good.sum()] = pixels[:count][good]
-                out = np.asarray(model.predict_on_batch(preprocess(packed)))
-                features[good] = out[: good.sum()].reshape(good.sum(), dim)
+                out = np.asarray(model.predict_on_batch(preprocess(pixels[good])))
+                features[good] = out.reshape(int(good.sum()), dim)
             return {"features": features, "error": errors}
 
         return predict
@@ -127,10 +136,11 @@ def _featurize_udf(spark: SparkSession, spec: CnnSpec, shipped: str | None, *set
     model cache by the UDF, so reusing it lets a later transform reuse a model already built."""
     key = (spark.sparkContext.applicationId, spec, shipped, *settings)
     if key not in _udfs:
-        make = _make_predict_fn(spec, shipped, *settings)
+        *model_settings, batch_size = settings
+        make = _make_predict_fn(spec, shipped, *model_settings)
         # Nondeterministic: Spark must not inline the UDF into each column that reads it.
         _udfs[key] = predict_batch_udf(
-            make, return_type=_RESULT, batch_size=settings[-1]
+            make, return_type=_RESULT, batch_size=batch_size
         ).asNondeterministic()
     return _udfs[key]
 
