@@ -32,7 +32,8 @@ if [[ $PACKAGE == s3://* ]]; then
   aws s3 cp --only-show-errors "$PACKAGE" "$requirement"
 fi
 log "installing $requirement into $VENV"
-"$VENV/bin/python" -m pip install --quiet "$requirement"
+# boto3: MLflow's S3 artifact store (runs and the tracking server log artifacts to S3)
+"$VENV/bin/python" -m pip install --quiet "$requirement" "boto3>=1.34"
 
 if "$VENV/bin/python" -m pip show --quiet pyspark 2>/dev/null; then
   log "pyspark was installed into $VENV: it would shadow EMR's Spark; install sparkles without [spark]"
