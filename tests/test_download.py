@@ -172,7 +172,7 @@ def test_a_missing_image_is_reported_and_the_command_fails_after_the_rest(
     server.wrong_etag.add("/validation/t1.jpg")
     urls = server.urls()
     code = main(
-        ["openimages", "download", "--classes", "Tree", "--dest", str(tmp_path),
+        ["openimages", "download", "--classes", "Tree,", "--dest", str(tmp_path),
          "--labels-url", urls["labels_url"], "--classes-url", urls["classes_url"],
          "--images-url", urls["images_url"]]
     )  # fmt: skip

@@ -173,8 +173,9 @@ def cmd_openimages_download(args: argparse.Namespace) -> int:
 
     from sparkles.data.download import download_subset
 
+    classes = [name.strip() for arg in args.classes for name in arg.split(",") if name.strip()]
     report = download_subset(
-        args.classes,
+        classes,
         Path(args.dest),
         limit=args.limit,
         workers=args.workers,
@@ -203,7 +204,10 @@ def _add_openimages(commands: argparse._SubParsersAction) -> None:
     fetch = actions.add_parser(
         "download", help="label CSVs + validation images of the given classes, resumable"
     )
-    fetch.add_argument("--classes", nargs="+", default=["Car", "Tree"], help="display names")
+    fetch.add_argument(
+        "--classes", nargs="+", default=["Car", "Tree"],
+        help="display names, space- or comma-separated (Car Tree, or Car,Tree)",
+    )  # fmt: skip
     fetch.add_argument("--limit", type=int, default=None, help="at most N images per class")
     fetch.add_argument("--dest", default="./data/openimages", help="output folder")
     fetch.add_argument("--workers", type=int, default=8, help="parallel downloads")
