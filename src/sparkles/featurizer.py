@@ -99,6 +99,7 @@ def _make_predict_fn(
         decoders = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="sparkles-decode")
 
         def decode(content: bytes) -> np.ndarray | str:
+            """Pixels, or the reason the image is quarantined."""
             try:
                 return decode_image(content, (height, width), max_bytes, max_pixels)
             except BadImage as err:
@@ -108,19 +109,14 @@ def _make_predict_fn(
             # Only the decodable images go to the model, unpadded: Keras 3 retraces once for a
             # second batch size and then runs any size (padding a partial batch to full size
             # cost up to 5x on small partitions; docs/architecture.md).
-            count = len(contents)
-            pixels = np.zeros((count, height, width, 3), dtype=np.float32)
-            errors = np.full(count, None, dtype=object)
-            for i, decoded in enumerate(decoders.map(decode, contents)):
-                if isinstance(decoded, str):
-                    errors[i] = decoded
-                else:
-                    pixels[i] = decoded
-            features = np.zeros((count, dim), dtype=np.float32)
-            good = np.array([e is None for e in errors], dtype=bool)
+            decoded = list(decoders.map(decode, contents))
+            errors = np.array([d if isinstance(d, str) else None for d in decoded], dtype=object)
+            good = np.array([error is None for error in errors], dtype=bool)
+            features = np.zeros((len(decoded), dim), dtype=np.float32)
             if good.any():
-                out = np.asarray(model.predict_on_batch(preprocess(pixels[good])))
-                features[good] = out.reshape(int(good.sum()), dim)
+                pixels = np.stack([d for d in decoded if not isinstance(d, str)])
+                out = model.predict_on_batch(preprocess(pixels.astype(np.float32)))
+                features[good] = np.asarray(out).reshape(int(good.sum()), dim)
             return {"features": features, "error": errors}
 
         return predict
