@@ -51,12 +51,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """spark://127.0.0.1:<port> with two 1-core workers; everything stopped by PID afterwards."""
     home = Path(pyspark.__file__).parent
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1"}
-    spark_class = [str(home / "bin" / "spark-class"), "org.apache.spark.deploy"]
+    spark_class, deploy = str(home / "bin" / "spark-class"), "org.apache.spark.deploy"
     port = free_port()
     url = f"spark://127.0.0.1:{port}"
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     master = subprocess.Popen(
-        [*spark_class[:1], f"{spark_class[1]}.master.Master", "--host", "127.0.0.1",
+        [spark_class, f"{deploy}.master.Master", "--host", "127.0.0.1",
          "--port", str(port), "--webui-port", str(free_port())], **quiet,
     )  # fmt: skip
     processes, work_dirs = [master], []
@@ -66,7 +66,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             work_dirs.append(tmp_path / f"worker-{n}")
             worker_port = free_port()
             processes.append(subprocess.Popen(
-                [*spark_class[:1], f"{spark_class[1]}.worker.Worker", "--host", "127.0.0.1",
+                [spark_class, f"{deploy}.worker.Worker", "--host", "127.0.0.1",
                  "--port", str(worker_port), "--cores", "1", "--memory", "3g",
                  "--work-dir", str(work_dirs[-1]), "--webui-port", str(free_port()), url],
                 **quiet,

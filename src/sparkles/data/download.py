@@ -146,7 +146,7 @@ def _verify(url: str, partial: Path, size: int | None, etag: str) -> None:
 
 
 def select_images(
-    labels_csv: Path, classes_csv: Path, classes: list[str], limit: int | None
+    labels: pd.DataFrame, classes_csv: Path, classes: list[str], limit: int | None
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Image ids with a positive label of each class: at most ``limit`` per class, stable order.
 
@@ -162,8 +162,8 @@ def select_images(
     if unknown:
         raise DownloadError(f"{classes_csv}: no class named {unknown} (matched ignoring case)")
     mids = {c: by_name[c.lower()] for c in classes}
-    labels = pd.read_csv(labels_csv, dtype={"ImageID": str, "LabelName": str})
-    positive = labels[(labels.Confidence == 1) & labels.LabelName.isin(mids.values())]
+    confident = pd.to_numeric(labels.Confidence, errors="coerce") == 1
+    positive = labels[confident & labels.LabelName.isin(mids.values())]
     chosen = []
     for name, mid in mids.items():
         ids = positive.loc[positive.LabelName == mid, "ImageID"].drop_duplicates()
@@ -198,7 +198,9 @@ def download_subset(
     session.mount("http://", pool)
     fetch(session, labels_url, source / LABELS_FILE)
     fetch(session, classes_url, source / CLASSES_FILE)
-    chosen, mids = select_images(source / LABELS_FILE, source / CLASSES_FILE, classes, limit)
+    # read once, as text: selection uses it, and the subset CSV is written from it unchanged
+    labels = pd.read_csv(source / LABELS_FILE, dtype=str)
+    chosen, mids = select_images(labels, source / CLASSES_FILE, classes, limit)
     ids = chosen.image_id.drop_duplicates().tolist()
     report = DownloadReport(classes=mids, requested=len(ids))
     report.per_class = chosen["class"].value_counts().to_dict()
@@ -225,14 +227,9 @@ def download_subset(
             bar.update()
             bar.set_postfix(MB=f"{report.bytes_downloaded / 1e6:.1f}", failed=len(report.failed))
     bar.close()
-    _write_subset_csvs(source, dest, [i for i in ids if (images / f"{i}.jpg").exists()])
+    present = {i for i in ids if (images / f"{i}.jpg").exists()}
+    labels[labels.ImageID.isin(present)].to_csv(dest / LABELS_FILE, index=False)
+    (dest / CLASSES_FILE).write_bytes((source / CLASSES_FILE).read_bytes())
     report.seconds = round(time.monotonic() - started, 2)
     (dest / "download_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
-
-
-def _write_subset_csvs(source: Path, dest: Path, present: list[str]) -> None:
-    """The label CSV cut to the images on disk, and the class CSV as published."""
-    labels = pd.read_csv(source / LABELS_FILE, dtype=str)
-    labels[labels.ImageID.isin(set(present))].to_csv(dest / LABELS_FILE, index=False)
-    (dest / CLASSES_FILE).write_bytes((source / CLASSES_FILE).read_bytes())
