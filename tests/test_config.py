@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparkles.config import ConfigError, load_profile
+from sparkles.cli import _profile as profile_from_args
+from sparkles.cli import build_parser
+from sparkles.config import ConfigError, load_profile, split_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,6 +103,40 @@ def test_bad_override_syntax(profile_path: Path) -> None:
         load_profile(str(profile_path), ["featurizer.pooling"])
     with pytest.raises(ConfigError, match="is not a section"):
         load_profile(str(profile_path), ["featurizer.batch_size.x=1"])
+
+
+@pytest.mark.parametrize(
+    ("text", "settings"),
+    [
+        ("", []),
+        ("featurizer.pooling=max", ["featurizer.pooling=max"]),
+        ("data.classes=[Car, Bus]", ["data.classes=[Car, Bus]"]),
+        (
+            "featurizer.pooling=max  data.classes=[Car, Bus] train.reg_param=0.1",
+            ["featurizer.pooling=max", "data.classes=[Car, Bus]", "train.reg_param=0.1"],
+        ),
+        ("data.images='/photos/summer 2024'", ["data.images='/photos/summer 2024'"]),
+        (
+            "spark.conf.spark.driver.extraJavaOptions=-Da=1 -Db=2 featurizer.batch_size=8",
+            ["spark.conf.spark.driver.extraJavaOptions=-Da=1 -Db=2", "featurizer.batch_size=8"],
+        ),
+    ],
+)
+def test_a_new_setting_starts_only_at_a_key(text: str, settings: list[str]) -> None:
+    assert split_overrides(text) == settings
+
+
+def test_set_takes_a_yaml_value_with_spaces_as_the_readme_writes_it(profile_path: Path) -> None:
+    """`--set data.classes='[Car, Bus]'` (quotes gone in the shell), and MLproject's one string."""
+    args = build_parser().parse_args(
+        ["featurize", "--profile", str(profile_path), "--set", "data.classes=[Car, Bus]",
+         "--set", "featurizer.pooling=max data.images='/tmp/summer 2024' train.reg_param=0.5"]
+    )  # fmt: skip
+    profile = profile_from_args(args)
+    assert profile.data.classes == ["Car", "Bus"]
+    assert profile.featurizer.pooling == "max"
+    assert profile.data.images == "/tmp/summer 2024"
+    assert profile.train.reg_param == 0.5
 
 
 def test_invalid_yaml(tmp_path: Path) -> None:

@@ -73,6 +73,17 @@ def test_promoting_from_an_empty_experiment_is_a_clear_error(registry_store) -> 
         promote(profile, "no-such-experiment", "auc", MODEL, 0.0)
 
 
+def test_promote_names_the_experiments_that_hold_runs(registry_store) -> None:
+    """`mlflow run .` without --experiment-name files runs in 'Default': promote says so."""
+    path, _ = registry_store
+    with pytest.raises(PromotionError) as caught:
+        promote(load_profile(path), "sparkles-nowhere", "auc", MODEL, 0.0)
+    message = str(caught.value)
+    assert "'sparkles-nowhere' does not exist" in message
+    assert "'reg-strong'" in message and "'reg-useless'" in message
+    assert "--experiment" in message
+
+
 def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> None:
     path, _ = registry_store
     load_profile(path)

@@ -6,11 +6,10 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 
-from sparkles.config import ConfigError, Profile, load_profile
+from sparkles.config import ConfigError, Profile, load_profile, split_overrides
 
 log = logging.getLogger("sparkles")
 # Errors whose message tells the user what to do: printed without a traceback.
@@ -40,8 +39,8 @@ PROMOTE_OPTIONS = {
 
 
 def _profile(args: argparse.Namespace, options: dict[str, str] | None = None) -> Profile:
-    """Each --set may hold several space-separated KEY=VALUE pairs (MLproject passes one string)."""
-    overrides = [item for text in args.overrides for item in shlex.split(text)]
+    """Each --set may hold several KEY=VALUE settings (MLproject passes one string)."""
+    overrides = [item for text in args.overrides for item in split_overrides(text)]
     for attribute, key in (options or {}).items():
         value = getattr(args, attribute)
         if value not in (None, ""):
@@ -211,9 +210,20 @@ def _add_openimages(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--limit", type=int, default=None, help="at most N images per class")
     fetch.add_argument("--dest", default="./data/openimages", help="output folder")
     fetch.add_argument("--workers", type=int, default=8, help="parallel downloads")
-    fetch.add_argument("--labels-url", default=download.LABELS_URL)
-    fetch.add_argument("--classes-url", default=download.CLASSES_URL)
-    fetch.add_argument("--images-url", default=download.IMAGES_URL, help="template with {image_id}")
+    # a mirror (or a test server) can be named in the environment: `mlflow run -e download` too
+    fetch.add_argument(
+        "--labels-url",
+        default=os.environ.get("SPARKLES_OPENIMAGES_LABELS_URL", download.LABELS_URL),
+    )
+    fetch.add_argument(
+        "--classes-url",
+        default=os.environ.get("SPARKLES_OPENIMAGES_CLASSES_URL", download.CLASSES_URL),
+    )
+    fetch.add_argument(
+        "--images-url",
+        default=os.environ.get("SPARKLES_OPENIMAGES_IMAGES_URL", download.IMAGES_URL),
+        help="template with {image_id}",
+    )
     fetch.set_defaults(func=cmd_openimages_download)
 
 

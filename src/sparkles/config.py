@@ -222,6 +222,17 @@ def profile_path(name_or_path: str) -> Path:
     return conf_dir() / f"{name_or_path}.yaml"
 
 
+# Several KEY=VALUE settings may share one string (MLproject passes `overrides` as one argument).
+# A new setting starts only where whitespace is followed by a dotted key and "=": any other
+# whitespace belongs to the value, so `data.classes=[Car, Bus]` stays one setting, as YAML reads it.
+NEXT_OVERRIDE = re.compile(r"\s+(?=[A-Za-z_][\w-]*(?:\.[\w-]+)*=)")
+
+
+def split_overrides(text: str) -> list[str]:
+    """``"a.b=1 c.d=[x, y]"`` → ``["a.b=1", "c.d=[x, y]"]``; quoting is YAML's, in the value."""
+    return [part for part in NEXT_OVERRIDE.split(text.strip()) if part]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``featurizer.pooling=max`` → (["featurizer", "pooling"], "max"); values are YAML-typed.
 

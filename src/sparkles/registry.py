@@ -49,24 +49,50 @@ class Decision:
         return {f"sparkles.promotion.{k}": str(v) for k, v in asdict(self).items()}
 
 
+SCORING_RUNS = f"attributes.status = 'FINISHED' and tags.`{SCORING_TAG}` = 'true'"
+
+
+def _experiments_with_scoring_runs(metric: str) -> list[str]:
+    """Names of the experiments that hold a run ``promote`` could pick: for error messages."""
+    names = []
+    for experiment in mlflow.search_experiments():
+        runs = mlflow.search_runs(
+            [experiment.experiment_id], filter_string=SCORING_RUNS, output_format="list"
+        )
+        if any(metric in run.data.metrics for run in runs):
+            names.append(experiment.name)
+    return names
+
+
 def best_run(experiment_name: str, metric: str) -> Run:
     """The FINISHED run with the highest test ``metric`` among runs that logged a scoring model."""
     experiment = mlflow.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        raise PromotionError(f"experiment {experiment_name!r} does not exist")
-    runs = mlflow.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"attributes.status = 'FINISHED' and tags.`{SCORING_TAG}` = 'true'",
-        order_by=[f"metrics.`{metric}` DESC", "attributes.start_time ASC"],
-        max_results=1,
-        output_format="list",
-    )
-    if not runs or metric not in runs[0].data.metrics:
-        raise PromotionError(
-            f"experiment {experiment_name!r} has no FINISHED run with a scoring model and a "
-            f"{metric!r} metric: run `main` or `tune` first"
+    runs = []
+    if experiment is not None:
+        runs = mlflow.search_runs(
+            [experiment.experiment_id],
+            filter_string=SCORING_RUNS,
+            order_by=[f"metrics.`{metric}` DESC", "attributes.start_time ASC"],
+            max_results=1,
+            output_format="list",
         )
-    return runs[0]
+    if runs and metric in runs[0].data.metrics:
+        return runs[0]
+    problem = (
+        f"experiment {experiment_name!r} does not exist"
+        if experiment is None
+        else f"experiment {experiment_name!r} has no FINISHED run with a scoring model and a "
+        f"{metric!r} metric"
+    )
+    elsewhere = [name for name in _experiments_with_scoring_runs(metric) if name != experiment_name]
+    if elsewhere:
+        listed = ", ".join(repr(name) for name in elsewhere)
+        raise PromotionError(
+            f"{problem}; runs that can be promoted are in {listed}: pass --experiment "
+            f"{elsewhere[0]!r} (mlflow run: -P experiment={elsewhere[0]}), or train with "
+            f"--experiment-name {experiment_name} (`mlflow run` without it uses 'Default')"
+        )
+    raise PromotionError(f"{problem}: run `main` or `tune` first")
 
 
 def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:

@@ -52,6 +52,32 @@ def configure(profile: Profile) -> str:
     return experiment_id
 
 
+def take_launcher_run_id() -> str | None:
+    """The run ``mlflow run`` created for this process, handed out once.
+
+    MLflow unsets MLFLOW_RUN_ID only when it reads the variable itself. Passed explicitly, it
+    stays set, and every later ``start_run`` (each nested trial of a search) would resume the
+    launcher's run instead of creating a child: so it is removed as it is taken.
+    """
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def _say_if_elsewhere(profile: Profile, active: mlflow.ActiveRun) -> None:
+    """A run outside the profile's experiment is easy to lose (``promote`` looks there): say so."""
+    experiment = mlflow.get_experiment(active.info.experiment_id)
+    expected = profile.mlflow.experiment
+    if experiment.name == expected:
+        return
+    mlflow.set_tag("sparkles.profile_experiment", expected)
+    log.warning(
+        "this run is in experiment %r (id %s), not the profile's %r: `sparkles promote` looks "
+        "in %r unless given --experiment %r (mlflow run: pass --experiment-name %s, or export "
+        "MLFLOW_EXPERIMENT_NAME=%s)",
+        experiment.name, experiment.experiment_id, expected, expected, experiment.name,
+        expected, expected,
+    )  # fmt: skip
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -66,13 +92,16 @@ def git_commit() -> str | None:
 def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run tagged with profile and commit; any exception ends it FAILED, error tagged.
 
-    Under ``mlflow run`` the launcher has created the run already (MLFLOW_RUN_ID): reuse it.
+    Under ``mlflow run`` the launcher has created the run already (MLFLOW_RUN_ID): the first
+    top-level run reuses it, and nothing after it does.
     """
     experiment_id = configure(profile)
-    run_id = None if nested else os.environ.get("MLFLOW_RUN_ID")
+    run_id = None if nested else take_launcher_run_id()
     active = mlflow.start_run(
         run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=name, nested=nested
     )
+    if not nested:
+        _say_if_elsewhere(profile, active)
     tags = {"sparkles.profile": profile.name, "sparkles.command": name}
     commit = git_commit()
     if commit:

@@ -1,0 +1,319 @@
+"""A command the README shows is a promise: every one runs here exactly as written.
+
+The workflow test copies the project to a fresh folder and runs the README's command lines, as
+written, through bash in one tracking store and one feature cache, as a new user would after
+`make quickstart` (on the embedded default made test-sized: 60 smaller sample images): the entry
+points main, featurize, train, tune (grid and hyperopt), promote, predict and eda, the Python
+example and `mlflow ui`. `download` runs through `mlflow run` against a loopback server. A last
+test fails when the README gains a command that no test runs and that is not marked as needing
+the network or AWS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.test_download import Server, server  # noqa: F401 (a fixture)
+
+README = ROOT / "README.md"
+SOURCE = Path(__file__).read_text()
+TUNE = "mlflow run . -e tune --env-manager local --experiment-name sparkles"
+MARKS = ("needs network", "needs AWS")
+# Commands another test or CI runs as written.
+ELSEWHERE = {
+    "make test": ".ci/run runs it",
+    "python experiments/eda.py": "tests/test_notebooks.py runs every notebook as __main__",
+}
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv*", "data", "mlruns*", "mlartifacts", ".cache", "eda", "predictions",
+    "test-artifacts", "__pycache__", ".pytest_cache", "*.egg-info", ".ruff_cache",
+)  # fmt: skip
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    """(language, text) of every fenced code block in README.md."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+
+
+def shell_lines(text: str) -> list[str]:
+    """A shell block's command lines: continuations joined, no blank or comment-only lines."""
+    lines = []
+    for line in text.replace("\\\n", " ").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            lines.append(line.strip())
+    return lines
+
+
+def readme_commands() -> list[str]:
+    return [line for lang, text in readme_blocks() if lang == "bash" for line in shell_lines(text)]
+
+
+def readme_python() -> list[str]:
+    return [text for lang, text in readme_blocks() if lang == "python"]
+
+
+def bare(line: str) -> str:
+    """A command line without its trailing comment."""
+    return re.sub(r"\s+#.*$", "", line)
+
+
+def marked(text: str) -> bool:
+    return any(mark in text for mark in MARKS)
+
+
+def command(prefix: str) -> str:
+    """The README command line that is, or alone starts with, ``prefix`` (fails if it is gone)."""
+    lines = readme_commands()
+    found = [line for line in lines if bare(line) == prefix] or [
+        line for line in lines if line.startswith(prefix)
+    ]
+    assert len(found) == 1, f"README has {len(found)} commands starting {prefix!r}: {found}"
+    return found[0]
+
+
+def user_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A new user's shell: no MLflow variables, no virtualenv on PATH (the README activates it)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "SPARKLES_", "PYSPARK_")) and k != "VIRTUAL_ENV"
+    }
+    return {**env, "PATH": os.pathsep.join(path), **(extra or {})}
+
+
+class Workspace:
+    """A fresh copy of the project with the test's virtualenv as `.venv`, and a bash to run in."""
+
+    def __init__(self, folder: Path) -> None:
+        self.root = folder / "sparkles"
+        shutil.copytree(ROOT, self.root, ignore=COPY_IGNORE)
+        (self.root / ".venv").symlink_to(Path(sys.prefix))
+        # the embedded default, test-sized: fewer, smaller sample images, shorter fits
+        local = self.root / "conf" / "local.yaml"
+        profile = yaml.safe_load(local.read_text())
+        profile["data"]["sample"].update(images=60, size=[128, 96])
+        profile["featurizer"]["batch_size"] = 16
+        profile["train"]["max_iter"] = 30
+        local.write_text(yaml.safe_dump(profile))
+        self.setup = [
+            line
+            for line in readme_commands()
+            if line.startswith(("export MLFLOW_", "source .venv/bin/activate"))
+        ]
+        self.log: list[str] = []
+
+    def run(
+        self, line: str, env: dict[str, str] | None = None, activate: bool = True
+    ) -> subprocess.CompletedProcess:
+        script = "\n".join(["set -euo pipefail", *(self.setup if activate else []), line])
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=self.root, env=user_environment(env),
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        self.log.append(f"$ {line}\n-> {done.returncode}")
+        assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        return done
+
+    def runs(self, experiment: str = "sparkles") -> list[mlflow.entities.Run]:
+        mlflow.set_tracking_uri(f"sqlite:///{self.root / 'mlruns.db'}")
+        return mlflow.search_runs(
+            experiment_names=[experiment], output_format="list", order_by=["start_time ASC"]
+        )
+
+
+def _new_runs(workspace: Workspace, before: set[str]) -> list[mlflow.entities.Run]:
+    return [run for run in workspace.runs() if run.info.run_id not in before]
+
+
+def _ids(workspace: Workspace) -> set[str]:
+    return {run.info.run_id for run in workspace.runs()}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    space = Workspace(tmp_path)
+    client = lambda: mlflow.MlflowClient()  # noqa: E731  (after set_tracking_uri)
+
+    # Two commands: the first installs (here: the test's venv, already installed) and runs main.
+    done = space.run(command("make quickstart"), activate=False)
+    assert "accuracy" in done.stderr and "succeeded" in done.stderr
+    (quick,) = space.runs()
+    assert quick.info.status == "FINISHED"
+    assert quick.data.tags["mlflow.project.entryPoint"] == "main"
+    assert quick.data.params["regParam"] == "0.01"  # conf/local.yaml's
+
+    # MLproject entry points, the block as written (init again is harmless).
+    space.run(command("sparkles init"))
+    before = _ids(space)
+    space.run(command("mlflow run . --env-manager local --experiment-name sparkles -P reg_param"))
+    (tuned_by_hand,) = _new_runs(space, before)
+    fingerprint = "sparkles.cache.fingerprint"
+    assert tuned_by_hand.data.tags[fingerprint] == quick.data.tags[fingerprint]
+    assert tuned_by_hand.data.tags["sparkles.cache.reused"] == "true"
+    assert tuned_by_hand.data.params["regParam"] == "0.1"
+    assert tuned_by_hand.data.params["elasticNetParam"] == "0.0"
+    # the one test image per row: every metric is recomputed from it
+    local = mlflow.artifacts.download_artifacts(
+        run_id=tuned_by_hand.info.run_id, artifact_path="evaluation", dst_path=str(tmp_path / "ev")
+    )
+    predictions = pd.read_csv(Path(local) / "test_predictions.csv")
+    metrics = tuned_by_hand.data.metrics
+    assert len(predictions) == metrics["count_test"]
+    assert metrics["accuracy"] == pytest.approx(
+        accuracy_score(predictions.label, predictions.prediction), abs=1e-9
+    )
+    assert metrics["f1"] == pytest.approx(
+        f1_score(predictions.label, predictions.prediction, average="weighted"), abs=1e-9
+    )
+    truth = (predictions.label == "Tree").astype(int)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(truth, predictions.score), abs=1e-9)
+    artifacts = {f.path for f in client().list_artifacts(tuned_by_hand.info.run_id, "evaluation")}
+    for plot in ("roc_curve", "confusion_matrix", "misclassified", "label_distribution"):
+        assert f"evaluation/{plot}.png" in artifacts
+
+    before = _ids(space)
+    space.run(command("mlflow run . -e featurize"))
+    (featurized,) = _new_runs(space, before)
+    assert featurized.data.params["batch_size"] == "16"
+    assert featurized.data.tags["sparkles.cache.reused"] == "true"  # batch size: same features
+    counts = featurized.data.metrics
+    assert counts["count_rows_in"] == counts["count_featurized"] + counts["count_quarantined"] > 0
+
+    before = _ids(space)
+    space.run(command("mlflow run . -e train"))
+    (trained,) = _new_runs(space, before)
+    assert trained.data.tags["mlflow.project.entryPoint"] == "train"
+    assert trained.data.params["regParam"] == trained.data.params["elasticNetParam"] == "1.0"
+
+    # Tuning: trials are children of the launcher's run; the parent's params come from the refit.
+    for method, line in (
+        ("grid", command(f"{TUNE} -P method=grid")),
+        ("hyperopt", command(f"{TUNE} -P method=hyperopt")),
+    ):
+        before = _ids(space)
+        space.run(line)
+        new = _new_runs(space, before)
+        parents = [r for r in new if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1, [r.info.run_name for r in new]
+        parent = parents[0]
+        children = [r for r in new if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(children) == len(new) - 1 == int(parent.data.params["tune_max_evals"]) == 4
+        assert parent.data.params["tune_method"] == method
+        best = client().get_run(parent.data.tags["sparkles.best_run_id"])
+        assert parent.data.params["regParam"] == best.data.params["regParam"]
+        assert all(c.info.status == "FINISHED" for c in children)
+        assert f"best_val_{parent.data.params['tune_metric']}" in parent.data.metrics
+
+    # Registry: promote, then predict with the champion.
+    space.run(command("mlflow run . -e promote"))
+    champion = client().get_model_version_by_alias("sparkles-car-vs-tree", "champion")
+    assert champion.tags["sparkles.promotion.decision"] == "first-champion"
+    space.run(command("mlflow run . -e predict"))
+    scored = pd.read_parquet(space.root / "predictions" / "predictions")
+    quarantined = pd.read_parquet(space.root / "predictions" / "quarantine")
+    on_disk = list((space.root / "data" / "sample" / "validation").glob("*.jpg"))
+    assert len(scored) + len(quarantined) == len(on_disk)
+    assert set(scored.predicted_label) <= {"Car", "Tree"}
+
+    # The Python example scores images with the champion, through Spark and pyfunc.
+    (example,) = [text for text in readme_python() if "load_model" in text]
+    (space.root / "readme_example.py").write_text(example)
+    done = space.run("python readme_example.py")
+    assert "prediction" in done.stdout and "Car" in done.stdout
+
+    # EDA, as an entry point and as a notebook run as plain Python.
+    before = _ids(space)
+    space.run(command("mlflow run . -e eda"))
+    (eda,) = _new_runs(space, before)
+    eda_files = {f.path for f in client().list_artifacts(eda.info.run_id, "eda")}
+    assert "eda/cooccurrence_dendrogram.png" in eda_files, eda_files
+
+    # `mlflow ui` serves the same store: the experiment and its runs are there.
+    _check_mlflow_ui(space, command(".venv/bin/mlflow ui"))
+
+    # Every run the README made is FINISHED and filed in the profile's experiment.
+    everything = space.runs()
+    assert all(r.info.status == "FINISHED" for r in everything)
+    default = space.runs("Default")
+    assert default == [], [r.data.tags.get("mlflow.project.entryPoint") for r in default]
+
+
+def _check_mlflow_ui(space: Workspace, line: str) -> None:
+    """Start the README's `mlflow ui` line, ask its REST API for the experiment, stop it."""
+    script = "\n".join(["set -euo pipefail", *space.setup, f"exec {line}"])
+    ui = subprocess.Popen(
+        ["bash", "-c", script], cwd=space.root, env=user_environment(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    url = "http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name?experiment_name=sparkles"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert b'"name": "sparkles"' in response.read().replace(b'":"', b'": "')
+                break
+            except OSError:
+                assert ui.poll() is None, ui.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "mlflow ui did not answer in 120 s"
+                time.sleep(1)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_download_entry_point_as_written(tmp_path: Path, server: Server) -> None:  # noqa: F811
+    space = Workspace(tmp_path)
+    urls = {
+        "SPARKLES_OPENIMAGES_LABELS_URL": server.urls()["labels_url"],
+        "SPARKLES_OPENIMAGES_CLASSES_URL": server.urls()["classes_url"],
+        "SPARKLES_OPENIMAGES_IMAGES_URL": server.urls()["images_url"],
+    }
+    line = command("mlflow run . -e download")
+    assert marked(line)
+    space.run(line, env=urls)
+    folder = space.root / "data" / "openimages"
+    downloaded = sorted(p.stem for p in (folder / "validation").glob("*.jpg"))
+    assert downloaded == ["c1", "c2", "c3", "ct", "t1", "t2"]
+    assert (folder / "download_report.json").is_file()
+    (run,) = space.runs()
+    assert run.data.tags["mlflow.project.entryPoint"] == "download"
+    assert run.info.status == "FINISHED"
+
+
+def test_every_readme_command_is_run_by_a_test_or_marked() -> None:
+    """The README cannot gain a command that nothing runs."""
+    prefixes = re.findall(r'command\(f?"([^"]+)"\)', SOURCE)
+    run_here = {command(prefix.replace("{TUNE}", TUNE)) for prefix in prefixes}
+    unaccounted = []
+    for line in readme_commands():
+        setup = line.startswith(("export MLFLOW_", "source "))  # every workflow step runs them
+        if setup or marked(line) or bare(line) in ELSEWHERE:
+            continue
+        if line not in run_here:
+            unaccounted.append(line)
+    for text in readme_python():
+        first = text.splitlines()[0]
+        if not marked(first) and "load_model" not in text:
+            unaccounted.append(first)
+    assert unaccounted == [], "README commands no test runs (run them, or mark `# needs AWS`)"
