@@ -58,4 +58,16 @@ def bad_variants(max_pixels: int) -> dict[str, tuple[bytes, str]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "corrupt or truncated"),
         "text.jpg": (b"this is not an image at all\n" * 10, "not an image"),
         "bomb.png": (bomb, "decompression bomb"),
+        "stripoffsets.tif": (strip_offsets_as_double(), "undecodable image (TypeError"),
     }
+
+
+def strip_offsets_as_double() -> bytes:
+    """A TIFF whose StripOffsets tag claims type DOUBLE: Pillow's load() raises TypeError.
+
+    Found by fuzzing Pillow with mutated files; before, the exception escaped and failed the
+    whole Spark job instead of quarantining one image.
+    """
+    tiff = encode(photo(64, 48).convert("CMYK"), "TIFF")
+    entry = tiff.index(b"\x11\x01\x04\x00")  # tag 0x0111 StripOffsets, type 4 (LONG), LE
+    return tiff[: entry + 2] + b"\x0c\x00" + tiff[entry + 4 :]

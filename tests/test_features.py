@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import pytest
 
 from sparkles import features as features_module
-from sparkles.cache import FeatureCache
+from sparkles.cache import STALE_AFTER_SECONDS, FeatureCache
 from sparkles.config import load_profile
 from sparkles.features import ensure_sample, featurize, run_featurize
 from sparkles.weights import WeightsUnavailableError
@@ -114,7 +117,15 @@ def test_partial_entries_are_never_trusted(spark, tmp_path: Path) -> None:
     assert cache.lookup("abc") is None
     committed = cache.commit("abc", cache.stage("abc", table), {"counts": {}})
     assert cache.lookup("abc") == committed
-    assert not Path(staged.path.removeprefix("file:")).exists()  # the stale staging was removed
+    # a table no meta.json names is kept while it may still be written to, removed once stale
+    abandoned = Path(urlparse(staged.table).path)
+    assert abandoned.is_dir()
+    hours_ago = time.time() - STALE_AFTER_SECONDS - 3600
+    for path in [abandoned, *abandoned.rglob("*")]:
+        os.utime(path, (hours_ago, hours_ago))
+    cache.commit("abc", cache.stage("abc", table), {"counts": {}})
+    assert not abandoned.exists()
+    assert Path(urlparse(committed.table).path).is_dir()  # younger: another writer's, perhaps
     other = Path(cache.commit("def", cache.stage("def", table), {}).path.removeprefix("file:"))
     (other / "meta.json").write_text('{"fingerprint": "abc"}')
     assert cache.lookup("def") is None  # changed behind Hadoop's back: checksum mismatch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,7 +38,7 @@ def test_transparency_is_composited_on_white() -> None:
 @pytest.mark.parametrize("name", sorted(bad_variants(LIMITS["max_pixels"])))
 def test_bad_images_raise_with_reason(name: str) -> None:
     content, reason = bad_variants(LIMITS["max_pixels"])[name]
-    with pytest.raises(BadImage, match=reason):
+    with pytest.raises(BadImage, match=re.escape(reason)):
         decode_image(content, SIZE, **LIMITS)
 
 

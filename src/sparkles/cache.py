@@ -1,9 +1,19 @@
 """Fingerprinted Parquet feature cache: featurize once, train and tune many times.
 
-An entry lives at ``<cache_dir>/<fingerprint>/`` and holds ``table/`` (one row per input image:
-features, or a null vector and the quarantine reason) and ``meta.json``. It is staged under a
-temporary name and renamed into place, with meta.json written last: a directory without a
-matching meta.json is never trusted, so an interrupted run cannot poison later ones.
+An entry is the folder ``<cache_dir>/<fingerprint>/``. The commit protocol renames no directory,
+so it holds where a rename is a copy of every object (S3A, which serves ``s3://`` on EMR since
+7.10):
+
+1. ``stage`` writes the table to ``table-<uuid>/`` inside the entry: a fresh name per attempt,
+   so two writers of one key never touch each other's files;
+2. ``commit`` lists the table's data files and writes ``meta.json`` last, naming the table and
+   every data file with its size;
+3. ``lookup`` trusts an entry only if ``meta.json`` is readable, names its own key, and every file
+   it lists is there with that size. A copy cut short, a deleted or truncated part file, or a run
+   that died before its commit is never read.
+
+Tables that no ``meta.json`` names (a writer that lost a race, a refreshed entry, a crash) are
+removed by a later commit once nothing in them has changed for ``STALE_AFTER_SECONDS``.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +35,8 @@ from sparkles import storage
 log = logging.getLogger(__name__)
 
 META = "meta.json"
-TABLE = "table"
+TABLE_PREFIX = "table-"
+STALE_AFTER_SECONDS = 6 * 3600  # far longer than any task writes without producing a file
 
 
 def fingerprint(parts: dict[str, Any], manifest: Iterable[tuple[Any, ...]]) -> str:
@@ -43,12 +55,12 @@ def manifest_rows(frame: DataFrame) -> Iterable[tuple[Any, ...]]:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    path: str
-    meta: dict[str, Any]
+    path: str  # the entry folder, <cache_dir>/<fingerprint>
+    meta: dict[str, Any]  # meta.json; while staged, only {"table": <folder name>}
 
     @property
     def table(self) -> str:
-        return f"{self.path}/{TABLE}"
+        return f"{self.path}/{self.meta['table']}"
 
     def read(self, spark: SparkSession) -> DataFrame:
         """All rows: featurized ones have ``features``, quarantined ones ``featurize_error``."""
@@ -61,6 +73,32 @@ class CacheEntry:
         return self.read(spark).where(F.col("featurize_error").isNotNull()).drop("features")
 
 
+def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
+    """The committed entry in folder ``path`` if every file its meta.json lists is there."""
+    path = path.rstrip("/")
+    if not storage.exists(spark, f"{path}/{META}"):
+        return None
+    try:
+        meta = json.loads(storage.read_text(spark, f"{path}/{META}"))
+        entry = CacheEntry(path, meta)
+        listed = {name: int(size) for name, size in meta["files"].items()}
+    except Exception as err:  # unreadable, checksum mismatch, not JSON, old format
+        log.warning("ignoring cache entry %s: unusable meta.json (%s)", path, err)
+        return None
+    if path.rsplit("/", 1)[-1] != meta.get("fingerprint"):
+        return None
+    present = storage.data_files(spark, entry.table)
+    if present != listed:
+        missing = sorted(set(listed) - set(present))
+        differ = sorted(n for n in set(listed) & set(present) if listed[n] != present[n])
+        log.warning(
+            "ignoring cache entry %s: %d data file(s) missing, %d of another size than "
+            "meta.json records (an interrupted copy?)", path, len(missing), len(differ),
+        )  # fmt: skip
+        return None
+    return entry
+
+
 class FeatureCache:
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.spark = spark
@@ -71,31 +109,31 @@ class FeatureCache:
 
     def lookup(self, key: str) -> CacheEntry | None:
         """The entry for ``key`` if it was completely written, else None."""
-        path = self.entry_path(key)
-        if not storage.exists(self.spark, f"{path}/{META}"):
-            return None
-        try:
-            meta = json.loads(storage.read_text(self.spark, f"{path}/{META}"))
-        except Exception as err:  # unreadable, checksum mismatch, not JSON: not trusted
-            log.warning("ignoring cache entry %s: unreadable meta.json (%s)", path, err)
-            return None
-        return CacheEntry(path, meta) if meta.get("fingerprint") == key else None
+        return open_entry(self.spark, self.entry_path(key))
 
     def stage(self, key: str, table: DataFrame) -> CacheEntry:
-        """Write ``table`` under a temporary name; nothing trusts it until ``commit``."""
-        for name in storage.list_names(self.spark, self.root):
-            if name.startswith(f"_tmp-{key}-"):  # left behind by an interrupted run
-                storage.delete(self.spark, f"{self.root}/{name}")
-        staging = f"{self.root}/_tmp-{key}-{uuid.uuid4().hex[:8]}"
-        table.write.mode("errorifexists").parquet(f"{staging}/{TABLE}")
-        return CacheEntry(staging, {})
+        """Write ``table`` under a name of its own; nothing trusts it until ``commit``."""
+        staged = CacheEntry(self.entry_path(key), {"table": f"{TABLE_PREFIX}{uuid.uuid4().hex}"})
+        table.write.mode("errorifexists").parquet(staged.table)
+        return staged
 
-    def commit(self, key: str, staging: CacheEntry, meta: dict[str, Any]) -> CacheEntry:
-        """Write meta.json, then move the staged entry into place (replacing a stale one)."""
-        meta = {**meta, "fingerprint": key}
-        text = json.dumps(meta, indent=2, sort_keys=True)
-        storage.write_text(self.spark, f"{staging.path}/{META}", text)
-        final = self.entry_path(key)
-        storage.delete(self.spark, final)
-        storage.rename(self.spark, staging.path, final)
-        return CacheEntry(final, meta)
+    def commit(self, key: str, staged: CacheEntry, meta: dict[str, Any]) -> CacheEntry:
+        """Record the staged table's files in meta.json, written last; then tidy old tables."""
+        files = storage.data_files(self.spark, staged.table)
+        meta = {**meta, "fingerprint": key, "table": staged.meta["table"], "files": files}
+        storage.write_text_atomic(
+            self.spark, f"{staged.path}/{META}", json.dumps(meta, indent=2, sort_keys=True)
+        )
+        self._remove_stale_tables(staged.path, keep=staged.meta["table"])
+        return CacheEntry(staged.path, meta)
+
+    def _remove_stale_tables(self, path: str, keep: str) -> None:
+        """Tables no meta.json names and nobody has written to for STALE_AFTER_SECONDS."""
+        cutoff = (time.time() - STALE_AFTER_SECONDS) * 1000
+        for name in storage.list_names(self.spark, path):
+            if name == keep or not name.startswith("table"):  # table-<uuid>, or an old table/
+                continue
+            folder = f"{path}/{name}"
+            if storage.newest_modification(self.spark, folder) < cutoff:
+                log.info("removing stale cache table %s", folder)
+                storage.delete(self.spark, folder)

@@ -22,7 +22,6 @@ from pydantic import (
 )
 
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
-URI_SCHEMES = ("s3://", "s3a://", "s3n://", "hdfs://", "gs://", "abfs://", "dbfs:/", "http://")
 
 
 # ${VAR} or ${VAR:-default} in any string value: the EMR profile takes its S3 prefix this way.
@@ -207,7 +206,8 @@ class Profile(_Strict):
 
 
 def is_uri(path: str) -> bool:
-    return path.startswith(URI_SCHEMES)
+    """A Hadoop URI (any ``scheme://``, ``file:``, ``dbfs:/``) rather than a driver-local path."""
+    return "://" in path or path.startswith(("file:", "dbfs:/"))
 
 
 def conf_dir() -> Path:

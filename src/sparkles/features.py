@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkles import tracking
 from sparkles.cache import CacheEntry, FeatureCache, fingerprint, manifest_rows
 from sparkles.config import Profile
-from sparkles.data.images import read_image_files
+from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import generate_sample
 from sparkles.featurizer import DeepImageFeaturizer
@@ -135,15 +135,12 @@ def featurize(
     }
     # 0-byte files (which binaryFile skips) go through the featurizer too, as null content,
     # so they are quarantined by the same code as every other unusable image.
-    inputs = matched.matched.unionByName(
-        matched.empty.select(
-            "path", "image_id", "label",
-            F.lit(0).cast("long").alias("length"),
-            F.lit(None).cast("timestamp").alias("modification_time"),
-            F.lit(None).cast("binary").alias("content"),
-        )
+    empty = matched.empty.select(
+        "path", "image_id", "label",
+        F.lit(0).cast("long").alias("length"),
+        F.lit(None).cast("timestamp").alias("modification_time"),
     )  # fmt: skip
-    key = fingerprint(parts, manifest_rows(inputs))
+    key = fingerprint(parts, manifest_rows(matched.matched.unionByName(empty)))
     cache = FeatureCache(spark, profile.cache.dir)
     entry = None if refresh else cache.lookup(key)
     if entry is not None:
@@ -159,7 +156,8 @@ def featurize(
     # Spark packs files by bytes, so small tasks with one partial model batch each were common.
     tasks = max(1, math.ceil(counts["matched_files"] / settings.rows_per_partition))
     featurizer = build_featurizer(profile, weights)
-    featurized = featurizer.transform(inputs.coalesce(tasks)).select(*CACHE_COLUMNS)
+    featurized = featurizer.transform(_with_contents(spark, matched.matched, empty).coalesce(tasks))
+    featurized = featurized.select(*CACHE_COLUMNS)
     started = time.monotonic()
     with spark_progress(spark, "featurize"):
         staging = cache.stage(key, featurized)
@@ -183,6 +181,17 @@ def featurize(
     entry = cache.commit(key, staging, {**meta, "counts": written})
     counts = {**counts, **written}
     return FeaturizeResult(key, entry, False, weights, counts, seconds)
+
+
+def _with_contents(spark: SparkSession, files: DataFrame, empty: DataFrame) -> DataFrame:
+    """The matched files' bytes, read for those files only (not the folder's other files).
+
+    A file that vanished since the listing drops out of the inner join and fails the
+    reconciliation after the write: never a silent loss.
+    """
+    paths = [row.path for row in files.select("path").toLocalIterator()]
+    contents = read_contents(spark, paths).join(F.broadcast(files), "path")
+    return contents.unionByName(empty.withColumn("content", F.lit(None).cast("binary")))
 
 
 def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile) -> None:

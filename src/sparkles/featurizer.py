@@ -7,6 +7,7 @@ be decoded get a null vector and a reason in ``errorCol`` instead of failing the
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
@@ -41,7 +42,26 @@ WEIGHTS_DIR = "weights"
 _RESULT = StructType(
     [StructField("features", ArrayType(FloatType())), StructField("error", StringType())]
 )
-_shipped: dict[str, str] = {}  # sha256 → name registered with SparkContext.addFile
+# (Spark application, sha256) → name registered with that SparkContext's addFile. Per
+# application: a notebook that stops its session and starts another gets a new SparkContext
+# whose executors have none of the files the old one shipped.
+_shipped: dict[tuple[str, str], str] = {}
+_ship_dirs: dict[str, Path] = {}  # application → folder of the copies its addFile serves
+
+
+def _forget_applications(keep: str | None = None) -> None:
+    """Delete the shipped copies of every application but ``keep``.
+
+    A Python process has one SparkContext at a time, so a new application id means the others
+    have stopped and nothing will fetch their copies again.
+    """
+    for application in [a for a in _ship_dirs if a != keep]:
+        shutil.rmtree(_ship_dirs.pop(application), ignore_errors=True)
+        for key in [k for k in _shipped if k[0] == application]:
+            del _shipped[key]
+
+
+atexit.register(_forget_applications)
 
 
 def _ship(spark: SparkSession, local_path: str) -> str:
@@ -49,14 +69,18 @@ def _ship(spark: SparkSession, local_path: str) -> str:
 
     The name carries the file's hash, so two different files called ``weights.h5`` never clash.
     """
-    digest = sha256_file(local_path)
-    if digest not in _shipped:
-        name = f"{digest[:16]}-{Path(local_path).name}"
-        staged = Path(tempfile.mkdtemp(prefix="sparkles-ship-")) / name
+    application = spark.sparkContext.applicationId
+    _forget_applications(keep=application)
+    key = (application, sha256_file(local_path))
+    if key not in _shipped:
+        if application not in _ship_dirs:
+            _ship_dirs[application] = Path(tempfile.mkdtemp(prefix="sparkles-ship-"))
+        name = f"{key[1][:16]}-{Path(local_path).name}"
+        staged = _ship_dirs[application] / name
         shutil.copyfile(local_path, staged)
         spark.sparkContext.addFile(str(staged))
-        _shipped[digest] = name
-    return _shipped[digest]
+        _shipped[key] = name
+    return _shipped[key]
 
 
 def _make_predict_fn(
@@ -156,9 +180,13 @@ class _Writer(DefaultParamsWriter):
 class _Reader(DefaultParamsReader):
     def load(self, path: str) -> DeepImageFeaturizer:
         featurizer = super().load(path)
-        names = storage.list_names(self.sparkSession, f"{path.rstrip('/')}/{WEIGHTS_DIR}")
+        folder = f"{path.rstrip('/')}/{WEIGHTS_DIR}"
+        names = storage.list_names(self.sparkSession, folder)
         if names:
-            featurizer.set(featurizer.weights, f"{path.rstrip('/')}/{WEIGHTS_DIR}/{names[0]}")
+            # Qualified: a bare path names the default file system (HDFS on YARN, where MLflow
+            # copies a model before loading it), not the driver's disk.
+            weights = storage.qualified(self.sparkSession, f"{folder}/{names[0]}")
+            featurizer.set(featurizer.weights, weights)
         return featurizer
 
 

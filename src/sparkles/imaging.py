@@ -41,7 +41,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def decode_image(
     content: bytes | None, size: tuple[int, int], max_bytes: int, max_pixels: int
 ) -> np.ndarray:
-    """Return (height, width, 3) uint8 pixels resized to ``size`` = (height, width)."""
+    """Return (height, width, 3) uint8 pixels resized to ``size`` = (height, width).
+
+    Whatever goes wrong with one file, at any step, is a BadImage: that image is quarantined
+    with the reason, and the job goes on.
+    """
+    try:
+        return _decode(content, size, max_bytes, max_pixels)
+    except BadImage:
+        raise
+    except Exception as err:  # a decoder bug on a hostile file, EXIF, a mode conversion, ...
+        raise BadImage(f"undecodable image ({type(err).__name__}: {err})") from None
+
+
+def _decode(
+    content: bytes | None, size: tuple[int, int], max_bytes: int, max_pixels: int
+) -> np.ndarray:
     if content is None or len(content) == 0:
         raise BadImage("empty file (0 bytes)")
     if len(content) > max_bytes:
@@ -63,7 +78,7 @@ def decode_image(
         raise BadImage("not an image (format not recognised)") from None
     except Image.DecompressionBombError as err:
         raise BadImage(f"decompression bomb: {err}") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadImage(f"corrupt or truncated image: {err}") from None
     image = _to_rgb(ImageOps.exif_transpose(image))
     resized = image.resize((width, height), Image.Resampling.BILINEAR)

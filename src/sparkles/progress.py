@@ -15,6 +15,20 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
+def input_bytes(spark: SparkSession) -> int:
+    """Bytes Spark has read from storage in this application so far (the UI's "Input")."""
+    context = spark.sparkContext
+    jvm = context._jvm
+    quantiles = context._gateway.new_array(jvm.double, 0)
+    # stageList(statuses, details, withSummaries, quantiles, taskStatus) -> a Scala Seq
+    stages = context._jsc.sc().statusStore().stageList(None, False, False, quantiles, None)
+    try:  # Scala 2.13 (Spark 4)
+        stages = jvm.scala.jdk.javaapi.CollectionConverters.asJava(stages)
+    except Exception:  # Scala 2.12 (Spark 3.5)
+        stages = jvm.scala.collection.JavaConverters.seqAsJavaList(stages)
+    return sum(int(stage.inputBytes()) for stage in stages)
+
+
 def _task_counts(spark: SparkSession, group: str) -> tuple[int, int]:
     tracker = spark.sparkContext.statusTracker()
     done = total = 0

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from sparkles import tracking
-from sparkles.cache import CacheEntry
+from sparkles.cache import open_entry
 from sparkles.config import Profile
 from sparkles.evaluate import headline_metrics
 from sparkles.session import build_session
@@ -118,7 +118,12 @@ def rescore(
     spark: SparkSession, challenger: Run, model_uris: list[str], metric: str
 ) -> list[float]:
     """Score each model on the raw images of the challenger's test split."""
-    entry = CacheEntry(challenger.data.tags["sparkles.cache.path"], {})
+    entry = open_entry(spark, challenger.data.tags["sparkles.cache.path"])
+    if entry is None:
+        raise PromotionError(
+            f"the challenger's feature cache entry {challenger.data.tags['sparkles.cache.path']} "
+            "is gone or incomplete: run `sparkles featurize` with its profile again"
+        )
     params = challenger.data.params
     _, test = stratified_split(
         entry.features(spark), float(params["test_fraction"]), int(params["split_seed"])

@@ -6,6 +6,7 @@ Hadoop's FileSystem keeps one code path for a laptop and for S3.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +82,52 @@ def copy_to_local(spark: SparkSession, source: str, local: str) -> None:
     fs, src = _fs_and_path(spark, source)
     dst = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(Path(local).resolve().as_uri())
     fs.copyToLocalFile(False, src, dst, True)
+
+
+def qualified(spark: SparkSession, path: str) -> str:
+    """``path`` with the scheme and authority of the file system it resolves to.
+
+    A bare path means the *default* file system (HDFS on YARN), not the driver's disk: a path
+    stored for later (a saved model's weights) must say which one.
+    """
+    fs, hpath = _fs_and_path(spark, path)
+    return str(fs.makeQualified(hpath).toString())
+
+
+def data_files(spark: SparkSession, folder: str) -> dict[str, int]:
+    """Name → size of the files directly in ``folder`` that hold data (not ``_*``, ``.*``)."""
+    fs, hpath = _fs_and_path(spark, folder)
+    if not fs.exists(hpath):
+        return {}
+    return {
+        status.getPath().getName(): int(status.getLen())
+        for status in fs.listStatus(hpath)
+        if status.isFile() and not status.getPath().getName().startswith(("_", "."))
+    }
+
+
+def newest_modification(spark: SparkSession, folder: str) -> int:
+    """Latest modification time (ms since the epoch) of ``folder`` or anything under it."""
+    fs, hpath = _fs_and_path(spark, folder)
+    newest = int(fs.getFileStatus(hpath).getModificationTime())
+    files = fs.listFiles(hpath, True)
+    while files.hasNext():
+        newest = max(newest, int(files.next().getModificationTime()))
+    return newest
+
+
+def write_text_atomic(spark: SparkSession, path: str, text: str) -> None:
+    """Readers see the old file or the whole new one: written aside, then renamed over.
+
+    On S3A the rename of one object is a copy made visible at once; on HDFS rename refuses an
+    existing target, so that is deleted first (a reader in between sees no file: a cache miss).
+    """
+    aside = f"{path}.{uuid.uuid4().hex}.tmp"
+    write_text(spark, aside, text)
+    fs, source = _fs_and_path(spark, aside)
+    _, target = _fs_and_path(spark, path)
+    if not fs.rename(source, target):
+        fs.delete(target, False)
+        if not fs.rename(source, target):
+            fs.delete(source, False)
+            raise OSError(f"could not write {path}")

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
@@ -69,6 +70,10 @@ def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
 
 
 def _file(spark: SparkSession | None, location: str) -> str:
+    """A driver-local path as it is; any URI (a saved model's ``hdfs://``, ``viewfs://``,
+    ``s3://`` weights) copied to the driver through Hadoop's FileSystem."""
+    if location.startswith("file:") and "://" not in location.replace("file:///", "file:/"):
+        location = urlparse(location).path
     if not is_uri(location):
         if not Path(location).is_file():
             raise WeightsUnavailableError(

@@ -36,7 +36,7 @@ class LabeledImages:
 class MatchedImages:
     """Labelled images joined to their files, and what did not match on either side."""
 
-    matched: DataFrame  # path, image_id, label, length, modification_time, content
+    matched: DataFrame  # path, image_id, label, length, modification_time (no bytes read)
     empty: DataFrame  # path, image_id, label of labelled 0-byte files
     missing: DataFrame  # image_id, label: labelled, but no file
     counts: dict[str, int] = field(default_factory=dict)
@@ -131,7 +131,7 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
     """
     labels = F.broadcast(labeled.labels)
     matched = images.files.join(labels, "image_id").select(
-        "path", "image_id", "label", "length", "modification_time", "content"
+        "path", "image_id", "label", "length", "modification_time"
     )
     empty = images.empty.join(labels, "image_id").select("path", "image_id", "label")
     file_ids = images.files.select("image_id", F.lit(False).alias("is_empty")).unionByName(
