@@ -37,15 +37,6 @@ def delete(spark: SparkSession, path: str) -> None:
         fs.delete(hpath, True)
 
 
-def rename(spark: SparkSession, source: str, target: str) -> None:
-    """Atomic on local disk and HDFS; on S3 a copy, which is why readers also check meta.json."""
-    fs, src = _fs_and_path(spark, source)
-    _, dst = _fs_and_path(spark, target)
-    fs.mkdirs(dst.getParent())
-    if not fs.rename(src, dst):
-        raise OSError(f"could not rename {source} to {target}")
-
-
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     fs, hpath = _fs_and_path(spark, path)
     stream = fs.create(hpath, True)
