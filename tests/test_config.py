@@ -9,7 +9,7 @@ import yaml
 
 from sparkles.cli import _profile as profile_from_args
 from sparkles.cli import build_parser
-from sparkles.config import ConfigError, load_profile, split_overrides
+from sparkles.config import ConfigError, load_profile, redact, split_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,3 +187,44 @@ def test_unset_environment_variable_is_named(monkeypatch: pytest.MonkeyPatch) ->
 def test_credentials_in_a_profile_are_rejected(profile_path: Path) -> None:
     with pytest.raises(ConfigError, match="credentials do not belong in a profile"):
         load_profile(str(profile_path), ["spark.conf={spark.hadoop.fs.s3a.secret.key: abc}"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "spark.conf.spark.hadoop.fs.azure.account.key.acct.dfs.core.windows.net=abc",
+        "spark.conf.spark.hadoop.fs.azure.account.oauth2.client.secret=abc",
+        "spark.conf.spark.authenticate.secret=abc",
+        "spark.conf.spark.ssl.private.key=abc",
+        "spark.conf.spark.hadoop.fs.s3a.access.key=abc",
+    ],
+)
+def test_credential_keys_of_every_shape_are_rejected(profile_path: Path, override: str) -> None:
+    with pytest.raises(ConfigError, match="credentials do not belong in a profile") as caught:
+        load_profile(str(profile_path), [override])
+    assert "abc" not in str(caught.value).replace(str(profile_path), "")  # not repeated
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "mlflow.tracking_uri=https://alice:s3cret@mlflow.example.com",
+        "featurizer.weights_mirror=https://ghp_token@mirror.example.com/weights/",
+        "data.images=s3a://KEY:SECRET@bucket/images",
+    ],
+)
+def test_credentials_in_values_are_rejected_without_repeating_them(
+    profile_path: Path, override: str
+) -> None:
+    with pytest.raises(ConfigError, match="user information in the URI") as caught:
+        load_profile(str(profile_path), [override])
+    message = str(caught.value)
+    assert override.split("=", 1)[0] in message
+    for secret in ("s3cret", "ghp_token", "SECRET"):
+        assert secret not in message
+
+
+def test_printed_uris_never_show_user_information() -> None:
+    assert redact("https://alice:s3cret@host:5000/x") == "https://***@host:5000/x"
+    assert redact("tracking http://tok@h and s3://b/k") == "tracking http://***@h and s3://b/k"
+    assert redact("sqlite:///mlruns.db") == "sqlite:///mlruns.db"

@@ -18,9 +18,14 @@ from tests.images import encode, photo
 
 CAR, TREE, BOAT = "/m/0k4j", "/m/07j7r", "/m/019jd"
 CLASSES_CSV = f"{CAR},Car\n{TREE},Tree\n{BOAT},Boat\n".encode()  # v5: no header
+# Open Images ids are 16 hex digits; the tests name them c1 (a car), t1 (a tree), ct (both)...
+ID = {
+    name: hashlib.sha1(name.encode()).hexdigest()[:16]
+    for name in ["c1", "c2", "c3", "t1", "t2", "ct", "b1"]
+}
 IMAGES = {
-    "c1": [CAR], "c2": [CAR, BOAT], "c3": [CAR], "t1": [TREE], "t2": [TREE],
-    "ct": [CAR, TREE], "b1": [BOAT],
+    ID["c1"]: [CAR], ID["c2"]: [CAR, BOAT], ID["c3"]: [CAR], ID["t1"]: [TREE], ID["t2"]: [TREE],
+    ID["ct"]: [CAR, TREE], ID["b1"]: [BOAT],
 }  # fmt: skip
 
 
@@ -28,7 +33,7 @@ def _labels_csv() -> bytes:
     rows = ["ImageID,Source,LabelName,Confidence"]
     for image_id, labels in IMAGES.items():
         rows += [f"{image_id},verification,{label},1" for label in labels]
-    rows.append("b1,verification,/m/0k4j,0")  # a negative label selects nothing
+    rows.append(f"{ID['b1']},verification,/m/0k4j,0")  # a negative label selects nothing
     return ("\n".join(rows) + "\n").encode()
 
 
@@ -106,7 +111,7 @@ def _image_requests(server: Server) -> list[tuple[str, str | None]]:
 
 def test_downloads_the_classes_images_and_a_matching_label_file(server, tmp_path) -> None:
     report = download_subset(["car", "Tree"], tmp_path, **server.urls())
-    wanted = {"c1", "c2", "c3", "t1", "t2", "ct"}
+    wanted = {ID[n] for n in ("c1", "c2", "c3", "t1", "t2", "ct")}
     assert report.requested == report.downloaded == len(wanted) and not report.failed
     assert report.classes == {"car": CAR, "Tree": TREE}
     on_disk = {p.stem for p in (tmp_path / "validation").glob("*.jpg")}
@@ -138,38 +143,38 @@ def test_limit_takes_at_most_n_per_class_and_a_larger_limit_extends_it(server, t
 
 def test_a_connection_broken_mid_file_is_resumed_with_a_range_request(server, tmp_path) -> None:
     big = encode(photo(1600, 1200, seed=9), quality=95)  # many chunks: some land before the break
-    server.files["/validation/c1.jpg"] = big
-    server.break_once.add("/validation/c1.jpg")
+    server.files[f"/validation/{ID['c1']}.jpg"] = big
+    server.break_once.add(f"/validation/{ID['c1']}.jpg")
     report = download_subset(["Car"], tmp_path, **server.urls())
     assert not report.failed and report.downloaded == report.requested
-    assert (tmp_path / "validation" / "c1.jpg").read_bytes() == big
-    ranges = [r for path, r in _image_requests(server) if path.endswith("c1.jpg")]
+    assert (tmp_path / "validation" / f"{ID['c1']}.jpg").read_bytes() == big
+    ranges = [r for path, r in _image_requests(server) if path.endswith(f"{ID['c1']}.jpg")]
     assert len(ranges) == 2 and ranges[0] is None
     resumed_at = int(ranges[1].removeprefix("bytes=").rstrip("-"))
     assert 0 < resumed_at <= len(big) // 2  # what arrived was kept, not fetched again
 
 
 def test_a_busy_server_is_asked_again(server, tmp_path) -> None:
-    server.busy_once.update({"/labels.csv", "/validation/t2.jpg"})
+    server.busy_once.update({"/labels.csv", f"/validation/{ID['t2']}.jpg"})
     report = download_subset(["Tree"], tmp_path, **server.urls())
     assert not report.failed and report.downloaded == 3
-    assert server.requests.count(("/validation/t2.jpg", None)) == 2
+    assert server.requests.count((f"/validation/{ID['t2']}.jpg", None)) == 2
 
 
 def test_a_part_file_left_by_an_interrupted_run_is_resumed(server, tmp_path) -> None:
-    body = server.files["/validation/t1.jpg"]
+    body = server.files[f"/validation/{ID['t1']}.jpg"]
     (tmp_path / "validation").mkdir()
-    (tmp_path / "validation" / "t1.jpg.part").write_bytes(body[:100])
+    (tmp_path / "validation" / f"{ID['t1']}.jpg.part").write_bytes(body[:100])
     download_subset(["Tree"], tmp_path, **server.urls())
-    assert (tmp_path / "validation" / "t1.jpg").read_bytes() == body
-    assert ("/validation/t1.jpg", "bytes=100-") in server.requests
+    assert (tmp_path / "validation" / f"{ID['t1']}.jpg").read_bytes() == body
+    assert (f"/validation/{ID['t1']}.jpg", "bytes=100-") in server.requests
 
 
 def test_a_missing_image_is_reported_and_the_command_fails_after_the_rest(
     server, tmp_path, capsys
 ) -> None:
-    del server.files["/validation/t2.jpg"]
-    server.wrong_etag.add("/validation/t1.jpg")
+    del server.files[f"/validation/{ID['t2']}.jpg"]
+    server.wrong_etag.add(f"/validation/{ID['t1']}.jpg")
     urls = server.urls()
     code = main(
         ["openimages", "download", "--classes", "Tree,", "--dest", str(tmp_path),
@@ -178,11 +183,13 @@ def test_a_missing_image_is_reported_and_the_command_fails_after_the_rest(
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1
-    assert "failed t2: " in err and "HTTP 404" in err
-    assert "failed t1: " in err and "does not match the server's ETag" in err
+    assert f"failed {ID['t2']}: " in err and "HTTP 404" in err
+    assert f"failed {ID['t1']}: " in err and "does not match the server's ETag" in err
     assert "2 of 3 images failed" in err and "run the same command again" in err
-    assert {p.name for p in (tmp_path / "validation").iterdir()} == {"ct.jpg"}  # no bad file kept
-    assert set(pd.read_csv(tmp_path / LABELS_FILE).ImageID) == {"ct"}
+    assert {p.name for p in (tmp_path / "validation").iterdir()} == {
+        f"{ID['ct']}.jpg"
+    }  # no bad file kept
+    assert set(pd.read_csv(tmp_path / LABELS_FILE).ImageID) == {ID["ct"]}
 
 
 def test_unreachable_server_says_offline(tmp_path) -> None:
@@ -196,3 +203,20 @@ def test_unreachable_server_says_offline(tmp_path) -> None:
 def test_unknown_class_is_named(server, tmp_path) -> None:
     with pytest.raises(DownloadError, match=r"no class named \['Bicycle'\]"):
         download_subset(["Car", "Bicycle"], tmp_path, **server.urls())
+
+
+def test_ids_that_are_not_open_images_ids_never_become_file_names(server, tmp_path) -> None:
+    hostile = ["../../escaped", "a/b", "", "ABCDEF0123456789", "0123456789abcde"]
+    rows = server.files["/labels.csv"].decode().splitlines()
+    rows += [f"{bad},verification,{CAR},1" for bad in hostile]
+    server.files["/labels.csv"] = ("\n".join(rows) + "\n").encode()
+    for bad in hostile:
+        server.files[f"/validation/{bad}.jpg"] = b"not for us"
+    report = download_subset(["Car"], tmp_path / "dest", **server.urls())
+    assert report.invalid_ids == len(hostile)
+    assert set(report.invalid_examples) == set(hostile)
+    assert report.requested == report.downloaded == 4 and not report.failed  # c1 c2 c3 ct
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and "escaped" in p.name) == []
+    on_disk = {p.stem for p in (tmp_path / "dest" / "validation").iterdir()}
+    assert on_disk == {ID[n] for n in ("c1", "c2", "c3", "ct")}
+    assert not [path for path, _ in _image_requests(server) if "escaped" in path or "/a/" in path]

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from sparkles.config import ConfigError, Profile, load_profile, split_overrides
+from sparkles.config import ConfigError, Profile, load_profile, redact, split_overrides
 
 log = logging.getLogger("sparkles")
 # Errors whose message tells the user what to do: printed without a traceback.
@@ -73,8 +73,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     profile = _profile(args)
     ensure_sample(profile)
     experiment_id = tracking.configure(profile)
+    where = redact(tracking.tracking_uri(profile))
     print(
-        f"tracking {tracking.tracking_uri(profile)}, experiment {profile.mlflow.experiment!r} "
+        f"tracking {where}, experiment {profile.mlflow.experiment!r} "
         f"(id {experiment_id}); data at {profile.data.images}"
     )
     return 0

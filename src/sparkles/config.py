@@ -29,9 +29,31 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Spark/Hadoop settings that hold secrets: they come from the instance profile or the
 # environment, never from a file that is committed, copied to S3 or logged.
 CREDENTIAL_KEYS = re.compile(
-    r"(access\.key|secret\.key|session\.token|awsAccessKeyId|awsSecretAccessKey|password)$",
+    r"(access\.key|secret\.key|session\.token|awsAccessKeyId|awsSecretAccessKey|password"
+    r"|private\.key|client\.secret|authenticate\.secret|\.sas\.token)$"
+    r"|fs\.azure\.account\.key\.",
     re.IGNORECASE,
 )
+# scheme://user:token@host: a credential in a value (a tracking URI, a mirror, a data path).
+USERINFO = re.compile(r"\b[a-zA-Z][\w+.-]*://([^/@\s]+)@")
+
+
+def redact(text: str) -> str:
+    """``https://user:token@host/x`` → ``https://***@host/x``: for anything printed or logged."""
+    return USERINFO.sub(lambda m: m.group(0).replace(m.group(1), "***"), text)
+
+
+def _credentials_in_values(node: Any, path: str = "") -> list[str]:
+    """Dotted keys whose string value carries user information in a URI."""
+    if isinstance(node, dict):
+        return [
+            key
+            for k, v in node.items()
+            for key in _credentials_in_values(v, f"{path}.{k}" if path else str(k))
+        ]
+    if isinstance(node, list):
+        return [k for i, v in enumerate(node) for k in _credentials_in_values(v, f"{path}[{i}]")]
+    return [path] if isinstance(node, str) and USERINFO.search(node) else []
 
 
 class ConfigError(ValueError):
@@ -294,6 +316,8 @@ def _describe(error: ValidationError, source: str) -> str:
             lines.append(f"{source}: unknown key '{dotted}'")
         elif item["type"] == "missing":
             lines.append(f"{source}: missing required key '{dotted}'")
+        elif "credentials" in item["msg"]:  # never repeat a secret in an error message
+            lines.append(f"{source}: key '{dotted}': {item['msg']}")
         else:
             lines.append(f"{source}: key '{dotted}': {item['msg']} (got {item['input']!r})")
     return "\n".join(lines)
@@ -322,7 +346,16 @@ def load_profile(name_or_path: str = "local", overrides: list[str] | None = None
         raise ConfigError(f"{source}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a profile is a mapping of sections, got {type(raw).__name__}")
-    raw = expand_environment(apply_overrides(raw, overrides or [], source), source)
+    raw = apply_overrides(raw, overrides or [], source)
+    leaked = _credentials_in_values(raw)
+    if leaked:
+        raise ConfigError(
+            f"{source}: credentials do not belong in a profile (user information in the URI of "
+            f"{', '.join(repr(k) for k in leaked)}): give them to the tool that reads the URI "
+            "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN for "
+            "MLflow, ~/.netrc for HTTPS, the instance profile for S3)"
+        )
+    raw = expand_environment(raw, source)
     raw.setdefault("name", path.stem)
     raw["source"] = source
     try:

@@ -63,6 +63,8 @@ class DownloadReport:
     downloaded: int = 0
     already_present: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # image id → reason
+    invalid_ids: int = 0  # label rows whose ImageID is not 16 hex digits: never a file name
+    invalid_examples: list[str] = field(default_factory=list)
     bytes_downloaded: int = 0
     per_class: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -145,6 +147,17 @@ def _verify(url: str, partial: Path, size: int | None, etag: str) -> None:
             raise DownloadError(f"{url}: MD5 {digest} does not match the server's ETag {etag}")
 
 
+# Open Images ids are 16 lower-case hex digits. File names are built from ids read from a
+# remote CSV: anything else (``../x``, ``a/b``, an empty cell) must never reach the file system.
+OPEN_IMAGES_ID = r"[0-9a-f]{16}"
+
+
+def split_invalid_ids(labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """(rows with a valid ImageID, the ImageIDs of the others)."""
+    valid = labels.ImageID.fillna("").str.fullmatch(OPEN_IMAGES_ID)
+    return labels[valid], labels.ImageID[~valid].fillna("")
+
+
 def select_images(
     labels: pd.DataFrame, classes_csv: Path, classes: list[str], limit: int | None
 ) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -199,10 +212,17 @@ def download_subset(
     fetch(session, labels_url, source / LABELS_FILE)
     fetch(session, classes_url, source / CLASSES_FILE)
     # read once, as text: selection uses it, and the subset CSV is written from it unchanged
-    labels = pd.read_csv(source / LABELS_FILE, dtype=str)
+    labels, invalid = split_invalid_ids(pd.read_csv(source / LABELS_FILE, dtype=str))
     chosen, mids = select_images(labels, source / CLASSES_FILE, classes, limit)
     ids = chosen.image_id.drop_duplicates().tolist()
     report = DownloadReport(classes=mids, requested=len(ids))
+    if len(invalid):
+        report.invalid_ids = len(invalid)
+        report.invalid_examples = sorted(set(invalid))[:10]
+        log.warning(
+            "%d label rows have an ImageID that is not 16 hex digits (e.g. %s): skipped",
+            len(invalid), ", ".join(repr(i) for i in report.invalid_examples[:3]),
+        )  # fmt: skip
     report.per_class = chosen["class"].value_counts().to_dict()
     bar = tqdm(total=len(ids), desc="images", unit="img", file=sys.stderr, disable=None)
     with ThreadPoolExecutor(max_workers=workers) as pool:
