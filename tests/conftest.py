@@ -60,6 +60,7 @@ def write_profile(folder: Path, **sections: dict) -> Path:
         "featurizer": {"model": "InceptionV3", "weights": "random", "batch_size": 16},
         "cache": {"dir": str(folder / "cache")},
         "train": {"max_iter": 30},  # plenty for tens of images; each LR iteration is a Spark job
+        "registry": {"allow_random_weights": True},  # the tests' weights are random
     }
     for key, value in sections.items():
         profile[key] = {**profile.get(key, {}), **value}

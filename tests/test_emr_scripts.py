@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -42,15 +43,58 @@ def test_create_cluster_names_release_bootstrap_and_configuration() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     wheel = next(line for line in lines if "s3 cp" in line and ".whl" in line).split()[-1]
-    assert wheel.startswith("s3://b/p/emr/sparkles-") and wheel.endswith("-py3-none-any.whl")
+    assert wheel.startswith("s3://b/p/emr/sparkles_spark-") and wheel.endswith("-py3-none-any.whl")
     create = next(line for line in lines if line.startswith("aws emr create-cluster"))
-    assert "--release-label emr-spark-8.0.0" in create
+    assert "--release-label emr-spark-8.1.0" in create
+    assert "--applications Name=Spark --" in create  # emr-spark-8.x has no Hadoop application
+    assert "--auto-termination-policy IdleTimeout=3600" in create
     assert "InstanceGroupType=CORE\\,InstanceCount=3\\,InstanceType=m6i.4xlarge" in create
     assert f"Path=s3://b/p/emr/bootstrap.sh\\,Name=sparkles\\,Args=\\[{wheel}\\]" in create
     assert f"file://{EMR / 'configurations.json'}" in create
     settings = json.loads((EMR / "configurations.json").read_text())
     assert {c["Classification"] for c in settings} == {"spark-env", "spark-defaults"}
     assert "/opt/sparkles/venv/bin/python" in json.dumps(settings)
+
+
+def test_create_cluster_passes_a_wheelhouse_to_the_bootstrap() -> None:
+    done = _create(SPARKLES_S3="s3://b/p", KEY_NAME="k", WHEELHOUSE="s3://b/wheels/")
+    create = next(line for line in done.stdout.splitlines() if "create-cluster" in line)
+    assert "-py3-none-any.whl\\,s3://b/wheels/\\]" in create
+
+
+def _submit(*entry_points: str, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("CLUSTER_ID", "SPARKLES_S3")}
+    return subprocess.run(
+        ["bash", str(EMR / "submit-steps.sh"), *entry_points],
+        env={**base, "DRY_RUN": "1", **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def _added_steps(done: subprocess.CompletedProcess) -> list[str]:
+    line = next(line for line in done.stderr.splitlines() if "add-steps" in line)
+    return shlex.split(line.removeprefix("steps: "))
+
+
+def test_submit_steps_runs_each_entry_point_with_mlflow_on_the_primary_node() -> None:
+    settings = {"CLUSTER_ID": "j-1", "SPARKLES_S3": "s3://b/p",
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}  # fmt: skip
+    done = _submit(**settings)
+    assert done.returncode == 0, done.stderr
+    args = _added_steps(done)
+    assert args[args.index("--cluster-id") + 1] == "j-1"
+    steps = args[args.index("--steps") + 1 : args.index("--query")]
+    assert len(steps) == 3
+    for step, entry in zip(steps, ("main", "tune", "promote"), strict=True):
+        assert step.startswith(f"Type=CUSTOM_JAR,Name=sparkles-{entry},")
+        assert "Jar=command-runner.jar,Args=[bash,-c," in step
+        assert f"mlflow run . -e {entry} --env-manager local" in step
+        assert "-P profile=emr" in step and "/opt/sparkles/venv/bin" in step
+    assert "s3://b/p/emr/project.tar.gz" in done.stdout
+    one = _added_steps(_submit("tune", **settings))
+    assert len(one[one.index("--steps") + 1 : one.index("--query")]) == 1
+    unknown = _submit("deploy", **settings)
+    assert unknown.returncode == 2 and "unknown entry point 'deploy'" in unknown.stderr
+    assert _submit(SPARKLES_S3="s3://b/p").returncode != 0  # no cluster id
 
 
 def test_create_cluster_refuses_to_start_without_its_settings() -> None:
@@ -65,7 +109,7 @@ def test_bootstrap_installs_a_venv_that_sees_the_clusters_pyspark(tmp_path: Path
     (package / "sparkles").mkdir(parents=True)
     (package / "sparkles" / "__init__.py").write_text("")
     (package / "pyproject.toml").write_text(
-        '[project]\nname = "sparkles"\nversion = "0.0.1"\n'
+        '[project]\nname = "sparkles-spark"\nversion = "0.0.1"\n'
         '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
     )
     spark_python = tmp_path / "spark" / "python"
@@ -81,8 +125,21 @@ def test_bootstrap_installs_a_venv_that_sees_the_clusters_pyspark(tmp_path: Path
         "SPARKLES_SPARK_PYTHON": str(spark_python),
         "SPARKLES_PYTHON": sys.executable,
     }
+    wheels = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
+         str(package)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = wheels.glob("sparkles_spark-0.0.1-*.whl")
+    refused = subprocess.run(
+        ["bash", str(EMR / "bootstrap.sh"), "sparkles"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "expected this project's wheel" in refused.stderr
+    assert not prefix.exists()  # refused before anything was installed
     done = subprocess.run(
-        ["bash", str(EMR / "bootstrap.sh"), str(package)],
+        ["bash", str(EMR / "bootstrap.sh"), str(wheel)],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -10,8 +10,9 @@ import pytest
 
 from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
+from sparkles.jobs import run_train
 from sparkles.predict import predict
-from sparkles.registry import PromotionError, best_run, promote, rescore
+from sparkles.registry import PromotionError, best_run, promote, rescore, test_split
 
 MODEL = "sparkles-test-model"
 
@@ -57,9 +58,9 @@ def test_min_improvement_is_required(spark, registry_store) -> None:
 
 def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, registry_store) -> None:
     _, scores = registry_store
-    run = best_run("reg-strong", "auc")
+    run = best_run("reg-strong", "auc", allow_random_weights=True)
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL + "-rescore").version
-    (score,) = rescore(spark, run, [f"models:/{MODEL}-rescore/{version}"], "auc")
+    (score,) = rescore(spark, test_split(spark, run), [f"models:/{MODEL}-rescore/{version}"], "auc")
     assert score == pytest.approx(scores["strong"], abs=1e-9)
 
 
@@ -108,3 +109,46 @@ def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> Non
     frame = spark.read.format("binaryFile").load(str(images / "*.jpg")).select("path", "content")
     expected = {r.path: r.prediction for r in logged.transform(frame).collect() if r.prediction}
     assert dict(zip(predictions.path, predictions.predicted_label, strict=True)) == expected
+
+
+def test_the_challenger_is_chosen_on_validation_metrics(registry_store) -> None:
+    path, _ = registry_store
+    profile = load_profile(path)
+    decision = promote(profile, "reg-strong", "auc", MODEL + "-val", 0.0)
+    run = mlflow.get_run(decision.run_id)
+    assert decision.selected_by == f"val_auc={run.data.metrics['val_auc']:.6g}"
+    for name in ("val_auc", "val_accuracy", "val_f1", "auc"):
+        assert 0 <= run.data.metrics[name] <= 1  # main logs validation beside test metrics
+    tags = mlflow.MlflowClient().get_model_version(MODEL + "-val", decision.version).tags
+    assert tags["sparkles.promotion.selected_by"].startswith("val_auc=")
+    assert tags["sparkles.promotion.images"].startswith("the challenger's test split")
+
+
+def test_random_weights_are_never_promoted_unless_allowed(registry_store) -> None:
+    path, _ = registry_store
+    strict = load_profile(path, ["registry.allow_random_weights=false"])
+    with pytest.raises(PromotionError, match="random weights"):
+        promote(strict, "reg-strong", "auc", MODEL + "-strict", 0.0)
+
+
+def test_the_gate_compares_on_images_neither_model_trained_on(spark, registry_store) -> None:
+    """Another split seed: each model trained on some of the other's test images."""
+    path, _ = registry_store
+    name = MODEL + "-gate"
+    first = promote(load_profile(path), "reg-strong", "auc", name, 0.0)
+    assert first.decision == "first-champion"
+    other = load_profile(
+        path,
+        ["mlflow.experiment=reg-seed7", "train.seed=7", "train.reg_param=0.01",
+         "train.elastic_net_param=0.0"],
+    )  # fmt: skip
+    run_train(other, spark)
+    decision = promote(other, "reg-seed7", "auc", name, 0.0)
+    assert decision.evaluation.startswith("both re-scored on the images in both test splits")
+    champion_test = test_split(spark, mlflow.get_run(first.run_id))
+    challenger_test = test_split(spark, mlflow.get_run(decision.run_id))
+    both = challenger_test.join(champion_test.select("image_id"), "image_id").count()
+    assert 0 < both < challenger_test.count()
+    assert decision.images.startswith(f"{both} images in both test splits")
+    tags = mlflow.MlflowClient().get_model_version(name, decision.version).tags
+    assert tags["sparkles.promotion.images"] == decision.images

@@ -201,6 +201,8 @@ class RegistryConfig(_Strict):
     model_name: str = "sparkles-car-vs-tree"
     metric: Literal["auc", "accuracy", "f1"] = "auc"
     min_improvement: float = Field(default=0.0, ge=0)
+    # runs that fell back to random weights are never promoted unless this says so
+    allow_random_weights: bool = False
 
 
 class EdaConfig(_Strict):

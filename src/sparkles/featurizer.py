@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from sparkles import storage
+from sparkles.code import ship_to_executors
 from sparkles.imaging import BadImage, decode_image
 from sparkles.models import CnnSpec, get_spec
 from sparkles.weights import ResolvedWeights, resolve_weights, sha256_file
@@ -179,6 +180,8 @@ class _Writer(DefaultParamsWriter):
 
 class _Reader(DefaultParamsReader):
     def load(self, path: str) -> DeepImageFeaturizer:
+        # a model loaded where this project is not installed brings its code: executors too
+        ship_to_executors(self.sparkSession)
         featurizer = super().load(path)
         folder = f"{path.rstrip('/')}/{WEIGHTS_DIR}"
         names = storage.list_names(self.sparkSession, folder)

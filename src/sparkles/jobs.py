@@ -32,11 +32,12 @@ def _train_and_log(
     featurized: FeaturizeResult,
     reg_param: float | None = None,
     elastic_net: float | None = None,
+    validation: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Fit, evaluate and log one model (the profile's parameters unless given)."""
     reg_param = profile.train.reg_param if reg_param is None else reg_param
     elastic_net = profile.train.elastic_net_param if elastic_net is None else elastic_net
-    result = train(profile, spark, featurized.entry, reg_param, elastic_net)
+    result = train(profile, spark, featurized.entry, reg_param, elastic_net, validation)
     log_training(result, spark, profile, featurized, reg_param, elastic_net)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
     log.info(
@@ -101,7 +102,10 @@ def run_tune(
         with tempfile.TemporaryDirectory() as folder:
             plot_search(found, Path(folder) / "search.png")
             mlflow.log_artifacts(folder, artifact_path="tuning")
-        outcome = _train_and_log(profile, spark, featurized, best.reg_param, best.elastic_net)
+        validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
+        outcome = _train_and_log(
+            profile, spark, featurized, best.reg_param, best.elastic_net, validation
+        )
     return {
         "run_id": active.info.run_id,
         "best": {"regParam": best.reg_param, "elasticNetParam": best.elastic_net,

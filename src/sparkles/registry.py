@@ -1,20 +1,24 @@
 """Model registry: register the best run as `challenger`, move `champion` only when it is better.
 
-Aliases, not stages (stages are deprecated). Both models are compared on the same held-out
-images: when the two runs share a feature-cache fingerprint and split, their logged test metrics
-already are that comparison; otherwise both are re-scored on the challenger's test split.
-Every decision and both scores are written as tags on the new version.
+Aliases, not stages (stages are deprecated). The challenger is chosen on **validation** metrics
+(``val_<metric>``), never on the test split: picking the best of many runs by their test score
+would undo the honest search. Candidates share the feature-cache fingerprint and classes of the
+newest scoring run, and runs on random weights are left out unless the profile allows them.
+The champion gate then compares both models on images that **neither** trained on: the shared
+test split when the runs share fingerprint and split, else the images in both test splits.
+Every decision, both scores and which images they came from are tags on the new version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import asdict, dataclass
 
 import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkles import tracking
@@ -44,6 +48,8 @@ class Decision:
     champion_score: float | None
     decision: str  # "first-champion", "promoted" or "kept-champion"
     evaluation: str  # how the two were compared
+    images: str  # which images: none of them was trained on by either model
+    selected_by: str = ""  # the validation metric that chose the challenger, and its value
 
     def tags(self) -> dict[str, str]:
         return {f"sparkles.promotion.{k}": str(v) for k, v in asdict(self).items()}
@@ -64,20 +70,45 @@ def _experiments_with_scoring_runs(metric: str) -> list[str]:
     return names
 
 
-def best_run(experiment_name: str, metric: str) -> Run:
-    """The FINISHED run with the highest test ``metric`` among runs that logged a scoring model."""
+def _group(run: Run) -> tuple[str | None, str | None]:
+    """Runs are comparable when they learned from the same features of the same classes."""
+    return run.data.tags.get("sparkles.cache.fingerprint"), run.data.tags.get("sparkles.classes")
+
+
+def best_run(experiment_name: str, metric: str, allow_random_weights: bool = False) -> Run:
+    """The FINISHED scoring run with the highest ``val_<metric>`` among comparable runs.
+
+    Comparable: the fingerprint and classes of the newest candidate. Ties go to the earlier run.
+    """
     experiment = mlflow.get_experiment_by_name(experiment_name)
     runs = []
     if experiment is not None:
         runs = mlflow.search_runs(
             [experiment.experiment_id],
             filter_string=SCORING_RUNS,
-            order_by=[f"metrics.`{metric}` DESC", "attributes.start_time ASC"],
-            max_results=1,
+            order_by=["attributes.start_time DESC"],
             output_format="list",
         )
-    if runs and metric in runs[0].data.metrics:
-        return runs[0]
+    selector = f"val_{metric}"
+    candidates = [run for run in runs if selector in run.data.metrics]
+    if runs and not candidates:
+        raise PromotionError(
+            f"experiment {experiment_name!r} has scoring runs but none with {selector!r} (runs "
+            "from before promotion selected on validation metrics): run `main` or `tune` again"
+        )
+    if not allow_random_weights:
+        random = [r for r in candidates if r.data.tags.get("sparkles.weights.used") == "random"]
+        candidates = [r for r in candidates if r not in random]
+        if random and not candidates:
+            raise PromotionError(
+                f"every candidate run in {experiment_name!r} used random weights (the offline "
+                "fallback): its features mean nothing outside this machine. Provide the real "
+                "weights, or set registry.allow_random_weights: true to promote them anyway"
+            )
+    if candidates:
+        group = _group(candidates[0])
+        pool = [run for run in candidates if _group(run) == group]
+        return max(pool, key=lambda run: (run.data.metrics[selector], -run.info.start_time))
     problem = (
         f"experiment {experiment_name!r} does not exist"
         if experiment is None
@@ -107,6 +138,28 @@ def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:
     return registered.version
 
 
+def test_split(spark: SparkSession, run: Run) -> DataFrame:
+    """(path, image_id, label) of the images ``run`` tested on (and so never trained on)."""
+    path = run.data.tags["sparkles.cache.path"]
+    entry = open_entry(spark, path)
+    if entry is None:
+        raise PromotionError(
+            f"the feature cache entry {path} of run {run.info.run_id} is gone or incomplete, so "
+            "its test split is unknown: run `sparkles featurize` with its profile again"
+        )
+    params = run.data.params
+    _, test = stratified_split(
+        entry.features(spark), float(params["test_fraction"]), int(params["split_seed"])
+    )
+    return test.select("path", "image_id", "label")
+
+
+def _images_neither_trained_on(spark: SparkSession, a: Run, b: Run) -> DataFrame:
+    """Images in both runs' test splits (by image id: the caches may differ)."""
+    theirs = test_split(spark, b).select("image_id")
+    return test_split(spark, a).join(theirs, "image_id").dropDuplicates(["image_id"])
+
+
 def _same_test_split(a: Run, b: Run) -> bool:
     keys = ("test_fraction", "split_seed")
     return a.data.tags.get("sparkles.cache.fingerprint") == b.data.tags.get(
@@ -115,19 +168,9 @@ def _same_test_split(a: Run, b: Run) -> bool:
 
 
 def rescore(
-    spark: SparkSession, challenger: Run, model_uris: list[str], metric: str
+    spark: SparkSession, test: DataFrame, model_uris: list[str], metric: str
 ) -> list[float]:
-    """Score each model on the raw images of the challenger's test split."""
-    entry = open_entry(spark, challenger.data.tags["sparkles.cache.path"])
-    if entry is None:
-        raise PromotionError(
-            f"the challenger's feature cache entry {challenger.data.tags['sparkles.cache.path']} "
-            "is gone or incomplete: run `sparkles featurize` with its profile again"
-        )
-    params = challenger.data.params
-    _, test = stratified_split(
-        entry.features(spark), float(params["test_fraction"]), int(params["split_seed"])
-    )
+    """Score each model on the raw images of ``test`` (path, label)."""
     test = test.select("path", "label")
     paths = [row.path for row in test.select("path").collect()]
     images = spark.read.format("binaryFile").load(paths).select("path", "content")
@@ -151,7 +194,7 @@ def promote(
 ) -> Decision:
     tracking.configure(profile)
     client = mlflow.MlflowClient()
-    challenger_run = best_run(experiment, metric)
+    challenger_run = best_run(experiment, metric, profile.registry.allow_random_weights)
     version = _version_for(client, model_name, challenger_run)
     client.set_registered_model_alias(model_name, "challenger", version)
     challenger_score = float(challenger_run.data.metrics[metric])
@@ -166,23 +209,39 @@ def promote(
             champion.version if champion else None, challenger_score if champion else None,
             "first-champion" if champion is None else "kept-champion",
             "no champion yet" if champion is None else "the best run already is the champion",
+            f"the challenger's test split, {int(challenger_run.data.metrics['count_test'])} images",
         )  # fmt: skip
     else:
         champion_run = mlflow.get_run(champion.run_id)
         if _same_test_split(challenger_run, champion_run) and metric in champion_run.data.metrics:
             champion_score = float(champion_run.data.metrics[metric])
             how = "logged test metrics (same feature cache fingerprint and split)"
+            images = (
+                f"the shared test split, {int(challenger_run.data.metrics['count_test'])} images"
+            )
         else:
-            uris = [f"models:/{model_name}/{version}", f"models:/{model_name}/{champion.version}"]
             spark = build_session(profile)  # only now: comparing logged metrics needs no Spark
-            challenger_score, champion_score = rescore(spark, challenger_run, uris, metric)
-            how = "both re-scored on the challenger's test split (different features or split)"
+            common = _images_neither_trained_on(spark, challenger_run, champion_run)
+            ids = sorted(row.image_id for row in common.select("image_id").collect())
+            if not ids:
+                raise PromotionError(
+                    "no image is in both the challenger's and the champion's test split, so no "
+                    "image is unseen by both: compare them on new labelled images instead"
+                )
+            uris = [f"models:/{model_name}/{version}", f"models:/{model_name}/{champion.version}"]
+            challenger_score, champion_score = rescore(spark, common, uris, metric)
+            how = "both re-scored on the images in both test splits (different features or split)"
+            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+            images = f"{len(ids)} images in both test splits (sha256 of their ids: {digest})"
         gain = challenger_score - champion_score
         better = gain > 0 and gain >= min_improvement
         decision = Decision(
             model_name, version, challenger_run.info.run_id, metric, challenger_score,
             champion.version, champion_score, "promoted" if better else "kept-champion", how,
+            images,
         )  # fmt: skip
+    selector = f"val_{metric}"
+    decision.selected_by = f"{selector}={challenger_run.data.metrics[selector]:.6g}"
     if decision.decision in ("first-champion", "promoted"):
         client.set_registered_model_alias(model_name, "champion", version)
     for key, value in decision.tags().items():

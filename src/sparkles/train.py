@@ -19,10 +19,12 @@ from pyspark.sql import DataFrame, SparkSession
 
 from sparkles import evaluate as ev
 from sparkles.cache import CacheEntry
+from sparkles.code import package_dir
 from sparkles.config import Profile
 from sparkles.features import FeaturizeResult, build_featurizer
 from sparkles.pipeline import classifier_model, scoring_model, training_pipeline
 from sparkles.splits import stratified_split
+from sparkles.tune import validate, validation_folds
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,18 @@ def _class_counts(frame: DataFrame) -> dict[str, int]:
 
 
 def train(
-    profile: Profile, spark: SparkSession, entry: CacheEntry, reg_param: float, elastic_net: float
+    profile: Profile,
+    spark: SparkSession,
+    entry: CacheEntry,
+    reg_param: float,
+    elastic_net: float,
+    validation: dict[str, float] | None = None,
 ) -> TrainResult:
-    """Fit on the training split of a cache entry and evaluate on its held-out split."""
+    """Fit on the training split of a cache entry and evaluate on its held-out split.
+
+    Validation metrics (``val_*``, what `promote` selects on, never the test split) are
+    computed as a search trial computes them, unless given (a search's winner has them).
+    """
     settings = profile.train
     train_set, test_set = stratified_split(
         entry.features(spark), settings.test_fraction, settings.seed
@@ -59,12 +70,19 @@ def train(
     started = time.monotonic()
     fitted = training_pipeline(settings, reg_param, elastic_net).fit(train_set)
     fit_seconds = time.monotonic() - started
-    train_set.unpersist()
     log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
+    if validation is None:
+        folds, rounds = validation_folds(train_set, profile.tune)
+        folds = folds.persist(StorageLevel.MEMORY_AND_DISK)
+        n_classes = len(counts["train"])
+        validation = validate(profile, folds, rounds, n_classes, reg_param, elastic_net)
+        folds.unpersist()
+    train_set.unpersist()
     scored = classifier_model(fitted).transform(test_set)
     evaluation = ev.evaluate(scored, list(fitted.stages[0].labels))
     evaluation.metrics["count_train"] = float(sum(counts["train"].values()))
     evaluation.metrics["fit_seconds"] = fit_seconds
+    evaluation.metrics.update(validation)
     return TrainResult(fitted, evaluation, counts, fit_seconds)
 
 
@@ -76,13 +94,15 @@ def _input_example(spark: SparkSession, result: TrainResult) -> pd.DataFrame:
 
 
 def model_requirements() -> list[str]:
-    """Pinned from this environment. Given explicitly, because MLflow's inference loads the model
-    in a fresh process (a second Spark start, ~10 s) and still misses TF, which loads lazily."""
+    """Third-party packages pinned from this environment; this project's own code travels in the
+    model (``code_paths``), never as a pip requirement. Given explicitly, because MLflow's
+    inference loads the model in a fresh process (a second Spark start, ~10 s) and still misses
+    TF, which loads lazily."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
     for package in (
-        "sparkles", "pyspark", "mlflow", "numpy", "pandas", "pyarrow",
+        "pyspark", "mlflow", "numpy", "pandas", "pyarrow",
         "tensorflow-cpu", "tensorflow", "keras", "pillow",
     ):  # fmt: skip
         try:
@@ -137,7 +157,10 @@ def log_training(
     log.info("logged metrics and plots; logging the classifier")
     classifier = classifier_model(result.fitted)
     mlflow.spark.log_model(
-        classifier, artifact_path="classifier", pip_requirements=model_requirements()
+        classifier,
+        artifact_path="classifier",
+        pip_requirements=model_requirements(),
+        code_paths=[str(package_dir())],
     )
     log.info("logging the scoring model (MLflow checks it by scoring the input example)")
     scorer = scoring_model(build_featurizer(profile, featurized.weights), result.fitted)
@@ -150,5 +173,6 @@ def log_training(
         signature=infer_signature(example, predicted["prediction"]),
         input_example=example,
         pip_requirements=model_requirements(),
+        code_paths=[str(package_dir())],
     )
     mlflow.set_tag("sparkles.model.scores_images", "true")

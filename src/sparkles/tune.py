@@ -64,6 +64,28 @@ def validation_folds(train_set: DataFrame, settings: TuneConfig) -> tuple[DataFr
     return tagged, [0]
 
 
+def validate(
+    profile: Profile,
+    data: DataFrame,
+    rounds: list[int],
+    n_classes: int,
+    reg_param: float,
+    elastic_net: float,
+) -> dict[str, float]:
+    """Validation metrics of one setting: fit without each held-out fold, score it, average.
+
+    ``data`` carries the ``fold`` column of ``validation_folds``. A trial, and the validation
+    metrics of a `main`/`train` run (what `promote` selects on), are both this.
+    """
+    per_round: list[dict[str, float]] = []
+    for held_out in rounds:
+        pipeline = training_pipeline(profile.train, reg_param, elastic_net)
+        model = pipeline.fit(data.where(F.col(FOLD) != held_out))
+        scored = classifier_model(model).transform(data.where(F.col(FOLD) == held_out))
+        per_round.append(headline_metrics(scored, n_classes))
+    return {f"val_{k}": float(np.mean([m[k] for m in per_round])) for k in per_round[0]}
+
+
 def grid_points(settings: TuneConfig) -> list[tuple[float, float]]:
     return list(itertools.product(settings.grid.regParam, settings.grid.elasticNetParam))
 
@@ -94,15 +116,10 @@ class Searcher:
         self.data.unpersist()
 
     def _validate(self, reg_param: float, elastic_net: float) -> dict[str, float]:
-        per_round: list[dict[str, float]] = []
         started = time.monotonic()
-        for held_out in self.rounds:
-            fit_on = self.data.where(F.col(FOLD) != held_out)
-            pipeline = training_pipeline(self.profile.train, reg_param, elastic_net)
-            model = pipeline.fit(fit_on)
-            scored = classifier_model(model).transform(self.data.where(F.col(FOLD) == held_out))
-            per_round.append(headline_metrics(scored, self.n_classes))
-        metrics = {f"val_{k}": float(np.mean([m[k] for m in per_round])) for k in per_round[0]}
+        metrics = validate(
+            self.profile, self.data, self.rounds, self.n_classes, reg_param, elastic_net
+        )
         metrics["fit_seconds"] = time.monotonic() - started
         return metrics
 
