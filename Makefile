@@ -30,8 +30,11 @@ lint: install
 	ruff check .
 	ruff format --check .
 
+# Two pytest workers, whole files each: the README workflow (a chain of `mlflow run` processes,
+# ~10 minutes) runs beside the rest of the suite instead of after it.
+PYTEST_WORKERS ?= 2
 test: lint
-	python -m pytest $(PYTEST_ARGS)
+	python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 $(VENV35)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV35)
@@ -40,7 +43,8 @@ $(VENV35)/.installed: pyproject.toml
 	touch $@
 
 test-spark35: $(VENV35)/.installed
-	PATH=$(abspath $(VENV35))/bin:$$PATH $(VENV35)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(SPARK35_TESTS)
+	PATH=$(abspath $(VENV35))/bin:$$PATH $(VENV35)/bin/python -m pytest -p no:cacheprovider \
+		-n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) $(SPARK35_TESTS)
 
 format: install
 	ruff check --fix .

@@ -12,7 +12,7 @@ from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
 from sparkles.jobs import run_train
 from sparkles.predict import predict
-from sparkles.registry import PromotionError, best_run, promote, rescore, test_split
+from sparkles.registry import PromotionError, best_run, held_out_images, promote, rescore
 
 MODEL = "sparkles-test-model"
 
@@ -60,7 +60,9 @@ def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, registry_st
     _, scores = registry_store
     run = best_run("reg-strong", "auc", allow_random_weights=True)
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL + "-rescore").version
-    (score,) = rescore(spark, test_split(spark, run), [f"models:/{MODEL}-rescore/{version}"], "auc")
+    (score,) = rescore(
+        spark, held_out_images(spark, run), [f"models:/{MODEL}-rescore/{version}"], "auc"
+    )
     assert score == pytest.approx(scores["strong"], abs=1e-9)
 
 
@@ -145,8 +147,8 @@ def test_the_gate_compares_on_images_neither_model_trained_on(spark, registry_st
     run_train(other, spark)
     decision = promote(other, "reg-seed7", "auc", name, 0.0)
     assert decision.evaluation.startswith("both re-scored on the images in both test splits")
-    champion_test = test_split(spark, mlflow.get_run(first.run_id))
-    challenger_test = test_split(spark, mlflow.get_run(decision.run_id))
+    champion_test = held_out_images(spark, mlflow.get_run(first.run_id))
+    challenger_test = held_out_images(spark, mlflow.get_run(decision.run_id))
     both = challenger_test.join(champion_test.select("image_id"), "image_id").count()
     assert 0 < both < challenger_test.count()
     assert decision.images.startswith(f"{both} images in both test splits")

@@ -138,7 +138,7 @@ def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:
     return registered.version
 
 
-def test_split(spark: SparkSession, run: Run) -> DataFrame:
+def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
     """(path, image_id, label) of the images ``run`` tested on (and so never trained on)."""
     path = run.data.tags["sparkles.cache.path"]
     entry = open_entry(spark, path)
@@ -156,8 +156,8 @@ def test_split(spark: SparkSession, run: Run) -> DataFrame:
 
 def _images_neither_trained_on(spark: SparkSession, a: Run, b: Run) -> DataFrame:
     """Images in both runs' test splits (by image id: the caches may differ)."""
-    theirs = test_split(spark, b).select("image_id")
-    return test_split(spark, a).join(theirs, "image_id").dropDuplicates(["image_id"])
+    theirs = held_out_images(spark, b).select("image_id")
+    return held_out_images(spark, a).join(theirs, "image_id").dropDuplicates(["image_id"])
 
 
 def _same_test_split(a: Run, b: Run) -> bool:
