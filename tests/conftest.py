@@ -117,9 +117,3 @@ def pytest_report_header() -> str:
     import pyspark
 
     return f"pyspark {pyspark.__version__}, Python {sys.version.split()[0]}"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first: under `make test` (two workers, whole files each) the README workflow, a
-    chain of `mlflow run` processes, starts at once beside the rest of the suite."""
-    items.sort(key=lambda item: Path(str(item.fspath)).name != "test_readme.py")

@@ -101,8 +101,8 @@ def _run(command: str, profile: Path) -> dict:
 
 
 def _features(cache: Path) -> dict[str, np.ndarray]:
-    (table,) = cache.glob("*/table")
-    frame = pd.read_parquet(table)
+    (meta,) = cache.glob("*/meta.json")  # the committed entry names its table
+    frame = pd.read_parquet(meta.parent / json.loads(meta.read_text())["table"])
     frame = frame[frame.featurize_error.isna()]
     pairs = zip(frame.path, frame.features, strict=True)
     return {Path(p).name: np.asarray(f["values"]) for p, f in pairs}
