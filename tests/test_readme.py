@@ -239,7 +239,7 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     (example,) = [text for text in readme_python() if "load_model" in text]
     (space.root / "readme_example.py").write_text(example)
     done = space.run("python readme_example.py")
-    assert "prediction" in done.stdout and ("'Car'" in done.stdout or "'Tree'" in done.stdout)
+    assert "prediction" in done.stdout and ("Car" in done.stdout or "Tree" in done.stdout)
 
     # EDA, as an entry point and as a notebook run as plain Python.
     before = _ids(space)
