@@ -1,8 +1,10 @@
-"""Benchmark: featurization speed against bare Keras and the hardware, and memory against N.
+"""Benchmark: featurization speed per runtime × precision, against bare Keras and the hardware.
 
-In one run, on N generated JPEGs of Open Images size (~1024×768, real JPEG compression):
-  (a) bare Keras: PIL decode + preprocess_input + predict_on_batch, one process, all cores;
-  (b) sparkles: binaryFile → DeepImageFeaturizer → Parquet on the local profile, cold and warm;
+In one run, on N generated JPEGs of Open Images size (~1024×768, real JPEG compression), for
+every runtime (keras, openvino) × precision (f32, bf16 where the CPU has it):
+  bare: PIL decode + preprocess_input + the compiled CNN, one process, all cores, and the
+        largest difference of its features from bare Keras f32;
+  sparkles: binaryFile → DeepImageFeaturizer → Parquet on the local profile, cold and warm;
 plus the machine's dense matmul GFLOP/s (TensorFlow), the model's GFLOP per image counted from
 its layers, the peak RSS of the whole process tree for N and 8N images, and the projection for
 the 2019 study's 41,620 images.
@@ -78,29 +80,34 @@ def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def bare_keras(images: Path, model_name: str, batch: int) -> tuple[float, float]:
-    """(images/s, GFLOP per image) for decode + preprocess + predict_on_batch in this process."""
+def bare(images: Path, model_name: str, batch: int, runtime: str, precision: str) -> dict:
+    """images/s for decode + preprocess + the CNN in this process, and the first batch's
+    features (compared with bare Keras f32 by the caller)."""
     from sparkles.imaging import decode_image
     from sparkles.models import get_spec
+    from sparkles.runtimes import compile_cnn
 
     spec = get_spec(model_name)
-    model = spec.build(None, "avg")
+    cnn = compile_cnn(spec, None, "avg", 0, runtime, precision, os.cpu_count() or 0)
     preprocess = spec.preprocess()
     files = sorted(images.glob("*.jpg"))
     limits = {"max_bytes": 50 << 20, "max_pixels": 89_478_485}
 
-    def run(paths: list[Path]) -> None:
+    def run(paths: list[Path]) -> np.ndarray:
         for start in range(0, len(paths), batch):
             chunk = paths[start : start + batch]
-            pixels = np.zeros((batch, *spec.input_size, 3), np.float32)
-            for i, path in enumerate(chunk):
-                pixels[i] = decode_image(path.read_bytes(), spec.input_size, **limits)
-            model.predict_on_batch(preprocess(pixels))
+            pixels = np.stack(
+                [decode_image(path.read_bytes(), spec.input_size, **limits) for path in chunk]
+            )
+            features = cnn(preprocess(pixels.astype(np.float32)))
+            if start == 0:
+                first = features
+        return first
 
-    run(files[:batch])  # warm-up: tracing and thread pools
+    first = run(files[:batch])  # warm-up: tracing, compilation and thread pools
     started = time.perf_counter()
     run(files)
-    return len(files) / (time.perf_counter() - started), model_gflop(model)
+    return {"rate": len(files) / (time.perf_counter() - started), "first": first}
 
 
 def sparkles_pass(folder: str, out: str, model_name: str, overrides: str) -> dict[str, float]:
@@ -196,47 +203,64 @@ def main() -> None:
         print(json.dumps(sparkles_pass(*args.child)))
         return
 
+    from sparkles.models import get_spec
+    from sparkles.runtimes import PRECISIONS, RUNTIMES, cpu_has_bf16
+
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-featurize-"))
     small, large = work / "n", work / "scaled"
     generate(small, args.n)
     generate(large, args.n * args.scale)
     mean_kb = np.mean([p.stat().st_size for p in (small / "img").glob("*.jpg")]) / 1e3
     gflops_hw = matmul_gflops()
-    # on the 8N images: long enough that its rate is stable (N alone swings by ±5%)
-    bare, gflop = bare_keras(large / "img", args.model, args.batch_size)
-    rss_n, spark_n = peak_rss_of_pass(str(small), str(work / "out-n"), args.model, args.overrides)
-    rss_8n, spark_8n = peak_rss_of_pass(
-        str(large), str(work / "out-8n"), args.model, args.overrides
-    )
-    warm = spark_n["warm_pass"]
+    gflop = model_gflop(get_spec(args.model).build(None, "avg"))
     allowed = gflops_hw / gflop
-    rows = [
-        ("machine", f"{os.cpu_count()} cores; TF matmul {gflops_hw:.0f} GFLOP/s"),
-        ("model", f"{args.model}, random weights, {gflop:.2f} GFLOP/image (from its layers)"),
-        ("N", f"{args.n} JPEGs ~1024x768 ({mean_kb:.0f} KB on average), "
-              f"{spark_n['images']} of them labelled Car or Tree"),
-        (f"(a) bare Keras, warm, {args.scale}N images",
-         f"{bare:.1f} images/s ({bare * gflop:.0f} GFLOP/s)"),
-        ("(b) sparkles warm, featurize pass", f"{warm:.1f} images/s ({warm * gflop:.0f} GFLOP/s)"),
-        ("(b) sparkles warm, whole command", f"{spark_n['warm']:.1f} images/s (+ ingest)"),
-        (f"(b) sparkles warm pass, {args.scale}N", f"{spark_8n['warm_pass']:.1f} images/s"),
-        (f"(b) sparkles warm command, {args.scale}N", f"{spark_8n['warm']:.1f} images/s"),
-        ("(b) sparkles cold", f"{spark_n['cold']:.1f} images/s (Spark start + model build)"),
-        ("(b)/(a), warm pass",
-         f"{warm / bare:.2f} at N, {spark_8n['warm_pass'] / bare:.2f} at {args.scale}N"),
-        ("(b) / what matmul allows",
-         f"{warm / allowed:.2f} at N, {spark_8n['warm_pass'] / allowed:.2f} at {args.scale}N "
-         f"({allowed:.1f} images/s allowed)"),
-        (f"peak RSS, N={args.n}", f"{rss_n:.2f} GiB (driver + JVM + Python workers)"),
-        (f"peak RSS, {args.scale}N={args.n * args.scale}", f"{rss_8n:.2f} GiB"),
-        ("RSS ratio", f"{rss_8n / rss_n:.2f}"),
-        (f"projection, {SEED_IMAGES:,} images",
-         f"{SEED_IMAGES / spark_8n['warm_pass'] / 3600:.2f} h on this machine "
-         "(2019: 4 x r5.24xlarge, 96 vCPU and 768 GB each; time not reported)"),
-    ]  # fmt: skip
-    print("| quantity | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    runnable = [(r, p) for r in RUNTIMES for p in PRECISIONS if p == "f32" or cpu_has_bf16()]
+    # on the scale×N images: long enough that a rate is stable (N alone swings by ±5%)
+    bares = {c: bare(large / "img", args.model, args.batch_size, *c) for c in runnable}
+    reference = bares[("keras", "f32")]
+    print(
+        f"machine: {os.cpu_count()} cores; TF matmul {gflops_hw:.0f} GFLOP/s; bf16 instructions: "
+        f"{'yes' if cpu_has_bf16() else 'no (bf16 rows not run)'}"
+    )
+    print(
+        f"model: {args.model}, random weights, {gflop:.2f} GFLOP/image (from its layers); "
+        f"matmul allows {allowed:.1f} images/s"
+    )
+    print(
+        f"N: {args.n} JPEGs ~1024x768 ({mean_kb:.0f} KB on average); {args.scale}N = "
+        f"{args.n * args.scale}\n"
+    )
+    print(
+        "| runtime | precision | bare images/s | vs bare Keras f32 | max abs diff (relative) "
+        f"| sparkles pass N | pass {args.scale}N | pass/bare Keras | pass/matmul-allowed "
+        f"| whole command N | peak RSS N / {args.scale}N | {SEED_IMAGES:,} images |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for runtime, precision in [(r, p) for r in RUNTIMES for p in PRECISIONS]:
+        if (runtime, precision) not in runnable:
+            print(f"| {runtime} | {precision} | not run: this CPU has no bf16 |" + " |" * 9)
+            continue
+        measured = bares[(runtime, precision)]
+        diff = np.abs(measured["first"] - reference["first"]).max()
+        relative = diff / np.abs(reference["first"]).max()
+        overrides = [*args.overrides, f"featurizer.runtime={runtime}",
+                     f"featurizer.precision={precision}"]  # fmt: skip
+        rss_n, at_n = peak_rss_of_pass(str(small), str(work / "out-n"), args.model, overrides)
+        rss_8n, at_8n = peak_rss_of_pass(str(large), str(work / "out-8n"), args.model, overrides)
+        passed = at_8n["warm_pass"]
+        print(
+            f"| {runtime} | {precision} | {measured['rate']:.1f} "
+            f"| {measured['rate'] / reference['rate']:.2f} | {diff:.1e} ({relative:.1e}) "
+            f"| {at_n['warm_pass']:.1f} | {passed:.1f} | {passed / reference['rate']:.2f} "
+            f"| {passed / allowed:.2f} | {at_n['warm']:.1f} | {rss_n:.2f} / {rss_8n:.2f} GiB "
+            f"| {SEED_IMAGES / passed / 3600:.2f} h |",
+            flush=True,
+        )
+    print(
+        "\n(rates in images/s, warm; a pass is the CNN stage and its Parquet write, the whole "
+        "command adds label ingest, file matching and the fingerprint; RSS is the whole process "
+        "tree; 2019: 4 x r5.24xlarge, 96 vCPU and 768 GB each, time not reported)"
+    )
 
 
 if __name__ == "__main__":

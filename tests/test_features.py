@@ -14,7 +14,8 @@ import pytest
 from sparkles import features as features_module
 from sparkles.cache import STALE_AFTER_SECONDS, FeatureCache
 from sparkles.config import load_profile
-from sparkles.features import ensure_sample, featurize, run_featurize
+from sparkles.features import CacheMissingError, ensure_sample, featurize, run_featurize
+from sparkles.runtimes import cpu_has_bf16
 from sparkles.weights import WeightsUnavailableError
 from tests.conftest import write_profile
 from tests.images import encode, photo
@@ -80,9 +81,9 @@ def test_cache_hit_does_not_run_the_cnn(spark, damaged, tmp_path: Path, monkeypa
     first = featurize(profile, spark)
 
     def no_cnn(*args, **kwargs):
-        raise AssertionError("the featurizer was built on a cache hit")
+        raise AssertionError("the featurizer ran on a cache hit")
 
-    monkeypatch.setattr(features_module, "build_featurizer", no_cnn)
+    monkeypatch.setattr(features_module.DeepImageFeaturizer, "_transform", no_cnn)
     second = featurize(profile, spark)
     assert second.reused
     assert second.fingerprint == first.fingerprint
@@ -100,11 +101,34 @@ def test_changed_input_or_settings_miss_the_cache(spark, tmp_path: Path) -> None
         load_profile(str(tmp_path / "profile.yaml"), ["featurizer.pooling=max"]), spark
     )
     assert pooled_max.fingerprint != first.fingerprint
+    # another runtime's features (equal to 1e-8, but not bit-equal) are not served from this one
+    with pytest.raises(CacheMissingError):
+        featurize(
+            load_profile(str(tmp_path / "profile.yaml"), ["featurizer.runtime=keras"]),
+            spark, compute=False,
+        )  # fmt: skip
     some_image = sorted(Path(profile.data.images).glob("*.jpg"))[5]
     some_image.write_bytes(encode(photo(200, 150, seed=11)))
     changed = featurize(profile, spark)
     assert not changed.reused
     assert changed.fingerprint != first.fingerprint
+
+
+@pytest.mark.skipif(cpu_has_bf16(), reason="this CPU has bf16: the fallback cannot happen here")
+def test_bf16_requested_on_a_cpu_without_it_is_recorded_as_the_f32_that_ran(
+    spark, damaged, tmp_path: Path
+) -> None:
+    folder, _ = damaged
+    cache = f"cache.dir={tmp_path / 'cache'}"
+    f32 = featurize(_profile(folder, cache), spark)
+    with pytest.warns(UserWarning, match="no bf16 instructions"):
+        asked_bf16 = run_featurize(_profile(folder, cache, "featurizer.precision=bf16"), spark)
+    assert asked_bf16.reused and asked_bf16.fingerprint == f32.fingerprint
+    run = mlflow.search_runs(
+        experiment_names=["sparkles-test"], output_format="list", max_results=1
+    )[0]
+    assert run.data.params["precision"] == "f32"
+    assert run.data.tags["sparkles.featurizer.precision_requested"] == "bf16"
 
 
 def test_partial_entries_are_never_trusted(spark, tmp_path: Path) -> None:
@@ -143,6 +167,9 @@ def test_featurize_run_is_logged(spark, damaged, tmp_path: Path) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.tags["sparkles.cache.fingerprint"] == result.fingerprint
     assert run.data.tags["sparkles.weights.used"] == "random"
+    assert run.data.params["runtime"] == "openvino" == profile.featurizer.runtime
+    assert run.data.params["precision"] == "f32" == result.entry.meta["parts"]["precision"]
+    assert run.data.tags["sparkles.featurizer.precision"] == "f32"
     assert run.data.metrics["count_quarantined"] == 3
     assert run.data.metrics["count_rows_in"] == result.counts["rows_in"]
     assert run.data.metrics["images_per_second"] > 0

@@ -16,10 +16,14 @@ from sparkles.data.images import read_image_files
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import decode_image
 from sparkles.models import get_spec
+from sparkles.runtimes import PrecisionUnavailableError, compile_cnn, cpu_has_bf16
 from sparkles.weights import WeightsUnavailableError, resolve_weights
 from tests.images import bad_variants, encode, good_variants, photo
 
 LIMITS = {"max_bytes": 50 << 20, "max_pixels": 2_000_000}
+# bf16 keeps 8 bits of mantissa: InceptionV3's features moved 3.1e-3 of their largest value
+# (OpenVINO, issue #15's measurements); README's Performance section gives the same bound
+BF16_RELATIVE_TOLERANCE = 2e-2
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> Path:
@@ -58,12 +62,18 @@ def _bare_keras(folder: Path, names: list[str], model_name: str, pooling: str) -
     return out.reshape(len(names), -1)
 
 
-@pytest.mark.parametrize(("pooling", "size"), [("avg", 2048), ("none", 8 * 8 * 2048)])
-def test_inception_features_equal_bare_keras(spark, photos: Path, pooling: str, size: int) -> None:
+@pytest.mark.parametrize(
+    ("runtime", "pooling", "size"),
+    [("openvino", "avg", 2048), ("openvino", "none", 8 * 8 * 2048), ("keras", "avg", 2048)],
+)
+def test_inception_features_equal_bare_keras(
+    spark, photos: Path, runtime: str, pooling: str, size: int
+) -> None:
     images = read_image_files(spark, str(photos)).files
     featurizer = DeepImageFeaturizer(
-        weights="random", pooling=pooling, batchSize=4, maxPixels=LIMITS["max_pixels"]
-    )
+        weights="random", pooling=pooling, runtime=runtime, precision="f32", batchSize=4,
+        maxPixels=LIMITS["max_pixels"],
+    )  # fmt: skip
     got = _features_by_name(featurizer.transform(images))
     names = sorted(got)
     assert len(names) == 7
@@ -111,7 +121,7 @@ def test_pipeline_model_saves_and_loads_with_its_weights(
     spec.build(None, "avg", seed=42).save_weights(str(weights_file))
     images = read_image_files(spark, str(photos)).files
     featurizer = DeepImageFeaturizer(
-        modelName="MobileNetV2", weights=str(weights_file), batchSize=4
+        modelName="MobileNetV2", weights=str(weights_file), runtime="keras", batchSize=4
     )
     model = Pipeline(stages=[featurizer]).fit(images)
     before = _features_by_name(model.transform(images))
@@ -121,7 +131,8 @@ def test_pipeline_model_saves_and_loads_with_its_weights(
     loaded = PipelineModel.load(str(tmp_path / "saved"))
     stage = loaded.stages[0]
     assert isinstance(stage, DeepImageFeaturizer)
-    assert stage.getOrDefault(stage.weights).endswith("/weights/mobilenet.weights.h5")
+    assert stage.getWeights().endswith("/weights/mobilenet.weights.h5")
+    assert (stage.getRuntime(), stage.getPrecision()) == ("keras", "f32")  # not the defaults
     after = _features_by_name(loaded.transform(images))
     assert before.keys() == after.keys()
     for name in before:
@@ -186,5 +197,41 @@ def test_random_weights_are_reproducible_and_seeded() -> None:
 def test_invalid_params_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown model 'VGG99'"):
         DeepImageFeaturizer(modelName="VGG99")
-    with pytest.raises(ValueError, match="pooling must be avg, max or none"):
+    with pytest.raises(ValueError, match="pooling must be one of avg, max, none"):
         DeepImageFeaturizer(pooling="mean")
+    with pytest.raises(ValueError, match="runtime must be one of keras, openvino"):
+        DeepImageFeaturizer(runtime="onnx")
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16"):
+        DeepImageFeaturizer().setParams(precision="fp16")
+
+
+def _preprocessed(photos: Path, spec) -> np.ndarray:
+    pixels = [
+        decode_image(p.read_bytes(), spec.input_size, **LIMITS) for p in sorted(photos.iterdir())
+    ]
+    return spec.preprocess()(np.stack(pixels).astype(np.float32))
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+@pytest.mark.parametrize("runtime", ["openvino", "keras"])
+def test_bf16_features_stay_within_the_documented_tolerance(photos: Path, runtime: str) -> None:
+    spec = get_spec("InceptionV3")
+    pixels = _preprocessed(photos, spec)
+    reference = compile_cnn(spec, None, "avg", 0, "keras", "f32")(pixels)
+    bf16 = compile_cnn(spec, None, "avg", 0, runtime, "bf16")
+    assert bf16.precision == "bf16"
+    relative = np.abs(bf16(pixels) - reference).max() / np.abs(reference).max()
+    assert relative <= BF16_RELATIVE_TOLERANCE
+
+
+@pytest.mark.skipif(cpu_has_bf16(), reason="this CPU has bf16: the fallback cannot happen here")
+def test_bf16_falls_back_to_f32_where_the_cpu_lacks_it(spark, photos: Path) -> None:
+    featurizer = DeepImageFeaturizer(modelName="MobileNetV2", weights="random", precision="bf16")
+    with pytest.warns(UserWarning, match="no bf16 instructions"):
+        assert featurizer.precision_that_runs() == "f32"
+    # an executor given bf16 by a driver that has it refuses, rather than running f32 under it
+    with pytest.raises(PrecisionUnavailableError, match="featurizer.precision=f32"):
+        compile_cnn(get_spec("MobileNetV2"), None, "avg", 0, "openvino", "bf16")
+    with pytest.warns(UserWarning, match="no bf16 instructions"):
+        rows = featurizer.transform(read_image_files(spark, str(photos)).files).collect()
+    assert len(rows) == 7 and all(r.featurize_error is None for r in rows)

@@ -123,6 +123,9 @@ class FeaturizerConfig(_Strict):
     allow_random_weights: bool = False
     random_seed: int = 0
     pooling: Literal["avg", "max", "none"] = "avg"
+    # OpenVINO f32: Keras' features to ~1e-8, faster; bf16 only where the CPU has it (README)
+    runtime: Literal["keras", "openvino"] = "openvino"
+    precision: Literal["f32", "bf16"] = "f32"
     batch_size: int = Field(default=32, ge=1)
     # Images per Spark task: a task's last model batch is partial, so a few large tasks waste
     # less than many small ones; more tasks than slots keeps a cluster busy and retries cheap.

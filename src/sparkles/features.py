@@ -52,6 +52,7 @@ class FeaturizeResult:
     entry: CacheEntry
     reused: bool
     weights: ResolvedWeights
+    precision: str  # what ran (or, for a reused entry, what ran when it was computed)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -93,7 +94,10 @@ def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
         return dataclasses.replace(fallback, requested=settings.weights)
 
 
-def build_featurizer(profile: Profile, weights: ResolvedWeights) -> DeepImageFeaturizer:
+def build_featurizer(
+    profile: Profile, weights: ResolvedWeights, precision: str | None = None
+) -> DeepImageFeaturizer:
+    """``precision``: the one that runs here (see ``featurize``), else the profile's."""
     settings = profile.featurizer
     return DeepImageFeaturizer(
         inputCol="content",
@@ -101,6 +105,8 @@ def build_featurizer(profile: Profile, weights: ResolvedWeights) -> DeepImageFea
         modelName=settings.model,
         weights=weights.local_path or "random",
         pooling=settings.pooling,
+        runtime=settings.runtime,
+        precision=precision or settings.precision,
         batchSize=settings.batch_size,
         seed=settings.random_seed,
         maxFileBytes=int(settings.max_file_mb * 1024 * 1024),
@@ -124,10 +130,16 @@ def featurize(
     counts = {**labeled.counts, **matched.counts}
     weights = choose_weights(profile, spark)
     spec = get_spec(settings.model)
+    featurizer = build_featurizer(profile, weights)
+    # bf16 and f32 features never share an entry: the key holds the precision that runs
+    precision = featurizer.precision_that_runs()
+    featurizer.setParams(precision=precision)
     parts = {
         "model": spec.name,
         "input_size": list(spec.input_size),
         "pooling": settings.pooling,
+        "runtime": settings.runtime,
+        "precision": precision,
         "weights": weights.identity,
         "preprocess": PREPROCESS_VERSION,
         "max_file_bytes": int(settings.max_file_mb * 1024 * 1024),
@@ -145,7 +157,8 @@ def featurize(
     entry = None if refresh else cache.lookup(key)
     if entry is not None:
         log.info("feature cache hit %s: the CNN does not run", entry.path)
-        return FeaturizeResult(key, entry, True, weights, {**counts, **entry.meta["counts"]})
+        counts = {**counts, **entry.meta["counts"]}
+        return FeaturizeResult(key, entry, True, weights, precision, counts)
 
     if not compute:
         raise CacheMissingError(
@@ -155,7 +168,6 @@ def featurize(
     # Coalesce (no shuffle) the file-split partitions into tasks of ~rows_per_partition images:
     # Spark packs files by bytes, so small tasks with one partial model batch each were common.
     tasks = max(1, math.ceil(counts["matched_files"] / settings.rows_per_partition))
-    featurizer = build_featurizer(profile, weights)
     featurized = featurizer.transform(_with_contents(spark, matched.matched, empty).coalesce(tasks))
     featurized = featurized.select(*CACHE_COLUMNS)
     started = time.monotonic()
@@ -180,7 +192,7 @@ def featurize(
     meta = {"parts": parts, "weights_requested": settings.weights, "weights_kind": weights.kind}
     entry = cache.commit(key, staging, {**meta, "counts": written})
     counts = {**counts, **written}
-    return FeaturizeResult(key, entry, False, weights, counts, seconds)
+    return FeaturizeResult(key, entry, False, weights, precision, counts, seconds)
 
 
 def _with_contents(spark: SparkSession, files: DataFrame, empty: DataFrame) -> DataFrame:
@@ -202,6 +214,8 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
             "model": settings.model,
             "weights": settings.weights,
             "pooling": settings.pooling,
+            "runtime": settings.runtime,
+            "precision": result.precision,
             "batch_size": settings.batch_size,
             "classes": ",".join(profile.data.classes),
             "multi_label_policy": profile.data.multi_label_policy,
@@ -214,6 +228,9 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
             "sparkles.cache.reused": str(result.reused).lower(),
             "sparkles.weights.used": result.weights.kind,
             "sparkles.weights.identity": result.weights.identity,
+            "sparkles.featurizer.runtime": settings.runtime,
+            "sparkles.featurizer.precision": result.precision,
+            "sparkles.featurizer.precision_requested": settings.precision,
         }
     )
     metrics = {f"count_{k}": float(v) for k, v in result.counts.items()}
@@ -245,6 +262,8 @@ def summary(result: FeaturizeResult) -> dict[str, Any]:
         "cache": result.entry.path,
         "reused": result.reused,
         "weights": asdict(result.weights),
+        "runtime": result.entry.meta["parts"].get("runtime"),
+        "precision": result.precision,
         "counts": result.counts,
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 2),

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from sparkles import storage
 from sparkles.code import ship_to_executors
 from sparkles.imaging import BadImage, decode_image
 from sparkles.models import CnnSpec, get_spec
+from sparkles.runtimes import PRECISIONS, RUNTIMES, compile_cnn, precision_that_runs
 from sparkles.weights import ResolvedWeights, resolve_weights, sha256_file
 
 WEIGHTS_DIR = "weights"
@@ -89,6 +91,8 @@ def _make_predict_fn(
     shipped_weights: str | None,
     pooling: str,
     seed: int,
+    runtime: str,
+    precision: str,
     max_bytes: int,
     max_pixels: int,
 ):
@@ -108,17 +112,17 @@ def _make_predict_fn(
             pass
         weights = SparkFiles.get(shipped_weights) if shipped_weights else None
         started = time.monotonic()
-        model = spec.build(weights, pooling, seed)
+        cnn = compile_cnn(spec, weights, pooling, seed, runtime, precision, threads)
         # Lands in the executor's log: one line per Python worker that built a model.
         print(
-            f"sparkles: built {spec.name} in {time.monotonic() - started:.1f} s "
-            f"(pid {os.getpid()}, {threads or 'default'} TF threads)",
+            f"sparkles: built {spec.name} on {runtime} at {precision} in "
+            f"{time.monotonic() - started:.1f} s (pid {os.getpid()}, {threads or 'default'} "
+            f"threads)",
             file=sys.stderr,
             flush=True,
         )
         preprocess = spec.preprocess()
         height, width = spec.input_size
-        dim = int(np.prod(model.output_shape[1:]))
         # PIL releases the GIL while decoding: the task's cores decode a batch side by side
         # while TensorFlow waits (halves decode time on 2 cores; bench/featurize.py).
         decoders = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="sparkles-decode")
@@ -132,16 +136,15 @@ def _make_predict_fn(
 
         def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
             # Only the decodable images go to the model, unpadded: Keras 3 retraces once for a
-            # second batch size and then runs any size (padding a partial batch to full size
-            # cost up to 5x on small partitions; docs/architecture.md).
+            # second batch size and then runs any size; OpenVINO's batch dimension is dynamic
+            # (padding a partial batch to full size cost up to 5x on small partitions).
             decoded = list(decoders.map(decode, contents))
             errors = np.array([d if isinstance(d, str) else None for d in decoded], dtype=object)
             good = np.array([error is None for error in errors], dtype=bool)
-            features = np.zeros((len(decoded), dim), dtype=np.float32)
+            features = np.zeros((len(decoded), cnn.dim), dtype=np.float32)
             if good.any():
                 pixels = np.stack([d for d in decoded if not isinstance(d, str)])
-                out = model.predict_on_batch(preprocess(pixels.astype(np.float32)))
-                features[good] = np.asarray(out).reshape(int(good.sum()), dim)
+                features[good] = cnn(preprocess(pixels.astype(np.float32)))
             return {"features": features, "error": errors}
 
         return predict
@@ -219,6 +222,18 @@ class DeepImageFeaturizer(
         "avg, max, or none (unpooled, as sparkdl)",
         TypeConverters.toString,
     )
+    runtime = Param(
+        Params._dummy(),
+        "runtime",
+        "keras, or openvino (same model, compiled)",
+        TypeConverters.toString,
+    )
+    precision = Param(
+        Params._dummy(),
+        "precision",
+        "f32, or bf16 where the CPU has bf16 instructions (f32 elsewhere, with a warning)",
+        TypeConverters.toString,
+    )
     batchSize = Param(Params._dummy(), "batchSize", "images per model call", TypeConverters.toInt)
     seed = Param(Params._dummy(), "seed", "seed for random weights", TypeConverters.toInt)
     maxFileBytes = Param(
@@ -238,6 +253,8 @@ class DeepImageFeaturizer(
         modelName: str = "InceptionV3",
         weights: str = "imagenet",
         pooling: str = "avg",
+        runtime: str = "openvino",
+        precision: str = "f32",
         batchSize: int = 32,
         seed: int = 0,
         maxFileBytes: int = 50 * 1024 * 1024,
@@ -246,28 +263,92 @@ class DeepImageFeaturizer(
         super().__init__()
         self._setDefault(
             inputCol="content", outputCol="features", errorCol="featurize_error",
-            modelName="InceptionV3", weights="imagenet", pooling="avg", batchSize=32, seed=0,
-            maxFileBytes=50 * 1024 * 1024, maxPixels=89_478_485,
+            modelName="InceptionV3", weights="imagenet", pooling="avg", runtime="openvino",
+            precision="f32", batchSize=32, seed=0, maxFileBytes=50 * 1024 * 1024,
+            maxPixels=89_478_485,
         )  # fmt: skip
         self._set(**self._input_kwargs)
         self._validate()
 
+    @keyword_only
+    def setParams(
+        self,
+        *,
+        inputCol: str = "content",
+        outputCol: str = "features",
+        errorCol: str = "featurize_error",
+        modelName: str = "InceptionV3",
+        weights: str = "imagenet",
+        pooling: str = "avg",
+        runtime: str = "openvino",
+        precision: str = "f32",
+        batchSize: int = 32,
+        seed: int = 0,
+        maxFileBytes: int = 50 * 1024 * 1024,
+        maxPixels: int = 89_478_485,
+    ) -> DeepImageFeaturizer:
+        """Sets the given Params, as pyspark.ml's own transformers do."""
+        self._set(**self._input_kwargs)
+        self._validate()
+        return self
+
+    def getErrorCol(self) -> str:
+        return self.getOrDefault(self.errorCol)
+
+    def getModelName(self) -> str:
+        return self.getOrDefault(self.modelName)
+
+    def getWeights(self) -> str:
+        return self.getOrDefault(self.weights)
+
+    def getPooling(self) -> str:
+        return self.getOrDefault(self.pooling)
+
+    def getRuntime(self) -> str:
+        return self.getOrDefault(self.runtime)
+
+    def getPrecision(self) -> str:
+        return self.getOrDefault(self.precision)
+
+    def getBatchSize(self) -> int:
+        return self.getOrDefault(self.batchSize)
+
+    def getSeed(self) -> int:
+        return self.getOrDefault(self.seed)
+
+    def getMaxFileBytes(self) -> int:
+        return self.getOrDefault(self.maxFileBytes)
+
+    def getMaxPixels(self) -> int:
+        return self.getOrDefault(self.maxPixels)
+
     def _validate(self) -> None:
-        get_spec(self.getOrDefault(self.modelName))
-        if self.getOrDefault(self.pooling) not in ("avg", "max", "none"):
-            raise ValueError(
-                f"pooling must be avg, max or none, got {self.getOrDefault(self.pooling)!r}"
-            )
-        if self.getOrDefault(self.batchSize) < 1:
+        get_spec(self.getModelName())
+        for name, value, allowed in (
+            ("pooling", self.getPooling(), ("avg", "max", "none")),
+            ("runtime", self.getRuntime(), RUNTIMES),
+            ("precision", self.getPrecision(), PRECISIONS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.getBatchSize() < 1:
             raise ValueError("batchSize must be at least 1")
 
     def spec(self) -> CnnSpec:
-        return get_spec(self.getOrDefault(self.modelName))
+        return get_spec(self.getModelName())
 
     def resolve_weights(self, spark: SparkSession | None = None) -> ResolvedWeights:
-        return resolve_weights(
-            self.spec(), self.getOrDefault(self.weights), self.getOrDefault(self.seed), spark=spark
-        )
+        return resolve_weights(self.spec(), self.getWeights(), self.getSeed(), spark=spark)
+
+    def precision_that_runs(self) -> str:
+        """The precision this transform will run: bf16 becomes f32, with a warning, on a driver
+        whose CPU lacks it (executors are checked again when they build the model)."""
+        precision, reason = precision_that_runs(self.getPrecision())
+        if reason:
+            message = f"featurizer precision bf16 requested, but {reason}"
+            warnings.warn(message, stacklevel=3)
+            print(f"sparkles: {message}", file=sys.stderr, flush=True)
+        return precision
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         self._validate()
@@ -275,13 +356,12 @@ class DeepImageFeaturizer(
         resolved = self.resolve_weights(spark)
         shipped = _ship(spark, resolved.local_path) if resolved.local_path else None
         featurize = _featurize_udf(
-            spark, self.spec(), shipped,
-            self.getOrDefault(self.pooling), self.getOrDefault(self.seed),
-            self.getOrDefault(self.maxFileBytes), self.getOrDefault(self.maxPixels),
-            self.getOrDefault(self.batchSize),
+            spark, self.spec(), shipped, self.getPooling(), self.getSeed(), self.getRuntime(),
+            self.precision_that_runs(), self.getMaxFileBytes(), self.getMaxPixels(),
+            self.getBatchSize(),
         )  # fmt: skip
         scratch = "__sparkles_featurized"
-        out, error = self.getOutputCol(), self.getOrDefault(self.errorCol)
+        out, error = self.getOutputCol(), self.getErrorCol()
         return (
             dataset.withColumn(scratch, featurize(F.col(self.getInputCol())))
             .withColumn(error, F.col(f"{scratch}.error"))

@@ -1,0 +1,130 @@
+"""Where the featurizer's CNN runs: Keras itself, or OpenVINO compiling the same Keras model.
+
+Both start from the one Keras model (``CnnSpec.build``), so weights, pooling and preprocessing
+are shared and only the executor differs. OpenVINO at f32 gives Keras' features to ~1e-8, faster;
+bf16 halves the arithmetic on CPUs with bf16 instructions (AVX512_BF16, AMX) at ~3e-3 relative
+error. The precision asked for is not always the precision that runs: a CPU without bf16 runs
+f32, and every record (cache key, run params) holds what ran (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sparkles.models import CnnSpec
+
+RUNTIMES = ("keras", "openvino")
+PRECISIONS = ("f32", "bf16")
+
+
+class PrecisionUnavailableError(RuntimeError):
+    """An executor cannot run the precision its driver chose (a CPU without bf16)."""
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU executes bf16 natively, as OpenVINO's CPU plugin reports it."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def precision_that_runs(precision: str) -> tuple[str, str | None]:
+    """(precision this machine will run, why it differs from the one asked for, or None)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and not cpu_has_bf16():
+        return "f32", "this CPU has no bf16 instructions (AVX512_BF16 or AMX): running f32"
+    return precision, None
+
+
+@dataclass
+class CompiledCnn:
+    """A preprocessed batch (n, height, width, 3) float32 → features (n, dim) float32."""
+
+    run: Callable[[np.ndarray], np.ndarray]
+    dim: int
+    runtime: str
+    precision: str  # what actually runs, read back from the runtime where it can say
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self.run(pixels), dtype=np.float32).reshape(len(pixels), self.dim)
+
+
+def compile_cnn(
+    spec: CnnSpec,
+    weights: str | None,
+    pooling: str,
+    seed: int,
+    runtime: str,
+    precision: str,
+    threads: int = 0,
+    native_only: bool = True,
+) -> CompiledCnn:
+    """Build the headless CNN and compile it for ``runtime`` at ``precision``.
+
+    ``precision`` is the one the driver resolved: an executor that cannot run it fails here,
+    in seconds, rather than writing f32 features under a bf16 cache key. ``native_only=False``
+    lets Keras emulate bf16 on a CPU without it (slowly): for measuring bf16's numerics only.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    runs, reason = precision_that_runs(precision)
+    if runs != precision and (native_only or runtime != "keras"):
+        raise PrecisionUnavailableError(
+            f"featurizer precision {precision} was chosen on the driver, but {reason} on this "
+            f"executor; set featurizer.precision=f32 or run on CPUs that have bf16"
+        )
+    if runtime == "keras":
+        return _keras(spec, weights, pooling, seed, precision)
+    return _openvino(spec, weights, pooling, seed, precision, threads)
+
+
+def _keras(
+    spec: CnnSpec, weights: str | None, pooling: str, seed: int, precision: str
+) -> CompiledCnn:
+    import keras
+
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        model = spec.build(weights, pooling, seed)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    return CompiledCnn(
+        model.predict_on_batch, int(np.prod(model.output_shape[1:])), "keras", precision
+    )
+
+
+def _openvino(
+    spec: CnnSpec, weights: str | None, pooling: str, seed: int, precision: str, threads: int
+) -> CompiledCnn:
+    import keras
+    import openvino as ov
+
+    model = spec.build(weights, pooling, seed)
+    dim = int(np.prod(model.output_shape[1:]))
+    wanted = ov.Type.bf16 if precision == "bf16" else ov.Type.f32
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": wanted,
+        # one request at a time per Python worker: LATENCY uses every thread on each batch
+        # (THROUGHPUT's streams ran at 0.58x Keras here; bench/featurize.py)
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(ov.convert_model(model), "CPU", config)
+    ran = compiled.get_property("INFERENCE_PRECISION_HINT")
+    if ran != wanted:  # OpenVINO quietly runs f32 where bf16 is missing: never record bf16 then
+        raise PrecisionUnavailableError(
+            f"OpenVINO was asked for {precision} and compiled {ran} on this executor"
+        )
+    del model  # the compiled model holds its own copy of the weights
+    keras.backend.clear_session()
+    output = compiled.output(0)
+    return CompiledCnn(lambda pixels: compiled(pixels)[output], dim, "openvino", precision)
