@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,14 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from sparkles import storage
 from sparkles.code import ship_to_executors
-from sparkles.imaging import BadImage, decode_image
 from sparkles.models import CnnSpec, get_spec
-from sparkles.runtimes import PRECISIONS, RUNTIMES, compile_cnn, precision_that_runs
+from sparkles.runtimes import (
+    PRECISIONS,
+    RUNTIMES,
+    ImageBatchFeaturizer,
+    compile_cnn,
+    precision_that_runs,
+)
 from sparkles.weights import ResolvedWeights, resolve_weights, sha256_file
 
 WEIGHTS_DIR = "weights"
@@ -121,30 +125,10 @@ def _make_predict_fn(
             file=sys.stderr,
             flush=True,
         )
-        preprocess = spec.preprocess()
-        height, width = spec.input_size
-        # PIL releases the GIL while decoding: the task's cores decode a batch side by side
-        # while TensorFlow waits (halves decode time on 2 cores; bench/featurize.py).
-        decoders = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="sparkles-decode")
-
-        def decode(content: bytes) -> np.ndarray | str:
-            """Pixels, or the reason the image is quarantined."""
-            try:
-                return decode_image(content, (height, width), max_bytes, max_pixels)
-            except BadImage as err:
-                return str(err)
+        featurize = ImageBatchFeaturizer(cnn, spec, max_bytes, max_pixels, threads)
 
         def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
-            # Only the decodable images go to the model, unpadded: Keras 3 retraces once for a
-            # second batch size and then runs any size; OpenVINO's batch dimension is dynamic
-            # (padding a partial batch to full size cost up to 5x on small partitions).
-            decoded = list(decoders.map(decode, contents))
-            errors = np.array([d if isinstance(d, str) else None for d in decoded], dtype=object)
-            good = np.array([error is None for error in errors], dtype=bool)
-            features = np.zeros((len(decoded), cnn.dim), dtype=np.float32)
-            if good.any():
-                pixels = np.stack([d for d in decoded if not isinstance(d, str)])
-                features[good] = cnn(preprocess(pixels.astype(np.float32)))
+            features, errors = featurize(contents)
             return {"features": features, "error": errors}
 
         return predict

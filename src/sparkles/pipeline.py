@@ -7,10 +7,13 @@ crashing LogisticRegression (which throws on a null vector) or vanishing.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
-from pyspark.ml.classification import LogisticRegression
-from pyspark.ml.feature import IndexToString
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
+from pyspark.ml.feature import IndexToString, StringIndexerModel
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
@@ -25,6 +28,32 @@ PREDICTION_INDEX = "prediction_index"
 PREDICTION = "prediction"  # the predicted label (a class name): what pyfunc returns
 ERROR = "featurize_error"
 OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
+Stage = TypeVar("Stage", bound=Transformer)
+
+
+def stage_of(model: PipelineModel, kind: type[Stage]) -> Stage:
+    """The one stage of type ``kind``: stages are found by type, never by position."""
+    found = [stage for stage in model.stages if isinstance(stage, kind)]
+    if len(found) != 1:
+        raise ValueError(f"expected one {kind.__name__} stage, found {len(found)}")
+    return found[0]
+
+
+def class_labels(model: PipelineModel) -> list[str]:
+    """Class names in index order (the StringIndexer's alphabetical order)."""
+    return list(stage_of(model, StringIndexerModel).labels)
+
+
+def classifier_parameters(fitted: PipelineModel) -> dict[str, list]:
+    """The fitted logistic regression as plain numbers: what scores without Spark."""
+    classifier = stage_of(fitted, LogisticRegressionModel)
+    return {
+        "labels": class_labels(fitted),
+        "coefficients": np.asarray(classifier.coefficientMatrix.toArray()).tolist(),
+        "intercepts": np.asarray(classifier.interceptVector.toArray()).tolist(),
+        "multinomial": classifier.getFamily() == "multinomial"
+        or classifier.coefficientMatrix.numRows > 1,
+    }
 
 
 class FillQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable):
@@ -93,14 +122,14 @@ def training_pipeline(settings: TrainConfig, regParam: float, elasticNetParam: f
 
 def classifier_model(fitted: PipelineModel) -> PipelineModel:
     """Indexer + classifier + label names: scores cached features."""
-    labels = fitted.stages[0].labels
+    labels = class_labels(fitted)
     names = IndexToString(inputCol=PREDICTION_INDEX, outputCol=PREDICTION, labels=labels)
     return PipelineModel([*fitted.stages, names])
 
 
 def scoring_model(featurizer: DeepImageFeaturizer, fitted: PipelineModel) -> PipelineModel:
     """Featurizer + indexer + classifier + label names: scores raw image bytes (path, content)."""
-    size = fitted.stages[1].numFeatures
+    size = stage_of(fitted, LogisticRegressionModel).numFeatures
     return PipelineModel(
         [
             featurizer,

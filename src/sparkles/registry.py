@@ -25,6 +25,7 @@ from sparkles import tracking
 from sparkles.cache import open_entry
 from sparkles.config import Profile
 from sparkles.evaluate import headline_metrics
+from sparkles.pipeline import class_labels
 from sparkles.session import build_session
 from sparkles.splits import stratified_split
 
@@ -180,7 +181,7 @@ def rescore(
         model = mlflow.spark.load_model(uri)
         # with a label column present, the model's own StringIndexer adds label_index
         scored = model.transform(labelled).where(F.col("featurize_error").isNull())
-        n_classes = len(model.stages[2].labels)
+        n_classes = len(class_labels(model))
         scores.append(headline_metrics(scored, n_classes)[metric])
     return scores
 

@@ -22,7 +22,14 @@ from sparkles.cache import CacheEntry
 from sparkles.code import package_dir
 from sparkles.config import Profile
 from sparkles.features import FeaturizeResult, build_featurizer
-from sparkles.pipeline import classifier_model, scoring_model, training_pipeline
+from sparkles.pipeline import (
+    class_labels,
+    classifier_model,
+    classifier_parameters,
+    scoring_model,
+    training_pipeline,
+)
+from sparkles.serving import log_scoring_model
 from sparkles.splits import stratified_split
 from sparkles.tune import validate, validation_folds
 
@@ -79,7 +86,7 @@ def train(
         folds.unpersist()
     train_set.unpersist()
     scored = classifier_model(fitted).transform(test_set)
-    evaluation = ev.evaluate(scored, list(fitted.stages[0].labels))
+    evaluation = ev.evaluate(scored, class_labels(fitted))
     evaluation.metrics["count_train"] = float(sum(counts["train"].values()))
     evaluation.metrics["fit_seconds"] = fit_seconds
     evaluation.metrics.update(validation)
@@ -93,7 +100,7 @@ def _input_example(spark: SparkSession, result: TrainResult) -> pd.DataFrame:
     return pd.DataFrame({"path": [row.path], "content": [bytes(row.content)]})
 
 
-def model_requirements() -> list[str]:
+def model_requirements(spark: bool = True) -> list[str]:
     """Third-party packages pinned from this environment; this project's own code travels in the
     model (``code_paths``), never as a pip requirement. Given explicitly, because MLflow's
     inference loads the model in a fresh process (a second Spark start, ~10 s) and still misses
@@ -102,7 +109,7 @@ def model_requirements() -> list[str]:
 
     pins = []
     for package in (
-        "pyspark", "mlflow", "numpy", "pandas", "pyarrow",
+        *(("pyspark", "pyarrow") if spark else ()), "mlflow", "numpy", "pandas",
         "tensorflow-cpu", "tensorflow", "keras", "openvino", "pillow",
     ):  # fmt: skip
         try:
@@ -180,3 +187,18 @@ def log_training(
         validate_serving_input=False,
     )
     mlflow.set_tag("sparkles.model.scores_images", "true")
+    log.info("logging the JVM-free scoring model")
+    settings = {
+        "model": featurizer.getModelName(), "pooling": featurizer.getPooling(),
+        "runtime": featurizer.getRuntime(), "precision": featurizer.getPrecision(),
+        "seed": featurizer.getSeed(), "batch_size": featurizer.getBatchSize(),
+        "max_file_bytes": featurizer.getMaxFileBytes(), "max_pixels": featurizer.getMaxPixels(),
+    }  # fmt: skip
+    log_scoring_model(
+        settings,
+        classifier_parameters(result.fitted),
+        featurized.weights.local_path,
+        example,
+        model_requirements(spark=False),
+        [str(package_dir())],
+    )

@@ -1,0 +1,157 @@
+"""The JVM-free scoring model: the featurizer's CNN and the fitted classifier as a plain MLflow
+pyfunc, so `mlflow models serve` runs in a container with neither Java nor Spark.
+
+It holds the backbone (weights file, model name, pooling, runtime, precision, decode limits) and
+the logistic regression as numbers (coefficients, intercepts, class names), decodes with the same
+code as the Spark featurizer (``runtimes.ImageBatchFeaturizer``) and answers, per image, the
+predicted class, one probability per class and the reason an image could not be scored. This
+module must never import pyspark (tests/test_serving.py serves it where pyspark cannot load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from sparkles.models import get_spec
+from sparkles.runtimes import ImageBatchFeaturizer, compile_cnn, precision_that_runs
+
+SERVING_ARTIFACT = "serving"  # beside `model` (Spark) and `classifier` in every training run
+ERROR = "featurize_error"
+PREDICTION = "prediction"
+PASSED_THROUGH = ("path", "image_id")
+
+
+def probability_column(label: str) -> str:
+    return f"probability_{label}"
+
+
+def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
+    """(n, classes) probabilities, as Spark's LogisticRegressionModel computes them: a sigmoid
+    of the one margin for a binomial model (class 1 is labels[1]), a softmax for multinomial."""
+    coefficients = np.asarray(classifier["coefficients"], dtype=np.float64)
+    intercepts = np.asarray(classifier["intercepts"], dtype=np.float64)
+    margins = features.astype(np.float64) @ coefficients.T + intercepts
+    if not classifier["multinomial"]:
+        positive = 1.0 / (1.0 + np.exp(-margins[:, 0]))
+        return np.stack([1.0 - positive, positive], axis=1)
+    shifted = np.exp(margins - margins.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class ImageScoringModel(mlflow.pyfunc.PythonModel):
+    """Input: ``content`` (image bytes; base64 in JSON), optional ``path``/``image_id``.
+    Output per row: those, ``prediction``, ``probability_<class>`` per class, ``featurize_error``
+    (null predictions and probabilities where it is set)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        self.classifier = json.loads(Path(context.artifacts["classifier"]).read_text())
+        self.batch_size = int(settings["batch_size"])
+        precision, reason = precision_that_runs(settings["precision"])
+        if reason:
+            warnings.warn(f"scoring model built for bf16, but {reason}", stacklevel=2)
+        spec = get_spec(settings["model"])
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        cnn = compile_cnn(
+            spec, context.artifacts.get("weights"), settings["pooling"], settings["seed"],
+            settings["runtime"], precision, threads,
+        )  # fmt: skip
+        self.featurize = ImageBatchFeaturizer(
+            cnn, spec, settings["max_file_bytes"], settings["max_pixels"], threads
+        )
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        contents = [_as_bytes(value) for value in model_input["content"]]
+        features = np.zeros((len(contents), len(self.classifier["coefficients"][0])))
+        errors = np.empty(len(contents), dtype=object)
+        for start in range(0, len(contents), self.batch_size):
+            batch = slice(start, start + self.batch_size)
+            features[batch], errors[batch] = self.featurize(contents[batch])
+        probabilities = class_probabilities(self.classifier, features)
+        scored = np.array([error is None for error in errors], dtype=bool)
+        labels = self.classifier["labels"]
+        out = pd.DataFrame(
+            {name: model_input[name].to_numpy() for name in PASSED_THROUGH if name in model_input}
+        )
+        names = np.asarray(labels, dtype=object)[probabilities.argmax(axis=1)]
+        out[PREDICTION] = np.where(scored, names, None)
+        for index, label in enumerate(labels):
+            # None, not NaN, where quarantined: JSON has null but no NaN
+            column = probabilities[:, index].astype(object)
+            out[probability_column(label)] = np.where(scored, column, None)
+        out[ERROR] = errors
+        return out
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    """MLflow hands binary columns over as bytes; pandas may hold None or NaN for a missing one."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return bytes(value)
+
+
+def signature(labels: list[str]) -> mlflow.models.ModelSignature:
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("binary", "content"),
+            *(ColSpec("string", n, required=False) for n in PASSED_THROUGH),
+        ]
+    )
+    outputs = Schema(
+        [
+            *(ColSpec("string", n, required=False) for n in PASSED_THROUGH),
+            ColSpec("string", PREDICTION, required=False),
+            *(ColSpec("double", probability_column(label), required=False) for label in labels),
+            ColSpec("string", ERROR, required=False),
+        ]
+    )
+    return mlflow.models.ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_scoring_model(
+    settings: dict[str, Any],
+    classifier: dict[str, Any],
+    weights: str | None,
+    example: pd.DataFrame,
+    requirements: list[str],
+    code_paths: list[str],
+) -> None:
+    """Log the pyfunc as ``serving`` in the active run: settings and classifier as JSON
+    artifacts, the weights file itself (none for seeded random weights)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        artifacts = {}
+        for name, content in (("settings", settings), ("classifier", classifier)):
+            path = Path(folder, f"{name}.json")
+            path.write_text(json.dumps(content, indent=2))
+            artifacts[name] = str(path)
+        if weights:
+            artifacts["weights"] = weights
+        # MLflow scores the input example with the loaded model before it keeps it (pyfunc
+        # has no switch to skip that): one more CNN build in this process, a real check
+        mlflow.pyfunc.log_model(
+            name=SERVING_ARTIFACT,
+            python_model=ImageScoringModel(),
+            artifacts=artifacts,
+            signature=signature(classifier["labels"]),
+            input_example=example,
+            pip_requirements=requirements,
+            code_paths=code_paths,
+        )
