@@ -11,6 +11,7 @@ the network or AWS.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -235,6 +236,9 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     assert len(scored) + len(quarantined) == len(on_disk)
     assert set(scored.predicted_label) <= {"Car", "Tree"}
 
+    # Serve the champion without Spark, and ask it with curl, as written.
+    _check_serving(space, command("mlflow models serve"), command("IMAGE="))
+
     # The Python example scores images with the champion, through Spark and pyfunc.
     (example,) = [text for text in readme_python() if "load_model" in text]
     (space.root / "readme_example.py").write_text(example)
@@ -256,6 +260,27 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     assert all(r.info.status == "FINISHED" for r in everything)
     default = space.runs("Default")
     assert default == [], [r.data.tags.get("mlflow.project.entryPoint") for r in default]
+
+
+def _check_serving(space: Workspace, serve: str, ask: str) -> None:
+    """Start the README's serve line, run its curl line (which waits for the server), stop."""
+    script = "\n".join(["set -euo pipefail", *space.setup, f"exec {serve}"])
+    serving = subprocess.Popen(
+        ["bash", "-c", script], cwd=space.root, env=user_environment(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        answer = json.loads(space.run(ask).stdout)
+    except AssertionError:
+        os.killpg(serving.pid, signal.SIGTERM)
+        raise AssertionError(serving.communicate(timeout=60)[1][-3000:]) from None
+    finally:
+        if serving.poll() is None:
+            os.killpg(serving.pid, signal.SIGTERM)
+            serving.wait(timeout=60)
+    (row,) = answer["predictions"]
+    assert row["prediction"] in ("Car", "Tree") and row["featurize_error"] is None
+    assert row["probability_Car"] + row["probability_Tree"] == pytest.approx(1, abs=1e-9)
 
 
 def _check_mlflow_ui(space: Workspace, line: str) -> None:

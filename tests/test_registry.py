@@ -12,7 +12,14 @@ from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
 from sparkles.jobs import run_train
 from sparkles.predict import predict
-from sparkles.registry import PromotionError, best_run, held_out_images, promote, rescore
+from sparkles.registry import (
+    PromotionError,
+    best_run,
+    held_out_images,
+    promote,
+    rescore,
+    serving_name,
+)
 
 MODEL = "sparkles-test-model"
 
@@ -45,6 +52,14 @@ def test_champion_moves_only_for_a_better_challenger(spark, registry_store) -> N
     assert float(tags["sparkles.promotion.champion_score"]) == pytest.approx(scores["strong"])
     assert tags["sparkles.promotion.champion_version"] == str(better.version)
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 2  # no duplicate versions
+    # the JVM-free scoring models follow, version for version and alias for alias
+    serving = serving_name(MODEL)
+    for alias in ("champion", "challenger"):
+        spark_version = client.get_model_version_by_alias(MODEL, alias)
+        mirrored = client.get_model_version_by_alias(serving, alias)
+        assert mirrored.run_id == spark_version.run_id
+        assert mirrored.tags["sparkles.spark_version"] == spark_version.version
+    assert len(client.search_model_versions(f"name = '{serving}'")) == 2
 
 
 def test_min_improvement_is_required(spark, registry_store) -> None:

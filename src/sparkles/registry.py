@@ -26,6 +26,7 @@ from sparkles.cache import open_entry
 from sparkles.config import Profile
 from sparkles.evaluate import headline_metrics
 from sparkles.pipeline import class_labels
+from sparkles.serving import SERVING_ARTIFACT
 from sparkles.session import build_session
 from sparkles.splits import stratified_split
 
@@ -51,6 +52,7 @@ class Decision:
     evaluation: str  # how the two were compared
     images: str  # which images: none of them was trained on by either model
     selected_by: str = ""  # the validation metric that chose the challenger, and its value
+    serving_version: str = ""  # its JVM-free scoring model's version in <name>-serving
 
     def tags(self) -> dict[str, str]:
         return {f"sparkles.promotion.{k}": str(v) for k, v in asdict(self).items()}
@@ -127,16 +129,44 @@ def best_run(experiment_name: str, metric: str, allow_random_weights: bool = Fal
     raise PromotionError(f"{problem}: run `main` or `tune` first")
 
 
-def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:
-    """The registered version of ``run``'s model, registering it if it is not yet."""
+def serving_name(model_name: str) -> str:
+    """The registered model that holds the JVM-free scoring models of ``model_name``'s runs.
+
+    A second registered model, not a second artifact of one version: a version is one logged
+    model, and ``models:/<name>@champion`` resolves to exactly one; this way both flavours are
+    reachable by alias (README, *Serve the champion*).
+    """
+    return f"{model_name}-serving"
+
+
+def _version_for(
+    client: mlflow.MlflowClient, name: str, run: Run, artifact: str = MODEL_ARTIFACT
+) -> str:
+    """The registered version of ``run``'s ``artifact``, registering it if it is not yet."""
     try:
         for version in client.search_model_versions(f"name = '{name}'"):
             if version.run_id == run.info.run_id:
                 return version.version
     except MlflowException:
         pass
-    registered = mlflow.register_model(f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}", name)
+    registered = mlflow.register_model(f"runs:/{run.info.run_id}/{artifact}", name)
     return registered.version
+
+
+def _mirror_to_serving(
+    client: mlflow.MlflowClient, run: Run, decision: Decision, aliases: list[str]
+) -> str | None:
+    """Register ``run``'s serving model beside it and move the same aliases, where it has one
+    (runs logged before it existed have none)."""
+    if not client.list_artifacts(run.info.run_id, SERVING_ARTIFACT):
+        return None
+    name = serving_name(decision.model_name)
+    version = _version_for(client, name, run, SERVING_ARTIFACT)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    for key, value in {**decision.tags(), "sparkles.spark_version": decision.version}.items():
+        client.set_model_version_tag(name, version, key, value)
+    return version
 
 
 def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
@@ -243,8 +273,13 @@ def promote(
         )  # fmt: skip
     selector = f"val_{metric}"
     decision.selected_by = f"{selector}={challenger_run.data.metrics[selector]:.6g}"
+    aliases = ["challenger"]
     if decision.decision in ("first-champion", "promoted"):
         client.set_registered_model_alias(model_name, "champion", version)
+        aliases.append("champion")
+    serving = _mirror_to_serving(client, challenger_run, decision, aliases)
+    if serving:
+        decision.serving_version = serving
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)
     log.info(
