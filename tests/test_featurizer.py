@@ -16,7 +16,13 @@ from sparkles.data.images import read_image_files
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import decode_image
 from sparkles.models import get_spec
-from sparkles.runtimes import PrecisionUnavailableError, compile_cnn, cpu_has_bf16
+from sparkles.runtimes import (
+    CONVERTED_ENV,
+    PrecisionUnavailableError,
+    compile_cnn,
+    converted_dir,
+    cpu_has_bf16,
+)
 from sparkles.weights import WeightsUnavailableError, resolve_weights
 from tests.images import bad_variants, encode, good_variants, photo
 
@@ -235,3 +241,24 @@ def test_bf16_falls_back_to_f32_where_the_cpu_lacks_it(spark, photos: Path) -> N
     with pytest.warns(UserWarning, match="no bf16 instructions"):
         rows = featurizer.transform(read_image_files(spark, str(photos)).files).collect()
     assert len(rows) == 7 and all(r.featurize_error is None for r in rows)
+
+
+def test_openvino_conversions_are_kept_per_weights_content(photos: Path, tmp_path, monkeypatch):
+    """A second worker reads the converted model instead of converting again; other weights, or
+    an unreadable saved model, are converted afresh."""
+    monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
+    spec = get_spec("MobileNetV2")
+    pixels = _preprocessed(photos, spec)
+    reference = compile_cnn(spec, None, "avg", 3, "keras", "f32")(pixels)
+    first = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
+    (saved,) = converted_dir().glob("*/model.xml")
+    again = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
+    np.testing.assert_array_equal(first, again)
+    scale = np.abs(reference).max()
+    assert scale > 0 and np.abs(again - reference).max() <= 1e-4 * scale
+    other = compile_cnn(spec, None, "avg", 4, "openvino", "f32")(pixels)  # other weights
+    assert len(list(converted_dir().glob("*/model.xml"))) == 2
+    assert not np.allclose(other, again, rtol=1e-3, atol=0)
+    saved.write_text("<not a model")
+    rebuilt = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
+    np.testing.assert_allclose(rebuilt, first, rtol=1e-6, atol=1e-6 * scale)

@@ -35,7 +35,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from sparkles import storage
 from sparkles.code import ship_to_executors
-from sparkles.models import CnnSpec, get_spec
+from sparkles.models import CnnSpec, get_spec, sha256_file
 from sparkles.runtimes import (
     PRECISIONS,
     RUNTIMES,
@@ -43,7 +43,7 @@ from sparkles.runtimes import (
     compile_cnn,
     precision_that_runs,
 )
-from sparkles.weights import ResolvedWeights, resolve_weights, sha256_file
+from sparkles.weights import ResolvedWeights, resolve_weights
 
 WEIGHTS_DIR = "weights"
 _RESULT = StructType(

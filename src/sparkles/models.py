@@ -6,6 +6,7 @@ Weight file names and origins are Keras' own, so ``weights: imagenet`` downloads
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,15 @@ class CnnSpec:
             input_shape=(*self.input_size, 3),
             pooling=None if pooling == "none" else pooling,
         )
+
+
+def sha256_file(path: str) -> str:
+    """A weights file's identity: its content, whatever its name or place."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 MODELS: dict[str, CnnSpec] = {

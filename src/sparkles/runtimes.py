@@ -10,17 +10,24 @@ f32, and every record (cache key, run params) holds what ran (docs/architecture.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sparkles.imaging import BadImage, decode_image
-from sparkles.models import CnnSpec
+from sparkles.models import CnnSpec, sha256_file
 
 RUNTIMES = ("keras", "openvino")
+CONVERTED_ENV = "SPARKLES_OPENVINO_CACHE"
 PRECISIONS = ("f32", "bf16")
 
 
@@ -103,14 +110,50 @@ def _keras(
     )
 
 
+def converted_dir() -> Path:
+    """Where this machine keeps converted models: $SPARKLES_OPENVINO_CACHE, else a per-user
+    folder in the temp dir (an executor's home may not be writable)."""
+    configured = os.environ.get(CONVERTED_ENV)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"sparkles-openvino-{os.getuid()}"
+
+
+def _converted(spec: CnnSpec, weights: str | None, pooling: str, seed: int) -> Any:
+    """The Keras model converted to OpenVINO, from this machine's cache when an earlier worker
+    converted the same (model, weights content, pooling, OpenVINO version): converting costs
+    ~10 s per worker for InceptionV3, reading the saved model well under one."""
+    import openvino as ov
+
+    identity = sha256_file(weights) if weights else f"random:seed={seed}"
+    key = json.dumps([spec.name, list(spec.input_size), pooling, identity, ov.__version__])
+    folder = converted_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
+    if (folder / "model.xml").is_file():
+        try:
+            return ov.Core().read_model(folder / "model.xml")
+        except Exception:  # unreadable (OpenVINO raises its own types): replace it
+            shutil.rmtree(folder, ignore_errors=True)
+    model = ov.convert_model(spec.build(weights, pooling, seed))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:  # f32 as converted: the default would halve the weights to fp16
+        ov.save_model(model, staging / "model.xml", compress_to_fp16=False)
+        staging.rename(folder)  # atomic; fails if another worker got there first
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model
+
+
 def _openvino(
     spec: CnnSpec, weights: str | None, pooling: str, seed: int, precision: str, threads: int
 ) -> CompiledCnn:
     import keras
     import openvino as ov
 
-    model = spec.build(weights, pooling, seed)
-    dim = int(np.prod(model.output_shape[1:]))
+    model = _converted(spec, weights, pooling, seed)
+    dim = int(np.prod([d.get_length() for d in model.output(0).get_partial_shape()[1:]]))
     wanted = ov.Type.bf16 if precision == "bf16" else ov.Type.f32
     config: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": wanted,
@@ -120,14 +163,13 @@ def _openvino(
     }
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(ov.convert_model(model), "CPU", config)
+    compiled = ov.Core().compile_model(model, "CPU", config)
     ran = compiled.get_property("INFERENCE_PRECISION_HINT")
     if ran != wanted:  # OpenVINO quietly runs f32 where bf16 is missing: never record bf16 then
         raise PrecisionUnavailableError(
             f"OpenVINO was asked for {precision} and compiled {ran} on this executor"
         )
-    del model  # the compiled model holds its own copy of the weights
-    keras.backend.clear_session()
+    keras.backend.clear_session()  # a Keras model built for the conversion is not needed
     output = compiled.output(0)
     return CompiledCnn(lambda pixels: compiled(pixels)[output], dim, "openvino", precision)
 

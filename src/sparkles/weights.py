@@ -7,7 +7,6 @@ with a message that says how to provide it, not an hour later on an executor.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pyspark.sql import SparkSession
 
 from sparkles import storage
 from sparkles.config import is_uri
-from sparkles.models import CnnSpec
+from sparkles.models import CnnSpec, sha256_file
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -35,14 +34,6 @@ class ResolvedWeights:
     @property
     def is_random(self) -> bool:
         return self.kind == "random"
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
