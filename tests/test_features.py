@@ -71,7 +71,7 @@ def test_rows_in_equal_featurized_plus_quarantined(spark, damaged, tmp_path: Pat
     table = result.entry.features(spark)
     assert table.count() == counts["featurized"]
     assert {r.label for r in table.select("label").distinct().collect()} == {"Car", "Tree"}
-    assert len(table.first().features) == 2048
+    assert len(table.first().features) == 1280  # MobileNetV2, pooled
     assert result.images_per_second > 0
 
 
