@@ -100,10 +100,20 @@ def select_target_labels(
         .select(F.col("ImageID").alias("image_id"), "label", "priority")
         .distinct()
     )
-    per_image = positives.groupBy("image_id").agg(
-        F.count(F.lit(1)).alias("n_targets"),
-        F.sort_array(F.collect_set(F.struct("priority", "label"))).alias("ranked"),
+    # cached: the tally, the labels and match_files' targets all read it (it was computed three
+    # times, one shuffle each, which on a cold JVM is seconds per `mlflow run`)
+    per_image = (
+        positives.groupBy("image_id")
+        .agg(
+            F.count(F.lit(1)).alias("n_targets"),
+            F.sort_array(F.collect_set(F.struct("priority", "label"))).alias("ranked"),
+        )
+        .cache()
     )
+    tally = per_image.agg(
+        F.count(F.lit(1)).alias("images_with_target"),
+        F.sum((F.col("n_targets") > 1).cast("int")).alias("multi_label_images"),
+    ).first()
     multi = per_image.where("n_targets > 1").select(
         "image_id", F.col("ranked.label").alias("labels")
     )
@@ -114,8 +124,8 @@ def select_target_labels(
         "malformed_label_rows": totals.malformed_label_rows or 0,
         "positive_label_rows": totals.positive_label_rows or 0,
         "images_in_labels": totals.images_in_labels,
-        "images_with_target": per_image.count(),
-        "multi_label_images": multi.count(),
+        "images_with_target": tally.images_with_target,
+        "multi_label_images": tally.multi_label_images or 0,
         "labeled_images": labels.count(),
     }
     raw.unpersist()
