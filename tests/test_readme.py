@@ -111,6 +111,11 @@ class Workspace:
         profile["data"]["sample"].update(images=60, size=[128, 96])
         profile["featurizer"].update(model="MobileNetV2", batch_size=16)  # 1/20 of the FLOPs
         profile["spark"]["conf"]["spark.sql.shuffle.partitions"] = 2
+        # seventeen short-lived drivers: C1-only JIT starts faster (a cache-hit featurize process
+        # 34-40 s instead of 45 s here); the G1 flags stay
+        spark_conf = profile["spark"]["conf"]
+        java = spark_conf["spark.driver.extraJavaOptions"]
+        spark_conf["spark.driver.extraJavaOptions"] = f"{java} -XX:TieredStopAtLevel=1"
         profile["train"]["max_iter"] = 30
         local.write_text(yaml.safe_dump(profile))
         self.setup = [
