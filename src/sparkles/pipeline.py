@@ -22,11 +22,10 @@ from pyspark.sql import functions as F
 
 from sparkles.config import TrainConfig
 from sparkles.featurizer import DeepImageFeaturizer
+from sparkles.serving import ERROR, PREDICTION  # one home, shared with the JVM-free model
 
 LABEL_INDEX = "label_index"
 PREDICTION_INDEX = "prediction_index"
-PREDICTION = "prediction"  # the predicted label (a class name): what pyfunc returns
-ERROR = "featurize_error"
 OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
 Stage = TypeVar("Stage", bound=Transformer)
 
