@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import pytest
 from pyspark.sql import functions as F
 
-from sparkles.cache import FeatureCache
+from sparkles.cache import CommittedTables
 from sparkles.config import load_profile
 from sparkles.features import featurize
 from sparkles.predict import predict
@@ -108,7 +108,7 @@ def test_odd_file_names_are_counted_once_by_featurize(spark, odd_folder: Path) -
     )
     assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
     assert counts["quarantined"] == 1
-    table = result.entry.read(spark)
+    table = result.table.read()
     names = {row.path.rsplit("/", 1)[-1]: row.featurize_error for row in table.collect()}
     assert len(names) == table.count() == counts["rows_in"]
     for name in ODD_NAMES:
@@ -148,7 +148,7 @@ def _small_table(spark, rows: int = 64):
 
 def test_lookup_never_trusts_an_entry_with_a_missing_or_short_file(spark, tmp_path: Path) -> None:
     """On S3A a directory "rename" is a copy: an interrupted one leaves part of the table."""
-    cache = FeatureCache(spark, str(tmp_path / "cache"))
+    cache = CommittedTables(spark, str(tmp_path / "cache"))
     entry = cache.commit("k1", cache.stage("k1", _small_table(spark)), {"counts": {}})
     assert cache.lookup("k1") is not None
     assert cache.lookup("k1").read(spark).count() == 64
@@ -164,7 +164,7 @@ def test_lookup_never_trusts_an_entry_with_a_missing_or_short_file(spark, tmp_pa
 
 
 def test_concurrent_writers_of_one_key_keep_each_others_staging(spark, tmp_path: Path) -> None:
-    cache = FeatureCache(spark, str(tmp_path / "cache"))
+    cache = CommittedTables(spark, str(tmp_path / "cache"))
     first = cache.stage("k", _small_table(spark, 40))
     second = cache.stage("k", _small_table(spark, 40))
     assert list(_local(first.table).glob("part-*")), "the second writer deleted the first's table"
@@ -175,7 +175,7 @@ def test_concurrent_writers_of_one_key_keep_each_others_staging(spark, tmp_path:
 
 
 def test_a_refresh_replaces_the_entry_and_lookup_reads_the_new_table(spark, tmp_path: Path) -> None:
-    cache = FeatureCache(spark, str(tmp_path / "cache"))
+    cache = CommittedTables(spark, str(tmp_path / "cache"))
     cache.commit("k", cache.stage("k", _small_table(spark, 10)), {"counts": {}})
     cache.commit("k", cache.stage("k", _small_table(spark, 30)), {"counts": {}})
     assert cache.lookup("k").read(spark).count() == 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import mlflow
 import pytest
 
 from sparkles import features as features_module
-from sparkles.cache import STALE_AFTER_SECONDS, FeatureCache
+from sparkles.cache import STALE_AFTER_SECONDS, CommittedTables
 from sparkles.config import load_profile
 from sparkles.features import CacheMissingError, ensure_sample, featurize, run_featurize
 from sparkles.runtimes import cpu_has_bf16
@@ -64,18 +65,21 @@ def test_rows_in_equal_featurized_plus_quarantined(spark, damaged, tmp_path: Pat
         counts["files"]
         == counts["matched_files"] + counts["unlabeled_files"] + counts["policy_dropped_files"]
     )
-    reasons = {r.image_id: r.featurize_error for r in result.entry.quarantine(spark).collect()}
+    assert counts["computed"] == counts["rows_in"] and counts["reused"] == 0
+    # 0-byte, truncated and text files: three images, all through the featurizer in this run
+    assert counts["computed_images"] == counts["rows_in"]
+    reasons = {r.image_id: r.featurize_error for r in result.table.quarantine().collect()}
     assert reasons[ids["empty"]].startswith("empty file")
     assert reasons[ids["truncated"]].startswith("corrupt or truncated")
     assert reasons[ids["text"]].startswith("not an image")
-    table = result.entry.features(spark)
+    table = result.table.features()
     assert table.count() == counts["featurized"]
     assert {r.label for r in table.select("label").distinct().collect()} == {"Car", "Tree"}
     assert len(table.first().features) == 1280  # MobileNetV2, pooled
     assert result.images_per_second > 0
 
 
-def test_cache_hit_does_not_run_the_cnn(spark, damaged, tmp_path: Path, monkeypatch) -> None:
+def test_a_second_run_reuses_every_image(spark, damaged, tmp_path: Path, monkeypatch) -> None:
     folder, _ = damaged
     profile = _profile(folder, f"cache.dir={tmp_path / 'cache'}")
     first = featurize(profile, spark)
@@ -88,12 +92,15 @@ def test_cache_hit_does_not_run_the_cnn(spark, damaged, tmp_path: Path, monkeypa
     assert second.reused
     assert second.fingerprint == first.fingerprint
     assert second.counts["featurized"] == first.counts["featurized"]
+    assert second.counts["quarantined"] == 3  # stored too: an unchanged bad file is not retried
+    assert second.counts["computed"] == 0 and second.counts["reused"] == first.counts["rows_in"]
     monkeypatch.undo()
     rebuilt = featurize(profile, spark, refresh=True)
     assert not rebuilt.reused and rebuilt.fingerprint == first.fingerprint
+    assert rebuilt.counts["computed"] == rebuilt.counts["rows_in"]
 
 
-def test_changed_input_or_settings_miss_the_cache(spark, tmp_path: Path) -> None:
+def test_other_settings_use_another_store(spark, tmp_path: Path) -> None:
     profile = load_profile(str(write_profile(tmp_path)))
     ensure_sample(profile)
     first = featurize(profile, spark)
@@ -101,17 +108,14 @@ def test_changed_input_or_settings_miss_the_cache(spark, tmp_path: Path) -> None
         load_profile(str(tmp_path / "profile.yaml"), ["featurizer.pooling=max"]), spark
     )
     assert pooled_max.fingerprint != first.fingerprint
+    assert pooled_max.table.store.root != first.table.store.root
+    assert pooled_max.counts["computed"] == pooled_max.counts["rows_in"]
     # another runtime's features (equal to 1e-8, but not bit-equal) are not served from this one
     with pytest.raises(CacheMissingError):
         featurize(
             load_profile(str(tmp_path / "profile.yaml"), ["featurizer.runtime=keras"]),
             spark, compute=False,
         )  # fmt: skip
-    some_image = sorted(Path(profile.data.images).glob("*.jpg"))[5]
-    some_image.write_bytes(encode(photo(200, 150, seed=11)))
-    changed = featurize(profile, spark)
-    assert not changed.reused
-    assert changed.fingerprint != first.fingerprint
 
 
 @pytest.mark.skipif(cpu_has_bf16(), reason="this CPU has bf16: the fallback cannot happen here")
@@ -132,7 +136,7 @@ def test_bf16_requested_on_a_cpu_without_it_is_recorded_as_the_f32_that_ran(
 
 
 def test_partial_entries_are_never_trusted(spark, tmp_path: Path) -> None:
-    cache = FeatureCache(spark, str(tmp_path / "cache"))
+    cache = CommittedTables(spark, str(tmp_path / "cache"))
     table = spark.createDataFrame([("a", 1)], "path string, x int")
     staged = cache.stage("abc", table)  # an interrupted run: staged, never committed
     assert cache.lookup("abc") is None
@@ -168,10 +172,15 @@ def test_featurize_run_is_logged(spark, damaged, tmp_path: Path) -> None:
     assert run.data.tags["sparkles.cache.fingerprint"] == result.fingerprint
     assert run.data.tags["sparkles.weights.used"] == "random"
     assert run.data.params["runtime"] == "openvino" == profile.featurizer.runtime
-    assert run.data.params["precision"] == "f32" == result.entry.meta["parts"]["precision"]
+    assert run.data.params["precision"] == "f32" == result.precision
     assert run.data.tags["sparkles.featurizer.precision"] == "f32"
     assert run.data.metrics["count_quarantined"] == 3
     assert run.data.metrics["count_rows_in"] == result.counts["rows_in"]
+    assert (
+        run.data.metrics["count_computed"] + run.data.metrics["count_reused"]
+        == (result.counts["rows_in"])
+    )
+    assert run.data.tags["sparkles.cache.table"] == result.table.entry.path
     assert run.data.metrics["images_per_second"] > 0
     local = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, dst_path=str(tmp_path / "a")
@@ -200,4 +209,6 @@ def test_weights_fall_back_only_where_the_profile_allows(spark, damaged, tmp_pat
     with pytest.warns(UserWarning, match="falling back to RANDOM weights"):
         result = featurize(lenient, spark)
     assert result.weights.kind == "random"
-    assert result.entry.meta["weights_kind"] == "random"
+    settings = json.loads(Path(urlparse(result.table.store.root).path, "settings.json").read_text())
+    assert settings["weights"] == result.weights.identity
+    assert result.weights.identity.startswith("random")

@@ -1,8 +1,8 @@
-"""Fingerprinted Parquet feature cache: featurize once, train and tune many times.
+"""Parquet tables committed under a key, trusted only when complete: the feature store's parts.
 
-An entry is the folder ``<cache_dir>/<fingerprint>/``. The commit protocol renames no directory,
-so it holds where a rename is a copy of every object (S3A, which serves ``s3://`` on EMR since
-7.10):
+An entry is the folder ``<root>/<key>/`` (a feature-store segment, a run's training table). The
+commit protocol renames no directory, so it holds where a rename is a copy of every object (S3A,
+which serves ``s3://`` on EMR since 7.10):
 
 1. ``stage`` writes the table to ``table-<uuid>/`` inside the entry: a fresh name per attempt,
    so two writers of one key never touch each other's files;
@@ -40,37 +40,38 @@ STALE_AFTER_SECONDS = 6 * 3600  # far longer than any task writes without produc
 
 
 def fingerprint(parts: dict[str, Any], manifest: Iterable[tuple[Any, ...]]) -> str:
-    """Hash of what decides the features: model settings, every input (path, size, mtime, label)."""
+    """Hash of settings and rows (streamed: the rows never sit in the driver's memory at once)."""
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     for row in manifest:
         digest.update(("\x1f".join("" if v is None else str(v) for v in row) + "\x1e").encode())
     return digest.hexdigest()[:20]
 
 
-def manifest_rows(frame: DataFrame) -> Iterable[tuple[Any, ...]]:
-    """(path, length, modification_time, label) sorted by path, streamed to the driver."""
-    ordered = frame.select("path", "length", "modification_time", "label").orderBy("path")
+def manifest_rows(frame: DataFrame, columns: list[str]) -> Iterable[tuple[Any, ...]]:
+    """``columns`` of every row in one total order, streamed to the driver."""
+    ordered = frame.select(*columns).orderBy(*columns)
     return (tuple(row) for row in ordered.toLocalIterator())
 
 
 @dataclass(frozen=True)
 class CacheEntry:
-    path: str  # the entry folder, <cache_dir>/<fingerprint>
+    path: str  # the entry folder, <root>/<key>
     meta: dict[str, Any]  # meta.json; while staged, only {"table": <folder name>}
 
     @property
     def table(self) -> str:
         return f"{self.path}/{self.meta['table']}"
 
+    @property
+    def key(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
     def read(self, spark: SparkSession) -> DataFrame:
-        """All rows: featurized ones have ``features``, quarantined ones ``featurize_error``."""
         return spark.read.parquet(self.table)
 
     def features(self, spark: SparkSession) -> DataFrame:
+        """Entries of the cache format before the feature store (old runs' held-out images)."""
         return self.read(spark).where(F.col("featurize_error").isNull())
-
-    def quarantine(self, spark: SparkSession) -> DataFrame:
-        return self.read(spark).where(F.col("featurize_error").isNotNull()).drop("features")
 
 
 def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
@@ -83,7 +84,7 @@ def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
         entry = CacheEntry(path, meta)
         listed = {name: int(size) for name, size in meta["files"].items()}
     except Exception as err:  # unreadable, checksum mismatch, not JSON, old format
-        log.warning("ignoring cache entry %s: unusable meta.json (%s)", path, err)
+        log.warning("ignoring entry %s: unusable meta.json (%s)", path, err)
         return None
     if path.rsplit("/", 1)[-1] != meta.get("fingerprint"):
         return None
@@ -92,17 +93,23 @@ def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
         missing = sorted(set(listed) - set(present))
         differ = sorted(n for n in set(listed) & set(present) if listed[n] != present[n])
         log.warning(
-            "ignoring cache entry %s: %d data file(s) missing, %d of another size than "
+            "ignoring entry %s: %d data file(s) missing, %d of another size than "
             "meta.json records (an interrupted copy?)", path, len(missing), len(differ),
         )  # fmt: skip
         return None
     return entry
 
 
-class FeatureCache:
+class CommittedTables:
+    """Entries under one root folder, each written by ``stage`` and made visible by ``commit``."""
+
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.spark = spark
         self.root = storage.qualify(root).rstrip("/")
+
+    def listed(self) -> list[str]:
+        """Every folder under the root: committed, staged, or left by a crash."""
+        return storage.list_names(self.spark, self.root)
 
     def entry_path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -135,5 +142,5 @@ class FeatureCache:
                 continue
             folder = f"{path}/{name}"
             if storage.newest_modification(self.spark, folder) < cutoff:
-                log.info("removing stale cache table %s", folder)
+                log.info("removing stale table %s", folder)
                 storage.delete(self.spark, folder)

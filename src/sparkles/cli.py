@@ -92,6 +92,24 @@ def cmd_featurize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from sparkles.feature_store import FeatureStore
+    from sparkles.session import build_session
+
+    profile = _profile(args)
+    spark = build_session(profile)
+    report = []
+    for store in FeatureStore.all_under(spark, profile.cache.dir):
+        before = len(store.live_segments())
+        compacted = store.compact()
+        store.tidy()
+        report.append({"store": store.root, "segments_before": before,
+                       "segments_after": len(store.live_segments()),
+                       "rows": compacted.meta["rows"] if compacted else None})  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from sparkles.jobs import run_train
     from sparkles.session import build_session
@@ -255,13 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     featurize = commands.add_parser(
-        "featurize", parents=[common], help="CNN features for the profile's images, cached"
-    )
+        "featurize", parents=[common],
+        help="CNN features for the profile's images; only those the feature store lacks",
+    )  # fmt: skip
     featurize.add_argument(
         "--refresh", nargs="?", const="true", default="false",
-        help="rebuild the cache entry even if a complete one exists",
+        help="run the CNN on every image again (the new features win)",
     )  # fmt: skip
     featurize.set_defaults(func=cmd_featurize)
+
+    compact = commands.add_parser(
+        "compact", parents=[common],
+        help="merge each feature store's appended segments under the profile's cache.dir",
+    )  # fmt: skip
+    compact.set_defaults(func=cmd_compact)
 
     train = commands.add_parser(
         "train", parents=[common], help="fit and evaluate the classifier on cached features"
@@ -305,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
         "main", parents=[common], help="featurize (cache-aware) then train, in one MLflow run"
     )
     _add_train_options(main_job)
-    main_job.add_argument("--refresh", nargs="?", const="true", default="false")
+    main_job.add_argument(
+        "--refresh", nargs="?", const="true", default="false",
+        help="run the CNN on every image again (the new features win)",
+    )  # fmt: skip
     main_job.set_defaults(func=cmd_main)
     _add_openimages(commands)
     return parser

@@ -216,6 +216,8 @@ class EdaConfig(_Strict):
 
 class CacheConfig(_Strict):
     dir: str = "./.cache/features"
+    # an append that leaves more live segments than this compacts them into one
+    compact_after_segments: int = Field(default=16, ge=1)
 
 
 class Profile(_Strict):

@@ -19,15 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkles import tracking
-from sparkles.cache import CacheEntry, FeatureCache, fingerprint, manifest_rows
+from sparkles.cache import CacheEntry, fingerprint, manifest_rows
 from sparkles.config import Profile
 from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import generate_sample
+from sparkles.feature_store import (
+    EMPTY_SHA,
+    SHA,
+    FeatureStore,
+    ReconciliationError,
+    TrainingTable,
+)
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import PREPROCESS_VERSION
 from sparkles.models import get_spec
@@ -35,30 +43,27 @@ from sparkles.progress import spark_progress
 from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 
 log = logging.getLogger(__name__)
-CACHE_COLUMNS = ["path", "image_id", "label", "features", "featurize_error"]
+TABLE_MANIFEST = ["image_id", "label", SHA]  # what the training table's fingerprint covers
 
 
 class CacheMissingError(RuntimeError):
-    """``train``/``tune`` never run the CNN: they need a complete cache entry."""
-
-
-class ReconciliationError(RuntimeError):
-    """Rows went missing between input and output: never accepted silently."""
+    """``train``/``tune`` never run the CNN: every image needs features in the store."""
 
 
 @dataclass
 class FeaturizeResult:
-    fingerprint: str
-    entry: CacheEntry
-    reused: bool
+    fingerprint: str  # of the training table: store settings + every (image_id, label, sha256)
+    table: TrainingTable
+    reused: bool  # no image went through the CNN in this run
     weights: ResolvedWeights
-    precision: str  # what ran (or, for a reused entry, what ran when it was computed)
+    precision: str  # the precision of the store (the one that runs here)
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    runtime: str = "openvino"
 
     @property
     def images_per_second(self) -> float:
-        return self.counts.get("featurized", 0) / self.seconds if self.seconds else 0.0
+        return self.counts.get("computed_images", 0) / self.seconds if self.seconds else 0.0
 
 
 def ensure_sample(profile: Profile) -> None:
@@ -117,9 +122,10 @@ def build_featurizer(
 def featurize(
     profile: Profile, spark: SparkSession, refresh: bool = False, compute: bool = True
 ) -> FeaturizeResult:
-    """Featurize the profile's labelled images into the cache, or reuse a complete entry.
+    """The profile's labelled images with their features; the CNN runs only on images the
+    feature store lacks (``refresh``: on all of them, and their new rows win).
 
-    With ``compute=False`` a missing entry is an error instead of a CNN run.
+    With ``compute=False`` (train, tune) an image without features is an error, never a CNN run.
     """
     ensure_sample(profile)
     data, settings = profile.data, profile.featurizer
@@ -131,7 +137,7 @@ def featurize(
     weights = choose_weights(profile, spark)
     spec = get_spec(settings.model)
     featurizer = build_featurizer(profile, weights)
-    # bf16 and f32 features never share an entry: the key holds the precision that runs
+    # bf16 and f32 features never share a store: its key holds the precision that runs
     precision = featurizer.precision_that_runs()
     featurizer.setParams(precision=precision)
     parts = {
@@ -145,65 +151,110 @@ def featurize(
         "max_file_bytes": int(settings.max_file_mb * 1024 * 1024),
         "max_pixels": settings.max_pixels,
     }
-    # 0-byte files (which binaryFile skips) go through the featurizer too, as null content,
-    # so they are quarantined by the same code as every other unusable image.
-    empty = matched.empty.select(
-        "path", "image_id", "label",
-        F.lit(0).cast("long").alias("length"),
-        F.lit(None).cast("timestamp").alias("modification_time"),
-    )  # fmt: skip
-    key = fingerprint(parts, manifest_rows(matched.matched.unionByName(empty)))
-    cache = FeatureCache(spark, profile.cache.dir)
-    entry = None if refresh else cache.lookup(key)
-    if entry is not None:
-        log.info("feature cache hit %s: the CNN does not run", entry.path)
-        counts = {**counts, **entry.meta["counts"]}
-        return FeaturizeResult(key, entry, True, weights, precision, counts)
-
-    if not compute:
-        raise CacheMissingError(
-            f"no complete feature cache entry {key} under {cache.root} for these images and "
-            f"featurizer settings: run `sparkles featurize` (or the `main` entry point) first"
-        )
-    # Coalesce (no shuffle) the file-split partitions into tasks of ~rows_per_partition images:
-    # Spark packs files by bytes, so small tasks with one partial model batch each were common.
-    tasks = max(1, math.ceil(counts["matched_files"] / settings.rows_per_partition))
-    featurized = featurizer.transform(_with_contents(spark, matched.matched, empty).coalesce(tasks))
-    featurized = featurized.select(*CACHE_COLUMNS)
-    started = time.monotonic()
-    with spark_progress(spark, "featurize"):
-        staging = cache.stage(key, featurized)
-    seconds = time.monotonic() - started
-    outcome = (
-        spark.read.parquet(staging.table)
-        .agg(
-            F.sum(F.col("featurize_error").isNull().cast("int")).alias("featurized"),
-            F.sum(F.col("featurize_error").isNotNull().cast("int")).alias("quarantined"),
-        )
-        .first()
+    store = FeatureStore.for_settings(spark, profile.cache.dir, parts)
+    identities = _identities(spark, matched.matched, matched.empty)
+    identities = identities.persist(StorageLevel.MEMORY_AND_DISK)  # the hashes, read once
+    try:
+        new = _images_to_compute(identities, store.images([] if refresh else store.live_segments()))
+        if new and not compute:
+            raise CacheMissingError(
+                f"{len(new)} of these images have no features in {store.root} for these "
+                "featurizer settings: run `sparkles featurize` (or the `main` entry point) first"
+            )
+        segment, seconds = None, 0.0
+        if new:
+            log.info("featurizing %d images the store lacks", len(new))
+            started = time.monotonic()
+            segment = _compute(spark, store, featurizer, new, settings.rows_per_partition)
+            seconds = time.monotonic() - started
+            if len(store.live_segments()) > profile.cache.compact_after_segments:
+                store.compact()
+        else:
+            log.info("every image has features in %s: the CNN does not run", store.root)
+        key = fingerprint({"store": store.key}, manifest_rows(identities, TABLE_MANIFEST))
+        table = TrainingTable(key, store.save_table(key, identities), store)
+    finally:
+        identities.unpersist()
+    written = _reconcile(table, counts["matched_files"], segment and segment.key)
+    counts = {**counts, **written, "computed_images": len(new)}
+    reused = not new
+    return FeaturizeResult(
+        key, table, reused, weights, precision, counts, seconds, settings.runtime
     )
-    written = {"rows_in": counts["matched_files"], "featurized": outcome.featurized or 0}
-    written["quarantined"] = outcome.quarantined or 0
-    if written["rows_in"] != written["featurized"] + written["quarantined"]:
-        raise ReconciliationError(
-            f"{written['rows_in']} images in, but {written['featurized']} featurized + "
-            f"{written['quarantined']} quarantined: rows were lost; {staging.path} is not trusted"
-        )
-    meta = {"parts": parts, "weights_requested": settings.weights, "weights_kind": weights.kind}
-    entry = cache.commit(key, staging, {**meta, "counts": written})
-    counts = {**counts, **written}
-    return FeaturizeResult(key, entry, False, weights, precision, counts, seconds)
 
 
-def _with_contents(spark: SparkSession, files: DataFrame, empty: DataFrame) -> DataFrame:
-    """The matched files' bytes, read for those files only (not the folder's other files).
+def _identities(spark: SparkSession, files: DataFrame, empty: DataFrame) -> DataFrame:
+    """(path, image_id, label, image_sha256) of every labelled file, 0-byte ones included.
 
-    A file that vanished since the listing drops out of the inner join and fails the
-    reconciliation after the write: never a silent loss.
+    The bytes are hashed by Spark's ``sha2`` where they are read (JVM: no Python, no decode).
+    A file that vanished since the listing drops out here and fails the reconciliation.
     """
     paths = [row.path for row in files.select("path").toLocalIterator()]
-    contents = read_contents(spark, paths).join(F.broadcast(files), "path")
-    return contents.unionByName(empty.withColumn("content", F.lit(None).cast("binary")))
+    hashed = read_contents(spark, paths).select("path", F.sha2("content", 256).alias(SHA))
+    labelled = hashed.join(F.broadcast(files.select("path", "image_id", "label")), "path")
+    empties = empty.select("path", "image_id", "label", F.lit(EMPTY_SHA).alias(SHA))
+    return labelled.unionByName(empties)
+
+
+def _images_to_compute(identities: DataFrame, known: DataFrame) -> list[tuple[str, str]]:
+    """(image_sha256, one path with those bytes) of every image ``known`` lacks."""
+    missing = identities.select(SHA, "path").join(known, SHA, "left_anti")
+    one_path = missing.groupBy(SHA).agg(F.min("path").alias("path")).orderBy(SHA)
+    return [(row[SHA], row.path) for row in one_path.toLocalIterator()]
+
+
+def _compute(
+    spark: SparkSession,
+    store: FeatureStore,
+    featurizer: DeepImageFeaturizer,
+    new: list[tuple[str, str]],
+    rows_per_partition: int,
+) -> CacheEntry:
+    """Run the featurizer on these images and append them to the store as one segment.
+
+    Rows are keyed by the hash of the bytes that went through the CNN, not by the listing's:
+    a file rewritten in between can never file its new features under its old identity.
+    """
+    readable = [path for sha, path in new if sha != EMPTY_SHA]
+    contents = read_contents(spark, readable).select(F.sha2("content", 256).alias(SHA), "content")
+    if len(readable) < len(new):  # 0-byte files: binaryFile skips them, the featurizer must not
+        empty = spark.createDataFrame([(EMPTY_SHA, bytearray())], f"{SHA} string, content binary")
+        contents = contents.unionByName(empty)
+    # Coalesce (no shuffle) the file-split partitions into tasks of ~rows_per_partition images:
+    # Spark packs files by bytes, so small tasks with one partial model batch each were common.
+    tasks = max(1, math.ceil(len(new) / rows_per_partition))
+    rows = featurizer.transform(contents.coalesce(tasks))
+    with spark_progress(spark, "featurize"):
+        return store.append(rows, expected=len(new))
+
+
+def _reconcile(table: TrainingTable, rows_in: int, segment: str | None) -> dict[str, int]:
+    """rows in = featurized + quarantined, and every row has a store row; else an error."""
+    rows = table.read(how="left")
+    outcome = rows.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.col("segment").isNull().cast("int")).alias("unmatched"),
+        F.sum((F.col("segment").isNotNull() & F.col("featurize_error").isNull()).cast("int"))
+        .alias("featurized"),
+        F.sum(F.col("featurize_error").isNotNull().cast("int")).alias("quarantined"),
+        F.sum((F.col("segment") == F.lit(segment)).cast("int")).alias("computed"),
+    ).first()  # fmt: skip
+    written = {
+        "rows_in": rows_in,
+        "featurized": outcome.featurized or 0,
+        "quarantined": outcome.quarantined or 0,
+        "computed": outcome.computed or 0,
+    }
+    written["reused"] = rows_in - written["computed"]
+    accounted = written["featurized"] + written["quarantined"]
+    if outcome.rows != rows_in or outcome.unmatched or accounted != rows_in:
+        raise ReconciliationError(
+            f"{rows_in} images in, but {outcome.rows} in the training table "
+            f"{table.entry.path} ({written['featurized']} featurized + {written['quarantined']} "
+            f"quarantined, {outcome.unmatched or 0} without features): a file vanished or "
+            "changed during the run; run it again"
+        )
+    return written
 
 
 def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile) -> None:
@@ -224,7 +275,8 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
     mlflow.set_tags(
         {
             "sparkles.cache.fingerprint": result.fingerprint,
-            "sparkles.cache.path": result.entry.path,
+            "sparkles.cache.path": result.table.store.root,
+            "sparkles.cache.table": result.table.entry.path,
             "sparkles.cache.reused": str(result.reused).lower(),
             "sparkles.weights.used": result.weights.kind,
             "sparkles.weights.identity": result.weights.identity,
@@ -238,9 +290,7 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         metrics["featurize_seconds"] = result.seconds
         metrics["images_per_second"] = result.images_per_second
     mlflow.log_metrics(metrics)
-    quarantine = result.entry.quarantine(spark).select(
-        "path", "image_id", "label", "featurize_error"
-    )
+    quarantine = result.table.quarantine().select("path", "image_id", "label", "featurize_error")
     with tempfile.TemporaryDirectory() as folder:
         quarantine.toPandas().rename(columns={"featurize_error": "reason"}).to_csv(
             Path(folder, "quarantine.csv"), index=False
@@ -259,10 +309,11 @@ def run_featurize(profile: Profile, spark: SparkSession, refresh: bool = False) 
 def summary(result: FeaturizeResult) -> dict[str, Any]:
     return {
         "fingerprint": result.fingerprint,
-        "cache": result.entry.path,
+        "store": result.table.store.root,
+        "table": result.table.entry.path,
         "reused": result.reused,
         "weights": asdict(result.weights),
-        "runtime": result.entry.meta["parts"].get("runtime"),
+        "runtime": result.runtime,
         "precision": result.precision,
         "counts": result.counts,
         "seconds": round(result.seconds, 2),

@@ -37,7 +37,7 @@ def _train_and_log(
     """Fit, evaluate and log one model (the profile's parameters unless given)."""
     reg_param = profile.train.reg_param if reg_param is None else reg_param
     elastic_net = profile.train.elastic_net_param if elastic_net is None else elastic_net
-    result = train(profile, spark, featurized.entry, reg_param, elastic_net, validation)
+    result = train(profile, spark, featurized.table, reg_param, elastic_net, validation)
     log_training(result, spark, profile, featurized, reg_param, elastic_net)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
     log.info(
@@ -92,7 +92,7 @@ def run_tune(
             }
         )
         train_set, _ = stratified_split(
-            featurized.entry.features(spark), profile.train.test_fraction, profile.train.seed
+            featurized.table.features(), profile.train.test_fraction, profile.train.seed
         )
         n_classes = train_set.select("label").distinct().count()
         found = search(profile, train_set, n_classes, method, max_evals)

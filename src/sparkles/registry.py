@@ -25,6 +25,7 @@ from sparkles import tracking
 from sparkles.cache import open_entry
 from sparkles.config import Profile
 from sparkles.evaluate import headline_metrics
+from sparkles.feature_store import open_training_table
 from sparkles.pipeline import class_labels
 from sparkles.serving import SERVING_ARTIFACT
 from sparkles.session import build_session
@@ -171,17 +172,21 @@ def _mirror_to_serving(
 
 def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
     """(path, image_id, label) of the images ``run`` tested on (and so never trained on)."""
-    path = run.data.tags["sparkles.cache.path"]
-    entry = open_entry(spark, path)
-    if entry is None:
+    tags = run.data.tags
+    path = tags.get("sparkles.cache.table", tags["sparkles.cache.path"])
+    if "sparkles.cache.table" in tags:
+        table = open_training_table(spark, path)
+        features = None if table is None else table.features()
+    else:  # logged before the feature store: a whole-run cache entry
+        entry = open_entry(spark, path)
+        features = None if entry is None else entry.features(spark)
+    if features is None:
         raise PromotionError(
-            f"the feature cache entry {path} of run {run.info.run_id} is gone or incomplete, so "
+            f"the training table {path} of run {run.info.run_id} is gone or incomplete, so "
             "its test split is unknown: run `sparkles featurize` with its profile again"
         )
     params = run.data.params
-    _, test = stratified_split(
-        entry.features(spark), float(params["test_fraction"]), int(params["split_seed"])
-    )
+    _, test = stratified_split(features, float(params["test_fraction"]), int(params["split_seed"]))
     return test.select("path", "image_id", "label")
 
 

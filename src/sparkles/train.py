@@ -18,9 +18,9 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
 from sparkles import evaluate as ev
-from sparkles.cache import CacheEntry
 from sparkles.code import package_dir
 from sparkles.config import Profile
+from sparkles.feature_store import TrainingTable
 from sparkles.features import FeaturizeResult, build_featurizer
 from sparkles.pipeline import (
     class_labels,
@@ -55,20 +55,18 @@ def _class_counts(frame: DataFrame) -> dict[str, int]:
 def train(
     profile: Profile,
     spark: SparkSession,
-    entry: CacheEntry,
+    table: TrainingTable,
     reg_param: float,
     elastic_net: float,
     validation: dict[str, float] | None = None,
 ) -> TrainResult:
-    """Fit on the training split of a cache entry and evaluate on its held-out split.
+    """Fit on the training split of a training table and evaluate on its held-out split.
 
     Validation metrics (``val_*``, what `promote` selects on, never the test split) are
     computed as a search trial computes them, unless given (a search's winner has them).
     """
     settings = profile.train
-    train_set, test_set = stratified_split(
-        entry.features(spark), settings.test_fraction, settings.seed
-    )
+    train_set, test_set = stratified_split(table.features(), settings.test_fraction, settings.seed)
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
@@ -145,8 +143,8 @@ def log_training(
     mlflow.log_metrics(result.metrics)
     mlflow.set_tag("sparkles.classes", ",".join(result.evaluation.labels))
     dataset = mlflow.data.from_spark(
-        featurized.entry.features(spark).select("image_id", "label"),
-        path=featurized.entry.table,
+        featurized.table.features().select("image_id", "label"),
+        path=featurized.table.entry.table,
         name=f"features-{featurized.fingerprint}",
     )
     mlflow.log_input(dataset, context="training")
