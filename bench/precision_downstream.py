@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 
-def bf16_entry(spark, profile, f32_entry, weights_path: str | None, folder: Path):
-    """A cache entry with the same rows as ``f32_entry`` and bf16 features."""
+def bf16_table(spark, profile, f32_table, weights_path: str | None, folder: Path):
+    """A training table with the same rows as ``f32_table`` and bf16 features (own store)."""
     import pandas as pd
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    from sparkles.cache import CacheEntry
+    from sparkles.feature_store import SHA, FeatureStore, TrainingTable
     from sparkles.imaging import decode_image
     from sparkles.models import get_spec
     from sparkles.runtimes import compile_cnn, cpu_has_bf16
@@ -38,7 +38,7 @@ def bf16_entry(spark, profile, f32_entry, weights_path: str | None, folder: Path
         spec, weights_path, settings.pooling, settings.random_seed, runtime, "bf16",
         native_only=False,
     )  # fmt: skip
-    rows = f32_entry.features(spark).select("path", "image_id", "label").toPandas()
+    rows = f32_table.features().select("path", "image_id", "label", SHA).toPandas()
     limits = {"max_bytes": 50 << 20, "max_pixels": settings.max_pixels}
     features = []
     for start in range(0, len(rows), settings.batch_size):
@@ -48,13 +48,15 @@ def bf16_entry(spark, profile, f32_entry, weights_path: str | None, folder: Path
              for p in paths]
         )  # fmt: skip
         features.extend(cnn(spec.preprocess()(pixels.astype(np.float32))).tolist())
-    table = pd.DataFrame({**rows, "features": features, "featurize_error": None})
+    table = pd.DataFrame({SHA: rows[SHA], "features": features, "featurize_error": None})
     frame = spark.createDataFrame(
-        table, "path string, image_id string, label string, features array<float>, "
-        "featurize_error string",
-    ).withColumn("features", array_to_vector(F.col("features")))  # fmt: skip
-    frame.write.parquet(str(folder / "table"))
-    return CacheEntry(str(folder), {"table": "table"}), runtime
+        table, f"{SHA} string, features array<float>, featurize_error string"
+    ).withColumn("features", array_to_vector(F.col("features")))
+    store = FeatureStore(spark, str(folder))
+    store.append(frame, expected=len(table))
+    key = f32_table.fingerprint
+    entry = store.save_table(key, spark.createDataFrame(rows))
+    return TrainingTable(key, entry, store), runtime
 
 
 def main() -> None:
@@ -76,17 +78,15 @@ def main() -> None:
     )
     spark = build_session(profile)
     f32 = featurize(profile, spark)
-    bf16, runtime = bf16_entry(spark, profile, f32.entry, f32.weights.local_path, work / "bf16")
+    bf16, runtime = bf16_table(spark, profile, f32.table, f32.weights.local_path, work / "bf16")
     settings = profile.train
     results = {
-        name: train(profile, spark, entry, settings.reg_param, settings.elastic_net_param)
-        for name, entry in (("f32", f32.entry), ("bf16", bf16))
+        name: train(profile, spark, table, settings.reg_param, settings.elastic_net_param)
+        for name, table in (("f32", f32.table), ("bf16", bf16))
     }
     a, b = (
-        np.stack(
-            entry.features(spark).orderBy("path").toPandas().features.map(lambda v: v.toArray())
-        )
-        for entry in (f32.entry, bf16)
+        np.stack(table.features().orderBy("path").toPandas().features.map(lambda v: v.toArray()))
+        for table in (f32.table, bf16)
     )
     predictions = {
         name: r.evaluation.predictions.set_index("path").prediction for name, r in results.items()

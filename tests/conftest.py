@@ -44,6 +44,8 @@ def write_profile(folder: Path, **sections: dict) -> Path:
                 "spark.sql.shuffle.partitions": 4,
                 "spark.sql.execution.arrow.maxRecordsPerBatch": 32,
                 "spark.ui.enabled": False,
+                # tests sum every stage's input bytes (progress.input_bytes): keep them all
+                "spark.ui.retainedStages": 100000,
             },
         },
         "mlflow": {

@@ -1,0 +1,104 @@
+"""Benchmark: the feature store's incremental featurize, and the price of hashing every file.
+
+On N generated JPEGs of Open Images size (~1024×768, ~270 KB), in one Spark session (after a
+warm-up featurize elsewhere, so the model's conversion and the JVM's JIT are paid already):
+  first:  featurize (1 - fraction)·N images into an empty store;
+  second: `fraction`·N images added, featurize again: only those go through the CNN;
+  third:  nothing added: the fixed cost (listing, hashing every file, joins, the table);
+  hash:   the identity pass alone (read + sha256 in the JVM) over all N files, in MB/s.
+
+    python bench/feature_store.py                   # N = 600, 10 % added, InceptionV3
+    python bench/feature_store.py --n 40 --model MobileNetV2   # smoke size
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from featurize import generate  # noqa: E402  (bench/featurize.py: the same images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=600, help="images in all")
+    parser.add_argument("--fraction", type=float, default=0.1, help="share added for the 2nd run")
+    parser.add_argument("--model", default="InceptionV3")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from pyspark.sql import functions as F
+
+    from sparkles.config import load_profile
+    from sparkles.data.images import read_contents
+    from sparkles.features import featurize
+    from sparkles.session import build_session
+
+    work = Path(tempfile.mkdtemp(prefix="sparkles-bench-store-"))
+    generate(work / "warm", 8)
+    generate(work / "n", args.n)
+    images = sorted((work / "n" / "img").glob("*.jpg"))
+    added = images[: round(args.n * args.fraction)]
+    aside = work / "aside"
+    aside.mkdir()
+    for path in added:
+        shutil.move(path, aside / path.name)
+
+    def profile(folder: Path, cache: str):
+        return load_profile(
+            "local",
+            [f"featurizer.model={args.model}", "featurizer.weights=random", "data.sample=null",
+             f"data.labels_csv={folder / 'l.csv'}", f"data.classes_csv={folder / 'c.csv'}",
+             f"data.images={folder / 'img'}", f"cache.dir={work / cache}"],
+        )  # fmt: skip
+
+    spark = build_session(profile(work / "warm", "warm-cache"))
+    featurize(profile(work / "warm", "warm-cache"), spark)  # conversion, JIT, Python workers
+
+    runs = {}
+    for name in ("first", "second", "third"):
+        if name == "second":
+            for path in added:
+                shutil.move(aside / path.name, path)
+        started = time.perf_counter()
+        result = featurize(profile(work / "n", "cache"), spark)
+        runs[name] = (time.perf_counter() - started, result.counts, result.seconds)
+
+    paths = [p.resolve().as_uri() for p in images]
+    started = time.perf_counter()
+    read_contents(spark, paths).select(F.sha2("content", 256)).write.format("noop").mode(
+        "overwrite"
+    ).save()
+    hash_seconds = time.perf_counter() - started
+    megabytes = sum(p.stat().st_size for p in images) / 1e6
+    spark.stop()
+
+    print(f"{args.n} JPEGs ~1024x768, {megabytes / args.n * 1e3:.0f} KB on average; "
+          f"{args.model}, random weights; {os.cpu_count()} cores\n")  # fmt: skip
+    print("| run | images in | through the CNN | reused | whole command | of the first "
+          "| CNN stage |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    first = runs["first"][0]
+    for name, (seconds, counts, cnn_seconds) in runs.items():
+        print(
+            f"| {name} | {counts['rows_in']} | {counts['computed']} | {counts['reused']} "
+            f"| {seconds:.1f} s | {seconds / first:.1%} | {cnn_seconds:.1f} s |"
+        )
+    fixed = runs["third"][0]
+    print(
+        f"\nhash pass alone: {hash_seconds:.1f} s for {megabytes:.0f} MB = "
+        f"{megabytes / hash_seconds:.0f} MB/s; fixed cost of a run with nothing new: {fixed:.1f} s"
+    )
+    marginal = (runs["second"][0] - fixed) / max(first - fixed, 1e-9)
+    print(f"second run minus the fixed cost, over the first minus it: {marginal:.1%}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
