@@ -29,13 +29,13 @@ def trained(spark, tmp_path_factory: pytest.TempPathFactory):
         str(write_profile(folder, data={"sample": {"images": 120, "seed": 5, "size": [128, 96]}}))
     )
     featurized = featurize(profile, spark)
-    runs = [train(profile, spark, featurized.entry, 0.01, 0.5) for _ in range(2)]
+    runs = [train(profile, spark, featurized.table, 0.01, 0.5) for _ in range(2)]
     return profile, featurized, runs
 
 
 def test_split_is_stratified_and_repeatable(spark, trained) -> None:
     _, featurized, _ = trained
-    frame = featurized.entry.features(spark)
+    frame = featurized.table.features()
     first = stratified_split(frame, 0.25, seed=3)
     again = stratified_split(frame, 0.25, seed=3)
     other = stratified_split(frame, 0.25, seed=4)
