@@ -59,9 +59,11 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     data, sample = profile.data, profile.data.sample
     count = args.count or (sample.images if sample else 240)
     seed = args.seed if args.seed is not None else (sample.seed if sample else 7)
+    classes = tuple(args.classes or (sample.classes if sample else ["Car", "Tree"]))
     paths = generate_sample(
-        Path(data.labels_csv), Path(data.classes_csv), Path(data.images), count=count, seed=seed
-    )
+        Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
+        count=count, seed=seed, classes=classes,
+    )  # fmt: skip
     print(f"wrote {count} synthetic images to {paths.images}, labels to {paths.labels_csv}")
     return 0
 
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample-data", parents=[common], help="write the synthetic sample")
     sample.add_argument("--count", type=int, default=None, help="images (default: the profile's)")
     sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument(
+        "--classes", nargs="+", default=None, metavar="CLASS",
+        help="classes to draw: Car Tree, optionally Bus (default: the profile's sample.classes)",
+    )  # fmt: skip
     sample.set_defaults(func=cmd_sample_data)
 
     init = commands.add_parser(

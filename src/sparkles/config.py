@@ -104,6 +104,7 @@ class SampleConfig(_Strict):
     images: int = Field(default=240, ge=8)
     seed: int = 7
     size: tuple[int, int] = (320, 240)
+    classes: list[str] = Field(default_factory=lambda: ["Car", "Tree"])  # Bus may join them
 
 
 class DataConfig(_Strict):
@@ -114,6 +115,22 @@ class DataConfig(_Strict):
     classes: list[str] = Field(default_factory=lambda: ["Car", "Tree"], min_length=2)
     multi_label_policy: Literal["drop", "keep-first"] = "drop"
     sample: SampleConfig | None = None
+
+    @model_validator(mode="after")
+    def _classes_exist(self) -> DataConfig:
+        """Two or more distinct classes; with the sample, each one it can draw is drawn."""
+        folded = [c.lower() for c in self.classes]
+        if len(set(folded)) != len(folded):
+            raise ValueError(f"classes must differ (ignoring case): {self.classes}")
+        if self.sample is not None:
+            drawn = {c.lower() for c in self.sample.classes}
+            missing = [c for c in self.classes if c.lower() == "bus" and "bus" not in drawn]
+            if missing:
+                raise ValueError(
+                    f"classes {self.classes} include {missing}, which the sample does not draw: "
+                    f"add them to data.sample.classes (now {self.sample.classes})"
+                )
+        return self
 
 
 class FeaturizerConfig(_Strict):

@@ -16,6 +16,7 @@ from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClass
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_curve
 
 from sparkles.pipeline import LABEL_INDEX, PREDICTION, PREDICTION_INDEX
@@ -24,8 +25,10 @@ from sparkles.pipeline import LABEL_INDEX, PREDICTION, PREDICTION_INDEX
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    labels: list[str]  # class names by index; labels[1] is the positive class for AUC
-    predictions: pd.DataFrame  # image_id, path, label, prediction, score (P(positive class))
+    labels: list[str]  # class names by index; the last is the positive class of two
+    # image_id, path, label, prediction, score (P(last class)), confidence (P(prediction)),
+    # probability_<class> for every class
+    predictions: pd.DataFrame
     confusion: np.ndarray  # rows: true class, columns: predicted class
 
     @property
@@ -47,14 +50,32 @@ def _multiclass(frame: DataFrame, metric: str, **extra: float) -> float:
     return float(evaluator.evaluate(frame))
 
 
+def one_vs_rest_auc(scored: DataFrame, index: int) -> float:
+    """Area under ROC of class ``index`` against all others, scored by its probability."""
+    frame = scored.select(
+        vector_to_array("probability")[index].alias("_score"),
+        (F.col(LABEL_INDEX) == index).cast("double").alias("_truth"),
+    )
+    evaluator = BinaryClassificationEvaluator(
+        rawPredictionCol="_score", labelCol="_truth", metricName="areaUnderROC"
+    )
+    return float(evaluator.evaluate(frame))
+
+
 def headline_metrics(scored: DataFrame, n_classes: int) -> dict[str, float]:
-    """Accuracy, weighted F1 (as the 2019 study) and, for two classes, AUC of a scored set."""
+    """Accuracy, weighted F1 (as the 2019 study) and AUC of a scored set.
+
+    AUC: of two classes, the binary one; of more, the unweighted (macro) mean of every class's
+    one-vs-rest AUC (scikit-learn's ``roc_auc_score(multi_class="ovr", average="macro")``).
+    """
     metrics = {"accuracy": _multiclass(scored, "accuracy"), "f1": _multiclass(scored, "f1")}
     if n_classes == 2:
         auc = BinaryClassificationEvaluator(
             rawPredictionCol="rawPrediction", labelCol=LABEL_INDEX, metricName="areaUnderROC"
         )
         metrics["auc"] = float(auc.evaluate(scored))
+    else:
+        metrics["auc"] = float(np.mean([one_vs_rest_auc(scored, k) for k in range(n_classes)]))
     return metrics
 
 
@@ -69,12 +90,15 @@ def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
     for index, name in enumerate(labels):
         metrics[f"precision_{name}"] = _multiclass(scored, "precisionByLabel", metricLabel=index)
         metrics[f"recall_{name}"] = _multiclass(scored, "recallByLabel", metricLabel=index)
+    probability = vector_to_array("probability")
     predictions = scored.select(
         "image_id",
         "path",
         "label",
         PREDICTION,
-        vector_to_array("probability")[len(labels) - 1].alias("score"),
+        probability[len(labels) - 1].alias("score"),
+        F.array_max(probability).alias("confidence"),
+        *[probability[k].alias(f"probability_{name}") for k, name in enumerate(labels)],
         F.col(LABEL_INDEX).cast("int").alias("true_index"),
         F.col(PREDICTION_INDEX).cast("int").alias("predicted_index"),
     ).toPandas()
@@ -86,14 +110,22 @@ def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
 
 
 def plot_roc(evaluation: Evaluation, path: Path) -> Path:
-    truth = (evaluation.predictions.label == evaluation.positive).astype(int)
-    fpr, tpr, _ = roc_curve(truth, evaluation.predictions.score)
+    """Two classes: the positive class's curve. More: one one-vs-rest curve per class."""
     figure = Figure(figsize=(5, 5))
     axes = figure.subplots()
     auc = evaluation.metrics.get("auc", float("nan"))
-    axes.plot(fpr, tpr, lw=2, label=f"{evaluation.positive} vs rest (AUC = {auc:.4f})")
+    frame = evaluation.predictions
+    classes = [evaluation.positive] if len(evaluation.labels) == 2 else evaluation.labels
+    for name in classes:
+        truth = (frame.label == name).astype(int)
+        fpr, tpr, _ = roc_curve(truth, frame[f"probability_{name}"])
+        own = auc if len(classes) == 1 else sk_auc(fpr, tpr)
+        axes.plot(fpr, tpr, lw=2, label=f"{name} vs rest (AUC = {own:.4f})")
     axes.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (AUC = 0.5)")
-    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, held-out test")
+    title = "ROC, held-out test"
+    if len(classes) > 1:
+        title = f"ROC one-vs-rest, held-out test\nmacro-average AUC = {auc:.4f}"
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     axes.legend(loc="lower right")
     return save_figure(figure, path)
 
@@ -134,11 +166,11 @@ def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
 def plot_misclassified(
     evaluation: Evaluation, spark: SparkSession, path: Path, limit: int = 12
 ) -> Path:
-    """The most confidently wrong test images, each titled with truth and P(positive)."""
+    """The most confidently wrong test images (by P(predicted class)), truth and P in titles."""
     wrong = evaluation.predictions[
         evaluation.predictions.label != evaluation.predictions[PREDICTION]
     ]
-    wrong = wrong.assign(confidence=(wrong.score - 0.5).abs()).nlargest(limit, "confidence")
+    wrong = wrong.nlargest(limit, "confidence")
     contents: dict[str, bytes] = {}
     if len(wrong):
         rows = spark.read.format("binaryFile").load(list(wrong.path)).select("path", "content")
@@ -158,7 +190,7 @@ def plot_misclassified(
             cell.imshow(Image.open(io.BytesIO(contents[row.path])).convert("RGB"))
         cell.set_title(
             f"true {row.label}, said {getattr(row, PREDICTION)}\n"
-            f"P({evaluation.positive}) = {row.score:.2f}",
+            f"P({getattr(row, PREDICTION)}) = {row.confidence:.2f}",
             fontsize=8,
         )
     figure.suptitle("Misclassified test images (most confident first)")

@@ -76,7 +76,7 @@ def ensure_sample(profile: Profile) -> None:
     )
     generate_sample(
         Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
-        count=sample.images, seed=sample.seed, size=sample.size,
+        count=sample.images, seed=sample.seed, size=sample.size, classes=tuple(sample.classes),
     )  # fmt: skip
 
 

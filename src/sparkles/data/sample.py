@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-CAR, TREE = "/m/0k4j", "/m/07j7r"
+CAR, TREE, BUS = "/m/0k4j", "/m/07j7r", "/m/01bjv"
 # Real Open Images MIDs; v5's class-descriptions-boxable.csv has no header row.
 CLASSES = {
     CAR: "Car",
     TREE: "Tree",
+    BUS: "Bus",
     "/m/083wq": "Wheel",
     "/m/07yv9": "Vehicle",
     "/m/01prls": "Land vehicle",
@@ -76,6 +77,26 @@ def _draw_car(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[i
         draw.ellipse([cx - r / 2, y1 - r / 2, cx + r / 2, y1 + r / 2], fill=(160, 160, 160))
 
 
+def _draw_bus(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[int, int]) -> None:
+    """Long and tall, a row of windows, three wheels: not a car at any scale."""
+    w, h = size
+    length = w * rng.uniform(0.55, 0.85)
+    height = length * rng.uniform(0.3, 0.4)
+    x0 = rng.uniform(0, w - length)
+    y1 = h * rng.uniform(0.75, 0.95)
+    draw.rectangle([x0, y1 - height, x0 + length, y1], fill=_color(rng))
+    panes = int(rng.integers(5, 9))
+    pane = length / (panes + 1)
+    for k in range(panes):
+        left = x0 + pane * (k + 0.5)
+        draw.rectangle(
+            [left, y1 - height * 0.85, left + pane * 0.7, y1 - height * 0.5], fill=(170, 200, 230)
+        )
+    r = height * 0.18
+    for cx in (x0 + length * 0.15, x0 + length * 0.5, x0 + length * 0.85):
+        draw.ellipse([cx - r, y1 - r, cx + r, y1 + r], fill=(20, 20, 20))
+
+
 def _draw_tree(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: tuple[int, int]) -> None:
     w, h = size
     tall = h * rng.uniform(0.45, 0.85)
@@ -109,14 +130,18 @@ def _draw_building(
     draw.rectangle([x0, h * 0.9 - bh, x0 + bw, h * 0.9], fill=_color(rng, 80, 200))
 
 
+DRAWABLE = ("Car", "Tree", "Bus")  # the classes the sample can draw
+
+
 def _scene(kind: str) -> list[str]:
-    return {"car": [CAR], "tree": [TREE], "both": [CAR, TREE], "neither": ["/m/0cgh4"]}[kind]
+    scenes = {"car": [CAR], "tree": [TREE], "bus": [BUS], "both": [CAR, TREE]}
+    return scenes.get(kind, ["/m/0cgh4"])
 
 
 def _labels_for(kind: str, rng: np.random.Generator, image: str) -> list[list[str]]:
     """Positive rows for what is drawn, plus distractors and verified negatives (Confidence 0)."""
     rows = [[image, "verification", mid, "1"] for mid in _scene(kind)]
-    if CAR in _scene(kind):
+    if CAR in _scene(kind) or BUS in _scene(kind):
         rows += [[image, "crowdsource-verified", mid, "1"] for mid in ("/m/083wq", "/m/07yv9")]
     if TREE in _scene(kind) and rng.random() < 0.5:
         rows.append([image, "verification", "/m/05s2s", "1"])
@@ -136,15 +161,29 @@ def generate_sample(
     count: int = 240,
     seed: int = 7,
     size: tuple[int, int] = (320, 240),
+    classes: tuple[str, ...] = ("Car", "Tree"),
 ) -> SamplePaths:
-    """Write ``count`` JPEG scenes and the two Open Images CSVs. Same seed, same bytes."""
+    """Write ``count`` JPEG scenes and the two Open Images CSVs. Same seed, same bytes.
+
+    ``classes``: Car and Tree, optionally Bus (a third class, drawn as often as each of them).
+    """
+    unknown = sorted({c.lower() for c in classes} - {c.lower() for c in DRAWABLE})
+    if unknown or not {"car", "tree"} <= {c.lower() for c in classes}:
+        raise ValueError(f"the synthetic sample draws Car and Tree, optionally Bus; not {unknown}")
     rng = np.random.default_rng(seed)
     images.mkdir(parents=True, exist_ok=True)
     labels_csv.parent.mkdir(parents=True, exist_ok=True)
     classes_csv.parent.mkdir(parents=True, exist_ok=True)
-    kinds = rng.choice(["car", "tree", "both", "neither"], size=count, p=[0.45, 0.45, 0.07, 0.03])
+    if "bus" in {c.lower() for c in classes}:
+        kinds = rng.choice(
+            ["car", "tree", "bus", "both", "neither"], size=count, p=[0.3, 0.3, 0.3, 0.07, 0.03]
+        )
+    else:  # the two-class sample, byte for byte as it always was
+        kinds = rng.choice(
+            ["car", "tree", "both", "neither"], size=count, p=[0.45, 0.45, 0.07, 0.03]
+        )
     rows: list[list[str]] = []
-    painters = {CAR: _draw_car, TREE: _draw_tree, "/m/0cgh4": _draw_building}
+    painters = {CAR: _draw_car, TREE: _draw_tree, BUS: _draw_bus, "/m/0cgh4": _draw_building}
     for index, kind in enumerate(kinds):
         name = image_id(seed, index)
         scale = rng.uniform(0.8, 1.25)
