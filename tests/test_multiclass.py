@@ -12,8 +12,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from sparkles.cli import main as cli_main
-from sparkles.config import ConfigError, load_profile
+from sparkles.config import load_profile
 from sparkles.data.sample import BUS
+from sparkles.features import ensure_sample
 from sparkles.jobs import run_main, run_tune
 from tests.conftest import write_profile
 
@@ -39,10 +40,13 @@ def test_sample_data_draws_a_third_class(tmp_path: Path, capsys) -> None:
     assert 0.15 < len(buses) / len(images) < 0.45  # drawn as often as cars or trees
 
 
-def test_a_class_the_sample_cannot_draw_is_a_profile_error(tmp_path: Path) -> None:
-    path = write_profile(tmp_path, data={"classes": THREE})
-    with pytest.raises(ConfigError, match="data.sample.classes"):
-        load_profile(str(path))
+def test_asking_for_bus_makes_the_sample_draw_it(tmp_path: Path) -> None:
+    """`--set data.classes='[Car, Bus]'` on the embedded default: the sample then has buses."""
+    profile = load_profile(str(write_profile(tmp_path)), ["data.classes=[Car, Bus]"])
+    assert profile.data.sample.classes == ["Car", "Tree"]
+    ensure_sample(profile)
+    labels = Path(profile.data.labels_csv).read_text()
+    assert f",{BUS},1" in labels
 
 
 def test_three_classes_train_with_one_vs_rest_auc(spark, three_classes: str, tmp_path) -> None:

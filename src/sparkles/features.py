@@ -76,8 +76,15 @@ def ensure_sample(profile: Profile) -> None:
     )
     generate_sample(
         Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
-        count=sample.images, seed=sample.seed, size=sample.size, classes=tuple(sample.classes),
+        count=sample.images, seed=sample.seed, size=sample.size, classes=sample_classes(profile),
     )  # fmt: skip
+
+
+def sample_classes(profile: Profile) -> tuple[str, ...]:
+    """The sample's classes, and Bus too when the profile's classes ask for it."""
+    drawn = list(profile.data.sample.classes)
+    wanted = [c for c in profile.data.classes if c.lower() == "bus"]
+    return tuple(drawn + [c for c in wanted if c.lower() not in {d.lower() for d in drawn}])
 
 
 def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
