@@ -28,7 +28,7 @@ from sparkles.cache import CacheEntry, fingerprint, manifest_rows
 from sparkles.config import Profile
 from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
-from sparkles.data.sample import generate_sample
+from sparkles.data.sample import classes_to_draw, generate_sample
 from sparkles.feature_store import (
     EMPTY_SHA,
     SHA,
@@ -76,15 +76,9 @@ def ensure_sample(profile: Profile) -> None:
     )
     generate_sample(
         Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
-        count=sample.images, seed=sample.seed, size=sample.size, classes=sample_classes(profile),
+        count=sample.images, seed=sample.seed, size=sample.size,
+        classes=classes_to_draw(sample.classes, data.classes),
     )  # fmt: skip
-
-
-def sample_classes(profile: Profile) -> tuple[str, ...]:
-    """The sample's classes, and Bus too when the profile's classes ask for it."""
-    drawn = list(profile.data.sample.classes)
-    wanted = [c for c in profile.data.classes if c.lower() == "bus"]
-    return tuple(drawn + [c for c in wanted if c.lower() not in {d.lower() for d in drawn}])
 
 
 def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:

@@ -133,6 +133,14 @@ def _draw_building(
 DRAWABLE = ("Car", "Tree", "Bus")  # the classes the sample can draw
 
 
+def classes_to_draw(configured: list[str], wanted: list[str]) -> tuple[str, ...]:
+    """The sample's configured classes, plus every class the profile wants that it can draw."""
+    drawable = {c.lower() for c in DRAWABLE}
+    have = {c.lower() for c in configured}
+    extra = [c for c in wanted if c.lower() in drawable and c.lower() not in have]
+    return (*configured, *extra)
+
+
 def _scene(kind: str) -> list[str]:
     scenes = {"car": [CAR], "tree": [TREE], "bus": [BUS], "both": [CAR, TREE]}
     return scenes.get(kind, ["/m/0cgh4"])
