@@ -66,6 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    from sparkles.classifiers import default_params
     from sparkles.config import load_profile
     from sparkles.features import featurize
     from sparkles.runtimes import cpu_has_bf16
@@ -81,7 +82,7 @@ def main() -> None:
     bf16, runtime = bf16_table(spark, profile, f32.table, f32.weights.local_path, work / "bf16")
     settings = profile.train
     results = {
-        name: train(profile, spark, table, settings.reg_param, settings.elastic_net_param)
+        name: train(profile, spark, table, default_params(settings))
         for name, table in (("f32", f32.table), ("bf16", bf16))
     }
     a, b = (

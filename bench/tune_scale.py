@@ -21,6 +21,7 @@ import pandas as pd
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
+from sparkles.classifiers import describe
 from sparkles.config import load_profile
 from sparkles.session import build_session
 from sparkles.splits import stratified_split
@@ -108,7 +109,7 @@ def main() -> None:
         f"(1 : {featurize_pass / statistics.mean(per_trial):.0f})"
     )
     print(
-        f"best: regParam {found.best.reg_param:.4g}, elasticNetParam {found.best.elastic_net:.3f}, "
+        f"best: {describe(found.best.params)}, "
         f"val_{found.metric} {found.best.metrics['val_' + found.metric]:.4f}"
     )
     spark.stop()

@@ -4,8 +4,9 @@
 # MAGIC
 # MAGIC The 2019 study's EDA, step by step: how many labels each image carries, which labels are
 # MAGIC most frequent, how often the target classes occur (and together), and which labels occur
-# MAGIC together (a co-occurrence dendrogram of the top 48 labels). Every number is computed with
-# MAGIC Spark by `sparkles.eda`; this notebook only calls it and shows the results.
+# MAGIC together (a co-occurrence dendrogram of the top 48 labels), and the images' width ×
+# MAGIC height (read from the file headers, as the study's image-dimension check). Every number is
+# MAGIC computed with Spark by `sparkles.eda`; this notebook only calls it and shows the results.
 # MAGIC
 # MAGIC Runs unchanged on Databricks or locally as plain Python (`python experiments/eda.py`).
 # MAGIC `SPARKLES_PROFILE` names the profile (default `local`, the bundled sample) and
@@ -42,6 +43,8 @@ result = eda.compute(
     profile.data.classes,
     profile.eda.top_n,
     profile.eda.top_k,
+    images=profile.data.images,  # width × height from the file headers
+    image_glob=profile.data.image_glob,
 )
 print(eda.markdown(result.summary))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,10 @@ def test_every_number_is_exact(spark, labels) -> None:
     assert matrix[("Car", "Wheel")] == matrix[("Wheel", "Car")] == 2
     assert matrix[("Tree", "Plant")] == 2 and matrix[("Tree", "Car")] == 1
     assert matrix[("Person", "Car")] == 0 and matrix[("Tree", "Tree")] == 3
+    # over every row, negatives included: Car 2 positive + 1 negative, Tree 3 + 1
+    assert summary["target_classes_all_rows"] == {"Car": 3, "Tree": 4}
+    assert result.target_label_rows["positive"] == {"Car": 2, "Tree": 3}
+    assert summary["top_labels_all_rows"] == {"Tree": 4, "Car": 3, "Plant": 3}
     phi = result.correlation()
     assert phi[names.index("Car"), names.index("Wheel")] == pytest.approx(1.0)
     assert np.allclose(phi, phi.T)
@@ -65,7 +70,13 @@ def test_every_number_is_exact(spark, labels) -> None:
 def test_plots_and_summary_files(spark, labels, tmp_path: Path) -> None:
     result = compute(spark, *labels, ["Car", "Tree"], top_n=3, top_k=5)
     plots = write_report(result, tmp_path / "report")
-    assert set(plots) == {"labels_per_image", "top_labels", "dendrogram", "heatmap"}
+    assert set(plots) == {
+        "labels_per_image",
+        "top_labels",
+        "dendrogram",
+        "heatmap",
+        "target_labels",
+    }
     for path in plots.values():
         with Image.open(path) as image:
             image.verify()
@@ -77,3 +88,29 @@ def test_plots_and_summary_files(spark, labels, tmp_path: Path) -> None:
     text = (tmp_path / "report" / "eda_summary.md").read_text()
     assert "| images_with_several_target_classes | 1 |" in text
     assert markdown(result.summary) == text
+
+
+def test_image_sizes_come_from_the_headers(spark, labels, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, size in (("a", (64, 48)), ("b", (64, 48)), ("c", (30, 90))):
+        Image.new("RGB", size, (200, 10, 10)).save(folder / f"{name}.jpg")
+    # a header that says 5000 × 4000 and no pixel data: only a decode would fail on it
+    with Image.new("RGB", (5000, 4000)) as big:
+        buffer = io.BytesIO()
+        big.save(buffer, format="JPEG")
+    (folder / "d.jpg").write_bytes(buffer.getvalue()[:2000])
+    (folder / "e.jpg").write_bytes(b"not an image")
+    (folder / "f.jpg").write_bytes(b"")
+    result = compute(spark, *labels, ["Car", "Tree"], images=str(folder))
+    table = {(r.width, r.height): r.images for r in result.image_sizes.itertuples()}
+    assert table == {(64, 48): 2, (30, 90): 1, (5000, 4000): 1}
+    summary = result.summary
+    assert summary["images_measured"] == 4
+    assert summary["images_without_size"] == 2  # not an image, and the 0-byte file
+    assert summary["most_common_size"] == "64x48 (2 images)"
+    assert summary["width_max"] == 5000 and summary["height_min"] == 48
+    plots = write_report(result, tmp_path / "report")
+    with Image.open(plots["image_sizes"]) as image:
+        assert image.format == "PNG"
+    assert "| images_without_size | 2 |" in (tmp_path / "report" / "eda_summary.md").read_text()

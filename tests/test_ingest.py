@@ -75,6 +75,21 @@ def test_keep_first_follows_class_order(spark, dataset: Path, classes, expected)
     assert labeled.counts["labeled_images"] == 6
 
 
+def test_keep_all_keeps_one_row_per_target_class(spark, dataset: Path) -> None:
+    labeled = _labels(spark, dataset, policy="keep-all")
+    got = sorted((r.image_id, r.label) for r in labeled.labels.collect())
+    assert [label for image, label in got if image == "img3"] == ["Car", "Tree"]
+    assert labeled.counts["labeled_images"] == 6
+    assert labeled.counts["labeled_rows"] == 7
+    matched = match_files(labeled, read_image_files(spark, str(dataset / "images")))
+    counts = matched.counts
+    # img3's file is matched once, and counted once per class it keeps
+    assert counts["matched_files"] == 5 and counts["matched_rows"] == 6
+    assert counts["policy_dropped_files"] == 0
+    assert counts["files"] == counts["matched_files"] + counts["unlabeled_files"]
+    assert matched.matched.count() + matched.empty.count() == counts["matched_rows"]
+
+
 def test_v7_class_file_with_header_and_case_insensitive_names(spark, dataset: Path) -> None:
     (dataset / "v7.csv").write_text("LabelName,DisplayName\n" + CLASSES_V5)
     labeled = _labels(spark, dataset, classes=("car", "TREE"), classes_csv="v7.csv")
@@ -104,6 +119,7 @@ def test_files_matched_missing_unlabeled_and_empty(spark, dataset: Path) -> None
         "files": 7,
         "empty_files": 1,
         "matched_files": 4,
+        "matched_rows": 4,
         "missing_files": 1,
         "unlabeled_files": 2,  # img4 (negative label only) and img7 (no label)
         "policy_dropped_files": 1,  # img3: Car and Tree

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -115,8 +116,15 @@ def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> Non
     result = predict(spark, uri, str(images / "*.jpg"), str(tmp_path / "out"), csv=True)
     assert (result.images, result.scored, result.quarantined) == (12, 10, 2)
     predictions = pd.read_parquet(tmp_path / "out" / "predictions")
-    assert list(predictions.columns) == ["path", "image_id", "predicted_label", "probability"]
+    assert list(predictions.columns) == [
+        "path", "image_id", "predicted_label", "probability", "probability_Car", "probability_Tree",
+    ]  # fmt: skip
     assert predictions.probability.between(0.5, 1).all()
+    per_class = predictions[["probability_Car", "probability_Tree"]]
+    np.testing.assert_allclose(per_class.sum(axis=1), 1, atol=1e-9)
+    np.testing.assert_allclose(per_class.max(axis=1), predictions.probability, atol=1e-12)
+    chosen = np.where(predictions.probability_Car > predictions.probability_Tree, "Car", "Tree")
+    assert (chosen == predictions.predicted_label).all()
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine").set_index("image_id")
     assert list(quarantine.columns) == ["path", "reason"]
     assert quarantine.loc["empty", "reason"].startswith("empty file")

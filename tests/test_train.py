@@ -29,7 +29,8 @@ def trained(spark, tmp_path_factory: pytest.TempPathFactory):
         str(write_profile(folder, data={"sample": {"images": 120, "seed": 5, "size": [128, 96]}}))
     )
     featurized = featurize(profile, spark)
-    runs = [train(profile, spark, featurized.table, 0.01, 0.5) for _ in range(2)]
+    params = {"regParam": 0.01, "elasticNetParam": 0.5}
+    runs = [train(profile, spark, featurized.table, params) for _ in range(2)]
     return profile, featurized, runs
 
 
@@ -52,6 +53,26 @@ def test_split_is_stratified_and_repeatable(spark, trained) -> None:
     for label, total in per_class.items():
         sizes = sorted(r["count"] for r in folds if r.label == label)
         assert sum(sizes) == total and sizes[-1] - sizes[0] <= 1
+
+
+def test_split_keeps_an_images_rows_together(spark) -> None:
+    """keep-all: an image with two classes is two rows, and both land on the same side."""
+    rows = [(f"i{k}", "Car" if k % 2 else "Tree", f"/d/i{k}.jpg") for k in range(40)]
+    rows += [(f"i{k}", "Tree", f"/d/i{k}.jpg") for k in range(1, 40, 4)]  # ten with both
+    frame = spark.createDataFrame(rows, "image_id string, label string, path string")
+    for seed in range(5):
+        rest, held_out = stratified_split(frame, 0.3, seed)
+        sides = [
+            {r.image_id for r in part.select("image_id").collect()} for part in (rest, held_out)
+        ]
+        assert not sides[0] & sides[1]
+        assert rest.count() + held_out.count() == len(rows)
+        both = {
+            r.image_id for r in held_out.groupBy("image_id").count().where("count = 2").collect()
+        }
+        assert len(both) == 3  # round(10 × 0.3) of the Car|Tree images
+    folds = stratified_folds(frame, 3, seed=1).select("image_id", "fold").distinct()
+    assert folds.count() == 40  # one fold per image
 
 
 def test_model_beats_chance_clearly(trained) -> None:

@@ -77,7 +77,7 @@ def _search(spark, profile, seed: int, monkeypatch) -> list[tuple[float, float]]
     train_set, _ = stratified_split(table.features(), 0.2, profile.train.seed)
     with mlflow.start_run():
         found = tune_module.search(profile, train_set, 2, "hyperopt", 4)
-    return [(t.reg_param, t.elastic_net) for t in found.trials]
+    return [(t.params["regParam"], t.params["elasticNetParam"]) for t in found.trials]
 
 
 def test_hyperopt_is_bounded_repeatable_and_never_runs_the_cnn(spark, cached, monkeypatch) -> None:
@@ -97,11 +97,11 @@ def test_interrupted_search_keeps_finished_trials(spark, cached, monkeypatch) ->
     real = tune_module.Searcher._validate
     calls = []
 
-    def interrupt_third(self, reg_param, elastic_net):
-        calls.append(reg_param)
+    def interrupt_third(self, params):
+        calls.append(params["regParam"])
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(self, reg_param, elastic_net)
+        return real(self, params)
 
     monkeypatch.setattr(tune_module.Searcher, "_validate", interrupt_third)
     cross_validated = cached.model_copy(

@@ -113,7 +113,9 @@ class DataConfig(_Strict):
     images: str
     image_glob: str = "*.jpg"
     classes: list[str] = Field(default_factory=lambda: ["Car", "Tree"], min_length=2)
-    multi_label_policy: Literal["drop", "keep-first"] = "drop"
+    # an image with several target classes: dropped (counted), kept once under the first class
+    # listed, or kept once per class (the 2019 study's counting; splits keep its copies together)
+    multi_label_policy: Literal["drop", "keep-first", "keep-all"] = "drop"
     sample: SampleConfig | None = None
 
     @model_validator(mode="after")
@@ -142,9 +144,30 @@ class FeaturizerConfig(_Strict):
     max_pixels: int = Field(default=89_478_485, gt=0)
 
 
-class TrainConfig(_Strict):
-    """The classifier: a penalized logistic regression on the cached features."""
+class MlpConfig(_Strict):
+    """Spark's MultilayerPerceptronClassifier: sigmoid hidden layers, a softmax output layer."""
 
+    # hidden layer sizes; the input (feature length) and output (class count) come from the data
+    layers: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    solver: Literal["l-bfgs", "gd"] = "l-bfgs"
+    step_size: float = Field(default=0.03, gt=0)  # Spark applies it with solver gd only
+    max_iter: int = Field(default=100, ge=1)
+    block_size: int = Field(default=128, ge=1)
+    seed: int = 42
+
+    @field_validator("layers")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError(f"hidden layer sizes must be >= 1, got {value}")
+        return value
+
+
+class TrainConfig(_Strict):
+    """The classifier on the cached features: penalized logistic regression (the 2019 study's)
+    or a multilayer perceptron (its Future Work)."""
+
+    classifier: Literal["logistic", "mlp"] = "logistic"
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
     reg_param: float = Field(default=0.01, ge=0)
@@ -152,6 +175,7 @@ class TrainConfig(_Strict):
     max_iter: int = Field(default=100, ge=1)
     tol: float = Field(default=1e-4, gt=0)
     standardization: bool = True
+    mlp: MlpConfig = MlpConfig()
     gallery_size: int = Field(default=12, ge=0)
 
 
@@ -193,8 +217,54 @@ class HyperoptSpace(_Strict):
         return self
 
 
+class MlpGridSpace(_Strict):
+    layers: list[list[int]] = Field(default_factory=lambda: [[64], [128, 32]], min_length=1)
+    stepSize: list[float] = Field(default_factory=lambda: [0.03], min_length=1)
+    maxIter: list[int] = Field(default_factory=lambda: [50, 100], min_length=1)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> MlpGridSpace:
+        if any(not layers or min(layers) < 1 for layers in self.layers):
+            raise ValueError(
+                f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
+            )
+        if any(v <= 0 for v in self.stepSize) or any(v < 1 for v in self.maxIter):
+            raise ValueError("stepSize values must be > 0 and maxIter values >= 1")
+        return self
+
+
+class MlpHyperoptSpace(_Strict):
+    """layers is a choice, stepSize log-uniform (searched with solver gd only), maxIter a
+    uniform integer."""
+
+    layers: list[list[int]] = Field(default_factory=lambda: [[64], [128], [128, 32]], min_length=1)
+    step_size_min: float = Field(default=0.003, gt=0)
+    step_size_max: float = Field(default=0.3, gt=0)
+    max_iter_min: int = Field(default=30, ge=1)
+    max_iter_max: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MlpHyperoptSpace:
+        if self.step_size_min >= self.step_size_max or self.max_iter_min > self.max_iter_max:
+            raise ValueError(
+                "step_size_min must be below step_size_max, max_iter_min <= max_iter_max"
+            )
+        if any(not layers or min(layers) < 1 for layers in self.layers):
+            raise ValueError(
+                f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
+            )
+        return self
+
+
+class MlpSpace(_Strict):
+    grid: MlpGridSpace = MlpGridSpace()
+    hyperopt: MlpHyperoptSpace = MlpHyperoptSpace()
+
+
 class TuneConfig(_Strict):
-    """Searches over regParam × elasticNetParam on cached features; selection never sees test."""
+    """Searches on cached features over the classifier's own space (``grid``/``hyperopt``:
+    regParam × elasticNetParam of the logistic regression; ``mlp``: layers, stepSize, maxIter);
+    selection never sees the test split."""
 
     method: Literal["grid", "hyperopt"] = "hyperopt"
     metric: Literal["auc", "accuracy", "f1"] = "auc"
@@ -205,6 +275,7 @@ class TuneConfig(_Strict):
     folds: int = Field(default=3, ge=2)
     grid: GridSpace = GridSpace()
     hyperopt: HyperoptSpace = HyperoptSpace()
+    mlp: MlpSpace = MlpSpace()
     task_cpus: int = Field(default=1, ge=1)  # no TF during a search: one task per core
 
 

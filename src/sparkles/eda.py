@@ -1,12 +1,15 @@
 """Exploratory analysis of Open Images labels, as in the 2019 study, computed with Spark.
 
-Labels per image, the most frequent labels, the target classes, and which labels occur together
-(a co-occurrence matrix of the top-K labels, clustered into a dendrogram). Only aggregates reach
-the driver: the K×K matrix, never the label table.
+Labels per image, the most frequent labels (over positive rows, and over all rows: Open Images
+also lists labels verified absent), the target classes, which labels occur together (a
+co-occurrence matrix of the top-K labels, clustered into a dendrogram), and the images' width ×
+height read from their file headers (no decode). Only aggregates reach the driver: the K×K
+matrix and one row per distinct image size, never the label table.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -15,16 +18,17 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from matplotlib.figure import Figure
+import pandas as pd
+from PIL import Image
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
 
-from sparkles import tracking
+from sparkles import plots, tracking
 from sparkles.config import Profile
+from sparkles.data.images import read_image_files
 from sparkles.data.openimages import read_class_descriptions, read_image_labels
-from sparkles.evaluate import save_figure
 
 
 @dataclass
@@ -34,6 +38,9 @@ class EdaResult:
     top_labels: list[tuple[str, int]]  # (label name, images), most frequent first
     cooccurrence_labels: list[str]
     cooccurrence: np.ndarray  # images carrying both labels; the diagonal is each label's count
+    # width, height, images: one row per distinct size; None when no image folder was given
+    image_sizes: pd.DataFrame | None = None
+    target_label_rows: dict[str, dict[str, int]] = field(default_factory=dict)
     plots: dict[str, Path] = field(default_factory=dict)
 
     def correlation(self) -> np.ndarray:
@@ -64,6 +71,53 @@ def positive_labels(spark: SparkSession, labels_csv: str, classes_csv: str) -> D
     )
 
 
+def _header_size(contents: pd.Series) -> pd.DataFrame:
+    """(width, height) from each file's header; PIL reads no pixels until asked. Nulls where
+    the header is unreadable."""
+    sizes = []
+    for content in contents:
+        try:
+            with Image.open(io.BytesIO(content)) as image:
+                sizes.append(image.size)
+        except Exception:  # noqa: BLE001 - any unreadable header is counted, not raised
+            sizes.append((None, None))
+    return pd.DataFrame(sizes, columns=["width", "height"], dtype="Int32")
+
+
+def image_sizes(spark: SparkSession, images: str, glob: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Images per distinct (width, height), and how many files had no readable header."""
+    header = F.pandas_udf(_header_size, "width int, height int")
+    files = read_image_files(spark, images, glob)
+    sized = files.files.select(header("content").alias("size")).select("size.*")
+    per_size = sized.groupBy("width", "height").count().toPandas()
+    known = per_size.dropna()
+    table = pd.DataFrame(
+        {
+            "width": known.width.astype(int),
+            "height": known.height.astype(int),
+            "images": known["count"].astype(int),
+        }
+    ).sort_values("images", ascending=False, ignore_index=True)
+    unreadable = int(per_size["count"].sum() - table.images.sum()) + files.empty.count()
+    return table, {"images_measured": int(table.images.sum()), "images_without_size": unreadable}
+
+
+def _size_summary(table: pd.DataFrame, counts: dict[str, int]) -> dict[str, Any]:
+    if table.empty:
+        return dict(counts)
+    widths, heights = (np.repeat(table[c], table.images) for c in ("width", "height"))
+    top = table.iloc[0]
+    return {
+        **counts,
+        "width_median": float(np.median(widths)),
+        "height_median": float(np.median(heights)),
+        "width_min": int(widths.min()), "width_max": int(widths.max()),
+        "height_min": int(heights.min()), "height_max": int(heights.max()),
+        "distinct_sizes": len(table),
+        "most_common_size": f"{top.width}x{top.height} ({top.images} images)",
+    }  # fmt: skip
+
+
 def compute(
     spark: SparkSession,
     labels_csv: str,
@@ -71,7 +125,10 @@ def compute(
     classes: list[str],
     top_n: int = 20,
     top_k: int = 48,
+    images: str | None = None,
+    image_glob: str = "*.jpg",
 ) -> EdaResult:
+    """Every number of the report; image sizes too when ``images`` (a folder or URI) is given."""
     raw = read_image_labels(spark, labels_csv)
     totals = raw.agg(
         F.count(F.lit(1)).alias("label_rows"),
@@ -91,6 +148,20 @@ def compute(
     targets = positives.where(F.lower("name").isin(wanted))
     target_counts = {r.name: int(r["count"]) for r in targets.groupBy("name").count().collect()}
     several = targets.groupBy("image_id").count().where("count > 1").count()
+    # every label row, whatever its confidence: what the labels file says about each class
+    names = read_class_descriptions(spark, classes_csv)
+    every = raw.join(F.broadcast(names), "LabelName", "left").select(
+        F.coalesce("DisplayName", "LabelName").alias("name")
+    )
+    ranked_all = every.groupBy("name").count().orderBy(F.desc("count"), "name").limit(top_n)
+    top_all = {r.name: int(r["count"]) for r in ranked_all.collect()}
+    target_rows = every.where(F.lower("name").isin(wanted)).groupBy("name").count().collect()
+    all_rows = {r.name.lower(): int(r["count"]) for r in target_rows}
+    positive_rows = {k.lower(): v for k, v in target_counts.items()}
+    target_label_rows = {
+        "all label rows": {c: all_rows.get(c.lower(), 0) for c in classes},
+        "positive": {c: positive_rows.get(c.lower(), 0) for c in classes},
+    }
 
     keep = [name for name, _ in top[:top_k]]
     index = {name: i for i, name in enumerate(keep)}
@@ -117,31 +188,18 @@ def compute(
         "target_classes": {c: target_counts.get(c, 0) for c in classes},
         "images_with_several_target_classes": int(several),
         "top_labels": dict(top[:top_n]),
+        "target_classes_all_rows": target_label_rows["all label rows"],
+        "top_labels_all_rows": top_all,
     }
     positives.unpersist()
-    return EdaResult(summary, histogram, top[:top_n], keep, matrix)
+    sizes = None
+    if images is not None:
+        sizes, size_counts = image_sizes(spark, images, image_glob)
+        summary.update(_size_summary(sizes, size_counts))
+    return EdaResult(summary, histogram, top[:top_n], keep, matrix, sizes, target_label_rows)
 
 
-def plot_labels_per_image(result: EdaResult, path: Path) -> Path:
-    figure = Figure(figsize=(6, 3.5))
-    axes = figure.subplots()
-    axes.bar(list(result.labels_per_image), list(result.labels_per_image.values()))
-    axes.set(xlabel="positive labels per image", ylabel="images", title="Labels per image")
-    return save_figure(figure, path)
-
-
-def plot_top_labels(result: EdaResult, path: Path) -> Path:
-    names, counts = (
-        zip(*reversed(result.top_labels), strict=True) if result.top_labels else ((), ())
-    )
-    figure = Figure(figsize=(6, 0.3 * len(names) + 1.2))
-    axes = figure.subplots()
-    axes.barh(names, counts)
-    axes.set(xlabel="images", title=f"Top {len(names)} labels")
-    return save_figure(figure, path)
-
-
-def _tree(result: EdaResult) -> np.ndarray:
+def cooccurrence_tree(result: EdaResult) -> np.ndarray:
     """Average-linkage clustering of the top-K labels on 1 − phi correlation."""
     distance = 1.0 - result.correlation()
     np.fill_diagonal(distance, 0.0)
@@ -150,32 +208,8 @@ def _tree(result: EdaResult) -> np.ndarray:
 
 def dendrogram_leaves(result: EdaResult) -> list[str]:
     """Top-K labels in dendrogram order."""
-    leaves = dendrogram(_tree(result), no_plot=True)["leaves"]
+    leaves = dendrogram(cooccurrence_tree(result), no_plot=True)["leaves"]
     return [result.cooccurrence_labels[i] for i in leaves]
-
-
-def plot_dendrogram(result: EdaResult, path: Path) -> Path:
-    tree = _tree(result)
-    figure = Figure(figsize=(7, 0.22 * len(result.cooccurrence_labels) + 1.5))
-    axes = figure.subplots()
-    dendrogram(tree, labels=result.cooccurrence_labels, orientation="left", ax=axes)
-    axes.set(xlabel="1 − correlation of occurrence", title="Labels that occur together")
-    return save_figure(figure, path)
-
-
-def plot_heatmap(result: EdaResult, path: Path) -> Path:
-    order = [result.cooccurrence_labels.index(n) for n in dendrogram_leaves(result)]
-    phi = result.correlation()[np.ix_(order, order)]
-    names = [result.cooccurrence_labels[i] for i in order]
-    size = 0.2 * len(names) + 2
-    figure = Figure(figsize=(size + 1, size))
-    axes = figure.subplots()
-    image = axes.imshow(phi, cmap="RdBu_r", vmin=-1, vmax=1)
-    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    axes.set_yticks(range(len(names)), names, fontsize=7)
-    axes.set_title("Co-occurrence correlation (dendrogram order)")
-    figure.colorbar(image, ax=axes, shrink=0.8)
-    return save_figure(figure, path)
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -183,22 +217,47 @@ def markdown(summary: dict[str, Any]) -> str:
     for key, value in summary.items():
         if isinstance(value, float):
             lines.append(f"| {key} | {value:,.2f} |")
-        elif not isinstance(value, dict):
+        elif isinstance(value, int):
             lines.append(f"| {key} | {value:,} |")
-    for section in ("target_classes", "top_labels"):
-        lines += ["", f"## {section.replace('_', ' ')}", "", "| label | images |", "|---|---|"]
+        elif not isinstance(value, dict):
+            lines.append(f"| {key} | {value} |")
+    sections = {
+        "target_classes": "images", "top_labels": "images",
+        "target_classes_all_rows": "label rows", "top_labels_all_rows": "label rows",
+    }  # fmt: skip
+    for section, unit in sections.items():
+        lines += ["", f"## {section.replace('_', ' ')}", "", f"| label | {unit} |", "|---|---|"]
         lines += [f"| {k} | {v:,} |" for k, v in summary[section].items()]
     return "\n".join(lines) + "\n"
 
 
 def write_report(result: EdaResult, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    order = [result.cooccurrence_labels.index(n) for n in dendrogram_leaves(result)]
     result.plots = {
-        "labels_per_image": plot_labels_per_image(result, folder / "labels_per_image.png"),
-        "top_labels": plot_top_labels(result, folder / "top_labels.png"),
-        "dendrogram": plot_dendrogram(result, folder / "cooccurrence_dendrogram.png"),
-        "heatmap": plot_heatmap(result, folder / "cooccurrence_heatmap.png"),
+        "labels_per_image": plots.plot_labels_per_image(
+            result.labels_per_image, folder / "labels_per_image.png"
+        ),
+        "top_labels": plots.plot_top_labels(result.top_labels, folder / "top_labels.png"),
+        "dendrogram": plots.plot_dendrogram(
+            cooccurrence_tree(result),
+            result.cooccurrence_labels,
+            folder / "cooccurrence_dendrogram.png",
+        ),
+        "target_labels": plots.plot_target_labels(
+            result.target_label_rows, folder / "target_label_rows.png"
+        ),
+        "heatmap": plots.plot_heatmap(
+            result.correlation()[np.ix_(order, order)],
+            [result.cooccurrence_labels[i] for i in order],
+            folder / "cooccurrence_heatmap.png",
+        ),
     }
+    if result.image_sizes is not None:
+        result.plots["image_sizes"] = plots.plot_image_sizes(
+            result.image_sizes, folder / "image_sizes.png"
+        )
+        result.image_sizes.to_csv(folder / "image_sizes.csv", index=False)
     (folder / "eda_summary.json").write_text(json.dumps(result.summary, indent=2))
     (folder / "eda_summary.md").write_text(markdown(result.summary))
     return result.plots
@@ -209,8 +268,9 @@ def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) ->
     settings, data = profile.eda, profile.data
     with tracking.run(profile, "eda"):
         result = compute(
-            spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n, settings.top_k
-        )
+            spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n,
+            settings.top_k, data.images, data.image_glob,
+        )  # fmt: skip
         folder = Path(output or settings.output_dir or tempfile.mkdtemp(prefix="sparkles-eda-"))
         write_report(result, folder)
         mlflow.log_params({"eda_top_n": settings.top_n, "eda_top_k": settings.top_k})

@@ -176,7 +176,7 @@ def featurize(
         table = TrainingTable(key, store.save_table(key, identities), store)
     finally:
         identities.unpersist()
-    written = _reconcile(table, counts["matched_files"], segment and segment.key)
+    written = _reconcile(table, counts["matched_rows"], segment and segment.key)
     counts = {**counts, **written, "computed_images": len(new)}
     reused = not new
     return FeaturizeResult(

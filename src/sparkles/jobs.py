@@ -16,12 +16,12 @@ from typing import Any
 import mlflow
 from pyspark.sql import SparkSession
 
-from sparkles import tracking
+from sparkles import classifiers, plots, tracking
 from sparkles.config import Profile
 from sparkles.features import FeaturizeResult, featurize, log_featurize, summary
-from sparkles.splits import stratified_split
+from sparkles.splits import split_params, test_split
 from sparkles.train import log_training, train
-from sparkles.tune import grid_points, plot_search, search
+from sparkles.tune import search
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,13 @@ def _train_and_log(
     profile: Profile,
     spark: SparkSession,
     featurized: FeaturizeResult,
-    reg_param: float | None = None,
-    elastic_net: float | None = None,
+    params: classifiers.Params | None = None,
     validation: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Fit, evaluate and log one model (the profile's parameters unless given)."""
-    reg_param = profile.train.reg_param if reg_param is None else reg_param
-    elastic_net = profile.train.elastic_net_param if elastic_net is None else elastic_net
-    result = train(profile, spark, featurized.table, reg_param, elastic_net, validation)
-    log_training(result, spark, profile, featurized, reg_param, elastic_net)
+    """Fit, evaluate and log one model (the profile's classifier parameters unless given)."""
+    params = classifiers.default_params(profile.train) if params is None else params
+    result = train(profile, spark, featurized.table, params, validation)
+    log_training(result, spark, profile, featurized, params)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
     log.info(
         "accuracy %.4f  f1 %.4f  auc %.4f on %d test images",
@@ -86,30 +84,27 @@ def run_tune(
             {
                 "tune_method": method,
                 "tune_metric": metric,
-                "tune_max_evals": max_evals if method == "hyperopt" else len(grid_points(settings)),
+                "tune_max_evals": max_evals
+                if method == "hyperopt"
+                else len(classifiers.grid_points(profile.train, settings)),
                 "tune_validation": settings.validation,
                 "tune_seed": settings.seed,
             }
         )
-        train_set, _ = stratified_split(
-            featurized.table.features(), profile.train.test_fraction, profile.train.seed
-        )
+        train_set, _ = test_split(featurized.table.features(), split_params(profile.train))
         n_classes = train_set.select("label").distinct().count()
         found = search(profile, train_set, n_classes, method, max_evals)
         best = found.best
         mlflow.set_tags({"sparkles.best_run_id": best.run_id, "sparkles.trials": len(found.trials)})
         mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
         with tempfile.TemporaryDirectory() as folder:
-            plot_search(found, Path(folder) / "search.png")
+            plots.plot_search(found, profile.train.classifier, Path(folder) / "search.png")
             mlflow.log_artifacts(folder, artifact_path="tuning")
         validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
-        outcome = _train_and_log(
-            profile, spark, featurized, best.reg_param, best.elastic_net, validation
-        )
+        outcome = _train_and_log(profile, spark, featurized, best.params, validation)
     return {
         "run_id": active.info.run_id,
-        "best": {"regParam": best.reg_param, "elasticNetParam": best.elastic_net,
-                 "run_id": best.run_id, **best.metrics},
+        "best": {**best.params, "run_id": best.run_id, **best.metrics},
         "trials": len(found.trials),
         **outcome,
     }  # fmt: skip

@@ -7,19 +7,24 @@ crashing LogisticRegression (which throws on a null vector) or vanishing.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
-from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
-from pyspark.ml.feature import IndexToString, StringIndexerModel
+from pyspark.ml.classification import (
+    LogisticRegressionModel,
+    MultilayerPerceptronClassificationModel,
+    ProbabilisticClassificationModel,
+)
+from pyspark.ml.feature import IndexToString, StringIndexer, StringIndexerModel
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from sparkles import classifiers
 from sparkles.config import TrainConfig
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.serving import ERROR, PREDICTION  # one home, shared with the JVM-free model
@@ -43,15 +48,33 @@ def class_labels(model: PipelineModel) -> list[str]:
     return list(stage_of(model, StringIndexerModel).labels)
 
 
-def classifier_parameters(fitted: PipelineModel) -> dict[str, list]:
-    """The fitted logistic regression as plain numbers: what scores without Spark."""
-    classifier = stage_of(fitted, LogisticRegressionModel)
+def feature_length(frame: DataFrame) -> int:
+    """Length of the feature vectors (an MLP's input layer), read from one row."""
+    row = frame.select("features").first()
+    if row is None:
+        raise ValueError("no rows to train on")
+    return int(row.features.size)
+
+
+def classifier_parameters(fitted: PipelineModel) -> dict[str, Any]:
+    """The fitted classifier as plain numbers: what scores without Spark (``serving``)."""
+    labels = class_labels(fitted)
+    found = stage_of(fitted, ProbabilisticClassificationModel)
+    if isinstance(found, MultilayerPerceptronClassificationModel):
+        return {
+            "kind": "mlp",
+            "labels": labels,
+            "layers": list(found.getLayers()),
+            "weights": np.asarray(found.weights.toArray()).tolist(),
+        }
+    if not isinstance(found, LogisticRegressionModel):
+        raise TypeError(f"no JVM-free form for {type(found).__name__}")
     return {
-        "labels": class_labels(fitted),
-        "coefficients": np.asarray(classifier.coefficientMatrix.toArray()).tolist(),
-        "intercepts": np.asarray(classifier.interceptVector.toArray()).tolist(),
-        "multinomial": classifier.getFamily() == "multinomial"
-        or classifier.coefficientMatrix.numRows > 1,
+        "kind": "logistic",
+        "labels": labels,
+        "coefficients": np.asarray(found.coefficientMatrix.toArray()).tolist(),
+        "intercepts": np.asarray(found.interceptVector.toArray()).tolist(),
+        "multinomial": found.getFamily() == "multinomial" or found.coefficientMatrix.numRows > 1,
     }
 
 
@@ -96,25 +119,18 @@ class MaskQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable)
         return dataset
 
 
-def training_pipeline(settings: TrainConfig, regParam: float, elasticNetParam: float) -> Pipeline:
-    """StringIndexer → LogisticRegression, on cached features."""
-    from pyspark.ml.feature import StringIndexer
-
+def training_pipeline(
+    settings: TrainConfig, params: classifiers.Params, n_features: int, n_classes: int
+) -> Pipeline:
+    """StringIndexer → the profile's classifier with ``params``, on cached features."""
     indexer = StringIndexer(
         inputCol="label",
         outputCol=LABEL_INDEX,
         stringOrderType="alphabetAsc",
         handleInvalid="error",
     )
-    classifier = LogisticRegression(
-        featuresCol="features",
-        labelCol=LABEL_INDEX,
-        predictionCol=PREDICTION_INDEX,
-        regParam=regParam,
-        elasticNetParam=elasticNetParam,
-        maxIter=settings.max_iter,
-        tol=settings.tol,
-        standardization=settings.standardization,
+    classifier = classifiers.estimator(
+        settings, params, n_features, n_classes, "features", LABEL_INDEX, PREDICTION_INDEX
     )
     return Pipeline(stages=[indexer, classifier])
 
@@ -128,7 +144,7 @@ def classifier_model(fitted: PipelineModel) -> PipelineModel:
 
 def scoring_model(featurizer: DeepImageFeaturizer, fitted: PipelineModel) -> PipelineModel:
     """Featurizer + indexer + classifier + label names: scores raw image bytes (path, content)."""
-    size = stage_of(fitted, LogisticRegressionModel).numFeatures
+    size = stage_of(fitted, ProbabilisticClassificationModel).numFeatures
     return PipelineModel(
         [
             featurizer,

@@ -17,7 +17,9 @@ from pyspark.sql import functions as F
 
 from sparkles import storage
 from sparkles.data.images import read_image_files
+from sparkles.pipeline import class_labels
 from sparkles.progress import spark_progress
+from sparkles.serving import probability_column
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
@@ -42,8 +44,9 @@ def _split_glob(images: str) -> tuple[str, str]:
 
 
 def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, int]:
-    """One row per image file (path, image_id, predicted_label, probability, featurize_error),
-    and how many files there are, 0-byte ones included."""
+    """One row per image file (path, image_id, predicted_label, probability: P(predicted label),
+    probability_<class> for every class, featurize_error), and how many files there are,
+    0-byte ones included."""
     root, glob = _split_glob(images)
     files = read_image_files(spark, root, glob)
     inputs = files.files.select("path", "image_id", "content").unionByName(
@@ -52,14 +55,18 @@ def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, 
     count = files.files.count() + files.empty.count()
     model = mlflow.spark.load_model(model_uri)
     scored = model.transform(inputs)
+    # quarantined rows have no probability (vector_to_array rejects a null)
+    present = F.col("probability").isNotNull()
+    probability = vector_to_array("probability")
     frame = scored.select(
         "path",
         "image_id",
         F.col("prediction").alias("predicted_label"),
-        # quarantined rows have no probability (vector_to_array rejects a null)
-        F.when(F.col("probability").isNotNull(), F.array_max(vector_to_array("probability"))).alias(
-            "probability"
-        ),
+        F.when(present, F.array_max(probability)).alias("probability"),
+        *[
+            F.when(present, probability[index]).alias(probability_column(name))
+            for index, name in enumerate(class_labels(model))
+        ],
         "featurize_error",
     )
     return frame, count

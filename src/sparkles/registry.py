@@ -29,7 +29,7 @@ from sparkles.feature_store import open_training_table
 from sparkles.pipeline import class_labels
 from sparkles.serving import SERVING_ARTIFACT
 from sparkles.session import build_session
-from sparkles.splits import stratified_split
+from sparkles.splits import SPLIT_PARAMS, test_split
 
 log = logging.getLogger(__name__)
 SCORING_TAG = "sparkles.model.scores_images"  # set on runs that logged the full scoring model
@@ -185,19 +185,19 @@ def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
             f"the training table {path} of run {run.info.run_id} is gone or incomplete, so "
             "its test split is unknown: run `sparkles featurize` with its profile again"
         )
-    params = run.data.params
-    _, test = stratified_split(features, float(params["test_fraction"]), int(params["split_seed"]))
+    _, test = test_split(features, run.data.params)
     return test.select("path", "image_id", "label")
 
 
 def _images_neither_trained_on(spark: SparkSession, a: Run, b: Run) -> DataFrame:
     """Images in both runs' test splits (by image id: the caches may differ)."""
     theirs = held_out_images(spark, b).select("image_id")
-    return held_out_images(spark, a).join(theirs, "image_id").dropDuplicates(["image_id"])
+    both = held_out_images(spark, a).join(theirs.distinct(), "image_id")
+    return both.dropDuplicates(["image_id", "label"])  # keep-all: one row per (image, label)
 
 
 def _same_test_split(a: Run, b: Run) -> bool:
-    keys = ("test_fraction", "split_seed")
+    keys = SPLIT_PARAMS
     return a.data.tags.get("sparkles.cache.fingerprint") == b.data.tags.get(
         "sparkles.cache.fingerprint"
     ) and all(a.data.params.get(k) == b.data.params.get(k) for k in keys)

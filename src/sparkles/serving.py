@@ -2,7 +2,8 @@
 pyfunc, so `mlflow models serve` runs in a container with neither Java nor Spark.
 
 It holds the backbone (weights file, model name, pooling, runtime, precision, decode limits) and
-the logistic regression as numbers (coefficients, intercepts, class names), decodes with the same
+the classifier as numbers (a logistic regression's coefficients and intercepts, or a
+perceptron's layers and weights; the class names), decodes with the same
 code as the Spark featurizer (``runtimes.ImageBatchFeaturizer``) and answers, per image, the
 predicted class, one probability per class and the reason an image could not be scored. This
 module must never import pyspark (tests/test_serving.py serves it where pyspark cannot load).
@@ -34,16 +35,49 @@ def probability_column(label: str) -> str:
 
 
 def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
-    """(n, classes) probabilities, as Spark's LogisticRegressionModel computes them: a sigmoid
-    of the one margin for a binomial model (class 1 is labels[1]), a softmax for multinomial."""
+    """(n, classes) probabilities, as Spark computes them from the same numbers."""
+    if classifier.get("kind") == "mlp":  # models logged before the MLP have no "kind"
+        return _perceptron_probabilities(classifier, features)
     coefficients = np.asarray(classifier["coefficients"], dtype=np.float64)
     intercepts = np.asarray(classifier["intercepts"], dtype=np.float64)
     margins = features.astype(np.float64) @ coefficients.T + intercepts
     if not classifier["multinomial"]:
+        # LogisticRegressionModel, binomial: a sigmoid of the one margin (class 1 = labels[1])
         positive = 1.0 / (1.0 + np.exp(-margins[:, 0]))
         return np.stack([1.0 - positive, positive], axis=1)
+    return _softmax(margins)
+
+
+def _softmax(margins: np.ndarray) -> np.ndarray:
     shifted = np.exp(margins - margins.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _perceptron_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
+    """Spark's MultilayerPerceptronClassificationModel: affine layers, sigmoid between them,
+    softmax on top. Its flat weight vector holds, per layer, the (out × in) matrix in
+    column-major order (so a row-major (in, out) array) followed by the out biases."""
+    weights = np.asarray(classifier["weights"], dtype=np.float64)
+    sizes = classifier["layers"]
+    activations, offset = features.astype(np.float64), 0
+    for depth, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        matrix = weights[offset : offset + fan_in * fan_out].reshape(fan_in, fan_out)
+        offset += fan_in * fan_out
+        bias = weights[offset : offset + fan_out]
+        offset += fan_out
+        activations = activations @ matrix + bias
+        if depth < len(sizes) - 2:
+            activations = 1.0 / (1.0 + np.exp(-activations))
+    if offset != weights.size:
+        raise ValueError(f"{weights.size} weights do not fit layers {sizes}")
+    return _softmax(activations)
+
+
+def input_length(classifier: dict[str, Any]) -> int:
+    """The feature vector length the classifier takes."""
+    if classifier.get("kind") == "mlp":
+        return int(classifier["layers"][0])
+    return len(classifier["coefficients"][0])
 
 
 class ImageScoringModel(mlflow.pyfunc.PythonModel):
@@ -76,7 +110,7 @@ class ImageScoringModel(mlflow.pyfunc.PythonModel):
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         contents = [_as_bytes(value) for value in model_input["content"]]
-        features = np.zeros((len(contents), len(self.classifier["coefficients"][0])))
+        features = np.zeros((len(contents), input_length(self.classifier)))
         errors = np.empty(len(contents), dtype=object)
         for start in range(0, len(contents), self.batch_size):
             batch = slice(start, start + self.batch_size)

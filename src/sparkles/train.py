@@ -1,5 +1,6 @@
-"""Train on cached features: seeded stratified split → StringIndexer → LogisticRegression →
-held-out evaluation → MLflow (params, metrics, plots, predictions, the models).
+"""Train on cached features: seeded stratified split → StringIndexer → the profile's
+classifier (logistic regression or perceptron) → held-out evaluation → MLflow (params, metrics,
+plots, predictions, the models).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
+from sparkles import classifiers, plots
 from sparkles import evaluate as ev
 from sparkles.code import package_dir
 from sparkles.config import Profile
@@ -26,11 +28,12 @@ from sparkles.pipeline import (
     class_labels,
     classifier_model,
     classifier_parameters,
+    feature_length,
     scoring_model,
     training_pipeline,
 )
 from sparkles.serving import log_scoring_model
-from sparkles.splits import stratified_split
+from sparkles.splits import split_params, test_split
 from sparkles.tune import validate, validation_folds
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,7 @@ def train(
     profile: Profile,
     spark: SparkSession,
     table: TrainingTable,
-    reg_param: float,
-    elastic_net: float,
+    params: classifiers.Params,
     validation: dict[str, float] | None = None,
 ) -> TrainResult:
     """Fit on the training split of a training table and evaluate on its held-out split.
@@ -66,21 +68,21 @@ def train(
     computed as a search trial computes them, unless given (a search's winner has them).
     """
     settings = profile.train
-    train_set, test_set = stratified_split(table.features(), settings.test_fraction, settings.seed)
+    train_set, test_set = test_split(table.features(), split_params(settings))
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
         raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
-    log.info("fitting on %s", counts["train"])
+    n_classes, n_features = len(counts["train"]), feature_length(train_set)
+    log.info("fitting a %s classifier on %s", settings.classifier, counts["train"])
     started = time.monotonic()
-    fitted = training_pipeline(settings, reg_param, elastic_net).fit(train_set)
+    fitted = training_pipeline(settings, params, n_features, n_classes).fit(train_set)
     fit_seconds = time.monotonic() - started
     log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
     if validation is None:
         folds, rounds = validation_folds(train_set, profile.tune)
         folds = folds.persist(StorageLevel.MEMORY_AND_DISK)
-        n_classes = len(counts["train"])
-        validation = validate(profile, folds, rounds, n_classes, reg_param, elastic_net)
+        validation = validate(profile, folds, rounds, n_classes, n_features, params)
         folds.unpersist()
     train_set.unpersist()
     scored = classifier_model(fitted).transform(test_set)
@@ -122,24 +124,21 @@ def log_training(
     spark: SparkSession,
     profile: Profile,
     featurized: FeaturizeResult,
-    reg_param: float,
-    elastic_net: float,
+    params: classifiers.Params,
 ) -> None:
     """Everything a reader of the run needs: params, metrics, plots, predictions, both models."""
     settings = profile.train
     # Spark's own Param names: distinct from the MLproject parameters (reg_param, ...), which
     # MLflow logs as given (often empty, meaning "the profile's value").
+    fixed: dict[str, object] = {"maxIter": settings.max_iter, "tol": settings.tol,
+                                "standardization": settings.standardization}  # fmt: skip
+    if settings.classifier == "mlp":
+        mlp = settings.mlp
+        fixed = {"solver": mlp.solver, "blockSize": mlp.block_size, "seed": mlp.seed}
     mlflow.log_params(
-        {
-            "regParam": reg_param,
-            "elasticNetParam": elastic_net,
-            "maxIter": settings.max_iter,
-            "tol": settings.tol,
-            "standardization": settings.standardization,
-            "test_fraction": settings.test_fraction,
-            "split_seed": settings.seed,
-        }
-    )
+        {"classifier": settings.classifier, **fixed, **classifiers.loggable(params),
+         **split_params(settings)}
+    )  # fmt: skip
     mlflow.log_metrics(result.metrics)
     mlflow.set_tag("sparkles.classes", ",".join(result.evaluation.labels))
     dataset = mlflow.data.from_spark(
@@ -150,10 +149,10 @@ def log_training(
     mlflow.log_input(dataset, context="training")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        ev.plot_roc(result.evaluation, out / "roc_curve.png")
-        ev.plot_confusion(result.evaluation, out / "confusion_matrix.png")
-        ev.plot_label_distribution(result.split_counts, out / "label_distribution.png")
-        ev.plot_misclassified(
+        plots.plot_roc(result.evaluation, out / "roc_curve.png")
+        plots.plot_confusion(result.evaluation, out / "confusion_matrix.png")
+        plots.plot_label_distribution(result.split_counts, out / "label_distribution.png")
+        plots.plot_misclassified(
             result.evaluation, spark, out / "misclassified.png", settings.gallery_size
         )
         result.evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)

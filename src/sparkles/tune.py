@@ -1,33 +1,31 @@
-"""Grid and hyperopt (TPE) searches over regParam × elasticNetParam on cached features.
+"""Grid and hyperopt (TPE) searches on cached features, over the classifier's own space
+(``classifiers``: regParam × elasticNetParam of the logistic regression; layers, stepSize,
+maxIter of the perceptron).
 
 Selection is honest: every trial is scored on a validation split carved from the training split
 (or k folds of it); the test split is touched once, by the refit winner. Each trial is a nested
-MLflow run; the feature table is persisted once and only LogisticRegression runs per trial.
+MLflow run; the feature table is persisted once and only the classifier runs per trial.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import mlflow
 import numpy as np
-from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
-from matplotlib.figure import Figure
+from hyperopt import STATUS_OK, Trials, fmin, tpe
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkles import tracking
+from sparkles import classifiers, tracking
 from sparkles.config import Profile, TuneConfig
-from sparkles.evaluate import headline_metrics, save_figure
-from sparkles.pipeline import classifier_model, training_pipeline
+from sparkles.evaluate import headline_metrics
+from sparkles.pipeline import classifier_model, feature_length, training_pipeline
 from sparkles.splits import FOLD, stratified_folds, stratified_split
 
 log = logging.getLogger(__name__)
@@ -36,8 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Trial:
     number: int
-    reg_param: float
-    elastic_net: float
+    params: classifiers.Params
     metrics: dict[str, float]  # val_accuracy, val_f1, val_auc (means over folds), fit_seconds
     run_id: str
 
@@ -69,8 +66,8 @@ def validate(
     data: DataFrame,
     rounds: list[int],
     n_classes: int,
-    reg_param: float,
-    elastic_net: float,
+    n_features: int,
+    params: classifiers.Params,
 ) -> dict[str, float]:
     """Validation metrics of one setting: fit without each held-out fold, score it, average.
 
@@ -79,26 +76,11 @@ def validate(
     """
     per_round: list[dict[str, float]] = []
     for held_out in rounds:
-        pipeline = training_pipeline(profile.train, reg_param, elastic_net)
+        pipeline = training_pipeline(profile.train, params, n_features, n_classes)
         model = pipeline.fit(data.where(F.col(FOLD) != held_out))
         scored = classifier_model(model).transform(data.where(F.col(FOLD) == held_out))
         per_round.append(headline_metrics(scored, n_classes))
     return {f"val_{k}": float(np.mean([m[k] for m in per_round])) for k in per_round[0]}
-
-
-def grid_points(settings: TuneConfig) -> list[tuple[float, float]]:
-    return list(itertools.product(settings.grid.regParam, settings.grid.elasticNetParam))
-
-
-def hyperopt_space(settings: TuneConfig) -> dict:
-    bounds = settings.hyperopt
-    low, high = math.log(bounds.reg_param_min), math.log(bounds.reg_param_max)
-    return {
-        "regParam": hp.loguniform("regParam", low, high),
-        "elasticNetParam": hp.uniform(
-            "elasticNetParam", bounds.elastic_net_min, bounds.elastic_net_max
-        ),
-    }
 
 
 class Searcher:
@@ -110,50 +92,51 @@ class Searcher:
         self.n_classes = n_classes
         self.data, self.rounds = validation_folds(train_set, self.settings)
         self.data = self.data.persist(StorageLevel.MEMORY_AND_DISK)
+        self.n_features = feature_length(self.data)
         self.search = Search(self.settings.metric)
 
     def close(self) -> None:
         self.data.unpersist()
 
-    def _validate(self, reg_param: float, elastic_net: float) -> dict[str, float]:
+    def _validate(self, params: classifiers.Params) -> dict[str, float]:
         started = time.monotonic()
         metrics = validate(
-            self.profile, self.data, self.rounds, self.n_classes, reg_param, elastic_net
+            self.profile, self.data, self.rounds, self.n_classes, self.n_features, params
         )
         metrics["fit_seconds"] = time.monotonic() - started
         return metrics
 
-    def trial(self, reg_param: float, elastic_net: float) -> Trial:
+    def trial(self, params: classifiers.Params) -> Trial:
         """One nested run: params, validation metrics, time. Interrupted → KILLED, re-raised."""
         number = len(self.search.trials) + 1
         with tracking.run(self.profile, f"trial-{number:03d}", nested=True) as child:
-            mlflow.log_params({"regParam": reg_param, "elasticNetParam": elastic_net})
-            metrics = self._validate(reg_param, elastic_net)
+            mlflow.log_params(classifiers.loggable(params))
+            metrics = self._validate(params)
             mlflow.log_metrics(metrics)
-        trial = Trial(number, reg_param, elastic_net, metrics, child.info.run_id)
+        trial = Trial(number, params, metrics, child.info.run_id)
         self.search.trials.append(trial)
         log.info(
-            "trial %d: regParam=%.3g elasticNetParam=%.3f -> val_%s=%.4f (%.1f s)",
-            number, reg_param, elastic_net, self.settings.metric,
+            "trial %d: %s -> val_%s=%.4f (%.1f s)",
+            number, classifiers.describe(params), self.settings.metric,
             metrics[f"val_{self.settings.metric}"], metrics["fit_seconds"],
         )  # fmt: skip
         return trial
 
     def run_grid(self) -> Search:
-        points = grid_points(self.settings)
-        for index, (reg_param, elastic_net) in enumerate(points, start=1):
+        points = classifiers.grid_points(self.profile.train, self.settings)
+        for index, params in enumerate(points, start=1):
             log.info("grid point %d/%d", index, len(points))
-            self.trial(reg_param, elastic_net)
+            self.trial(params)
         return self.search
 
     def run_hyperopt(self, max_evals: int) -> Search:
-        def objective(params: dict[str, float]) -> dict:
-            trial = self.trial(float(params["regParam"]), float(params["elasticNetParam"]))
+        def objective(sample: dict) -> dict:
+            trial = self.trial(classifiers.from_sample(sample))
             return {"loss": -trial.metrics[f"val_{self.settings.metric}"], "status": STATUS_OK}
 
         fmin(
             objective,
-            hyperopt_space(self.settings),
+            classifiers.hyperopt_space(self.profile.train, self.settings),
             algo=tpe.suggest,
             max_evals=max_evals,
             trials=Trials(),  # not SparkTrials: MLlib already runs each fit on the cluster
@@ -175,29 +158,3 @@ def search(
         return runners[method]()
     finally:
         searcher.close()
-
-
-def plot_search(found: Search, path: Path) -> Path:
-    """Validation metric against regParam (log scale), coloured by elasticNetParam."""
-    figure = Figure(figsize=(6, 4))
-    axes = figure.subplots()
-    metric = f"val_{found.metric}"
-    points = axes.scatter(
-        [t.reg_param for t in found.trials],
-        [t.metrics[metric] for t in found.trials],
-        c=[t.elastic_net for t in found.trials],
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
-        edgecolors="black",
-    )
-    best = found.best
-    axes.scatter(
-        [best.reg_param], [best.metrics[metric]], s=250, facecolors="none", edgecolors="red"
-    )
-    axes.set_xscale("log")
-    axes.set(
-        xlabel="regParam (log scale)", ylabel=metric, title=f"Search: {len(found.trials)} trials"
-    )
-    figure.colorbar(points, ax=axes, label="elasticNetParam")
-    return save_figure(figure, path)

@@ -1,8 +1,10 @@
 """Open Images label CSVs → one target label per image, with Spark.
 
 Keeps positive labels only (Confidence 1), joins display names, selects the target classes by
-display name, and applies an explicit policy to images that carry several target classes (the
-2019 study counted those as errors). Every image that leaves the set is counted.
+display name, and applies an explicit policy to images that carry several target classes:
+``drop`` them, ``keep-first`` (the first class listed), or ``keep-all`` (one row per class, the
+way the 2019 study counted them: whatever the model says, one of the rows is an error). Every
+image that leaves the set is counted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class IngestError(ValueError):
 
 @dataclass
 class LabeledImages:
-    """Target-labelled images (image_id, label) and how every label row was accounted for."""
+    """Target-labelled images (image_id, label; several rows per image under keep-all) and how
+    every label row was accounted for."""
 
     labels: DataFrame
     targets: DataFrame  # image_id of every image with a positive target label, before the policy
@@ -117,8 +120,12 @@ def select_target_labels(
     multi = per_image.where("n_targets > 1").select(
         "image_id", F.col("ranked.label").alias("labels")
     )
-    kept = per_image if policy == "keep-first" else per_image.where("n_targets = 1")
-    labels = kept.select("image_id", F.col("ranked")[0]["label"].alias("label")).cache()
+    kept = per_image if policy in ("keep-first", "keep-all") else per_image.where("n_targets = 1")
+    if policy == "keep-all":
+        ranked = kept.select("image_id", F.explode("ranked").alias("ranked"))
+        labels = ranked.select("image_id", F.col("ranked")["label"].alias("label")).cache()
+    else:
+        labels = kept.select("image_id", F.col("ranked")[0]["label"].alias("label")).cache()
     counts = {
         "label_rows": totals.label_rows,
         "malformed_label_rows": totals.malformed_label_rows or 0,
@@ -126,7 +133,8 @@ def select_target_labels(
         "images_in_labels": totals.images_in_labels,
         "images_with_target": tally.images_with_target,
         "multi_label_images": tally.multi_label_images or 0,
-        "labeled_images": labels.count(),
+        "labeled_images": kept.count(),
+        "labeled_rows": labels.count(),
     }
     raw.unpersist()
     targets = per_image.select("image_id")
@@ -136,8 +144,9 @@ def select_target_labels(
 def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
     """Join labels to files by ImageID; every file is matched, unlabelled or dropped by the policy.
 
-    ``files = matched_files + unlabeled_files + policy_dropped_files``; labelled images with no
-    file are ``missing_files``.
+    ``files = matched_files + unlabeled_files + policy_dropped_files``; ``matched_rows`` counts
+    a file once per label it keeps (more than ``matched_files`` only under keep-all); labelled
+    images with no file are ``missing_files``.
     """
     labels = F.broadcast(labeled.labels)
     matched = images.files.join(labels, "image_id").select(
@@ -147,19 +156,21 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
     file_ids = images.files.select("image_id", F.lit(False).alias("is_empty")).unionByName(
         images.empty.select("image_id", F.lit(True).alias("is_empty"))
     )
+    per_image = labeled.labels.groupBy("image_id").agg(F.count(F.lit(1)).alias("n_labels"))
     targets = labeled.targets.withColumn("is_target", F.lit(True))
-    per_file = file_ids.join(labels, "image_id", "left").join(
+    per_file = file_ids.join(F.broadcast(per_image), "image_id", "left").join(
         F.broadcast(targets), "image_id", "left"
     )
-    has_label, is_target = F.col("label").isNotNull(), F.col("is_target").isNotNull()
+    has_label, is_target = F.col("n_labels").isNotNull(), F.col("is_target").isNotNull()
     tally = per_file.agg(
         F.count(F.lit(1)).alias("files"),
         F.sum(F.col("is_empty").cast("int")).alias("empty_files"),
         F.sum(has_label.cast("int")).alias("matched_files"),
+        F.sum(F.coalesce("n_labels", F.lit(0))).alias("matched_rows"),
         F.sum((~is_target).cast("int")).alias("unlabeled_files"),
         F.sum((is_target & ~has_label).cast("int")).alias("policy_dropped_files"),
     ).first()
     missing = labeled.labels.join(file_ids.select("image_id").distinct(), "image_id", "left_anti")
     counts = {key: int(value or 0) for key, value in tally.asDict().items()}
-    counts["missing_files"] = missing.count()
+    counts["missing_files"] = missing.select("image_id").distinct().count()
     return MatchedImages(matched=matched, empty=empty, missing=missing, counts=counts)
