@@ -64,7 +64,7 @@ def test_wrong_type_is_named(profile_path: Path) -> None:
 
 def test_bad_choice_is_named(profile_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"key 'data.multi_label_policy'"):
-        load_profile(str(profile_path), ["data.multi_label_policy=keep-all"])
+        load_profile(str(profile_path), ["data.multi_label_policy=keep-most"])
 
 
 def test_missing_required_key_is_named(profile_path: Path) -> None:

@@ -38,6 +38,7 @@ MARKS = ("needs network", "needs AWS")
 ELSEWHERE = {
     "make test": ".ci/run runs it",
     "python experiments/eda.py": "tests/test_notebooks.py runs every notebook as __main__",
+    "python experiments/end_to_end.py": "tests/test_notebooks.py runs it on a fresh profile",
 }
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", "data", "mlruns*", "mlartifacts", ".cache", "eda", "predictions",
@@ -229,6 +230,16 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
         assert parent.data.params["regParam"] == best.data.params["regParam"]
         assert all(c.info.status == "FINISHED" for c in children)
         assert f"best_val_{parent.data.params['tune_metric']}" in parent.data.metrics
+
+    # The perceptron: the same entry point over its own space (tune.mlp.grid: 2 × 1 × 2 points).
+    before = _ids(space)
+    space.run(command(f'{TUNE} -P overrides="train.classifier=mlp"'))
+    new = _new_runs(space, before)
+    (parent,) = [r for r in new if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.params["classifier"] == "mlp"
+    trials = [(c.data.params["layers"], c.data.params["maxIter"]) for c in new if c != parent]
+    assert sorted(trials) == [("128-32", "100"), ("128-32", "50"), ("64", "100"), ("64", "50")]
+    assert parent.data.metrics["accuracy"] > 0.5
 
     # Registry: promote, then predict with the champion.
     space.run(command("mlflow run . -e promote"))

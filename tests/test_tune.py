@@ -58,7 +58,7 @@ def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> No
     # the parent's test metrics are the refit winner's on the untouched test split
     refit = train(
         cached, spark, featurize(cached, spark, compute=False).table,
-        float(best.data.params["regParam"]), float(best.data.params["elasticNetParam"]),
+        {name: float(best.data.params[name]) for name in ("regParam", "elasticNetParam")},
     )  # fmt: skip
     for name in ("accuracy", "f1", "auc"):
         assert parent.data.metrics[name] == pytest.approx(refit.metrics[name], abs=1e-9)

@@ -14,15 +14,14 @@ import math
 from typing import Any
 
 from hyperopt import hp
-from pyspark.ml.classification import (
-    LogisticRegression,
-    MultilayerPerceptronClassifier,
-    ProbabilisticClassifier,
-)
+from pyspark.ml import Estimator
+from pyspark.ml.classification import LogisticRegression, MultilayerPerceptronClassifier
+from pyspark.ml.feature import StandardScaler
 
 from sparkles.config import TrainConfig, TuneConfig
 
 Params = dict[str, Any]
+SCALED_FEATURES = "scaled_features"
 # what a search plot puts on its x axis (log scale?) and its colour, per classifier
 SEARCH_AXES = {
     "logistic": ("regParam", True, "elasticNetParam"),
@@ -38,7 +37,7 @@ def default_params(settings: TrainConfig) -> Params:
     return {"regParam": settings.reg_param, "elasticNetParam": settings.elastic_net_param}
 
 
-def estimator(
+def stages(
     settings: TrainConfig,
     params: Params,
     n_features: int,
@@ -46,28 +45,40 @@ def estimator(
     features: str,
     label: str,
     prediction: str,
-) -> ProbabilisticClassifier:
-    """The unfitted classifier; an MLP's input and output layers are the data's sizes."""
-    columns = {"featuresCol": features, "labelCol": label, "predictionCol": prediction}
+) -> list[Estimator]:
+    """The unfitted stages after the label indexer. An MLP's input and output layers are the
+    data's sizes; with ``standardization`` (as the logistic regression does internally) its
+    features are scaled to unit variance first, or its sigmoids saturate on raw CNN features."""
+    columns = {"labelCol": label, "predictionCol": prediction}
     if settings.classifier == "mlp":
-        mlp = settings.mlp
-        return MultilayerPerceptronClassifier(
-            **columns,
-            layers=[n_features, *params["layers"], n_classes],
-            stepSize=float(params["stepSize"]),
-            maxIter=int(params["maxIter"]),
-            solver=mlp.solver,
-            blockSize=mlp.block_size,
-            seed=mlp.seed,
-        )
-    return LogisticRegression(
+        mlp, scaled = settings.mlp, features
+        scaler: list[Estimator] = []
+        if settings.standardization:
+            scaled = SCALED_FEATURES
+            scaler = [StandardScaler(inputCol=features, outputCol=scaled, withMean=True)]
+        return [
+            *scaler,
+            MultilayerPerceptronClassifier(
+                **columns,
+                featuresCol=scaled,
+                layers=[n_features, *params["layers"], n_classes],
+                stepSize=float(params["stepSize"]),
+                maxIter=int(params["maxIter"]),
+                solver=mlp.solver,
+                blockSize=mlp.block_size,
+                seed=mlp.seed,
+            ),
+        ]
+    logistic = LogisticRegression(
         **columns,
+        featuresCol=features,
         regParam=float(params["regParam"]),
         elasticNetParam=float(params["elasticNetParam"]),
         maxIter=settings.max_iter,
         tol=settings.tol,
         standardization=settings.standardization,
     )
+    return [logistic]
 
 
 def grid_points(settings: TrainConfig, tune: TuneConfig) -> list[Params]:

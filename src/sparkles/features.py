@@ -190,7 +190,8 @@ def _identities(spark: SparkSession, files: DataFrame, empty: DataFrame) -> Data
     The bytes are hashed by Spark's ``sha2`` where they are read (JVM: no Python, no decode).
     A file that vanished since the listing drops out here and fails the reconciliation.
     """
-    paths = [row.path for row in files.select("path").toLocalIterator()]
+    # one read per file: under keep-all a file has one row per class
+    paths = [row.path for row in files.select("path").distinct().toLocalIterator()]
     hashed = read_contents(spark, paths).select("path", F.sha2("content", 256).alias(SHA))
     labelled = hashed.join(F.broadcast(files.select("path", "image_id", "label")), "path")
     empties = empty.select("path", "image_id", "label", F.lit(EMPTY_SHA).alias(SHA))

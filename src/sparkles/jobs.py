@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from sparkles import classifiers, plots, tracking
 from sparkles.config import Profile
 from sparkles.features import FeaturizeResult, featurize, log_featurize, summary
-from sparkles.splits import split_params, test_split
+from sparkles.splits import split_params, train_and_test
 from sparkles.train import log_training, train
 from sparkles.tune import search
 
@@ -91,7 +91,7 @@ def run_tune(
                 "tune_seed": settings.seed,
             }
         )
-        train_set, _ = test_split(featurized.table.features(), split_params(profile.train))
+        train_set, _ = train_and_test(featurized.table.features(), split_params(profile.train))
         n_classes = train_set.select("label").distinct().count()
         found = search(profile, train_set, n_classes, method, max_evals)
         best = found.best

@@ -17,7 +17,12 @@ from pyspark.ml.classification import (
     MultilayerPerceptronClassificationModel,
     ProbabilisticClassificationModel,
 )
-from pyspark.ml.feature import IndexToString, StringIndexer, StringIndexerModel
+from pyspark.ml.feature import (
+    IndexToString,
+    StandardScalerModel,
+    StringIndexer,
+    StringIndexerModel,
+)
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
@@ -61,11 +66,17 @@ def classifier_parameters(fitted: PipelineModel) -> dict[str, Any]:
     labels = class_labels(fitted)
     found = stage_of(fitted, ProbabilisticClassificationModel)
     if isinstance(found, MultilayerPerceptronClassificationModel):
+        scalers = [stage for stage in fitted.stages if isinstance(stage, StandardScalerModel)]
+        scaling = {}
+        if scalers:  # at most one: training_pipeline adds it with `standardization`
+            (scaler,) = scalers
+            scaling = {"mean": scaler.mean.toArray().tolist(), "std": scaler.std.toArray().tolist()}
         return {
             "kind": "mlp",
             "labels": labels,
             "layers": list(found.getLayers()),
             "weights": np.asarray(found.weights.toArray()).tolist(),
+            **scaling,
         }
     if not isinstance(found, LogisticRegressionModel):
         raise TypeError(f"no JVM-free form for {type(found).__name__}")
@@ -122,17 +133,18 @@ class MaskQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable)
 def training_pipeline(
     settings: TrainConfig, params: classifiers.Params, n_features: int, n_classes: int
 ) -> Pipeline:
-    """StringIndexer → the profile's classifier with ``params``, on cached features."""
+    """StringIndexer → the profile's classifier with ``params`` (an MLP behind a StandardScaler
+    when ``standardization``), on cached features."""
     indexer = StringIndexer(
         inputCol="label",
         outputCol=LABEL_INDEX,
         stringOrderType="alphabetAsc",
         handleInvalid="error",
     )
-    classifier = classifiers.estimator(
+    fitted_after = classifiers.stages(
         settings, params, n_features, n_classes, "features", LABEL_INDEX, PREDICTION_INDEX
     )
-    return Pipeline(stages=[indexer, classifier])
+    return Pipeline(stages=[indexer, *fitted_after])
 
 
 def classifier_model(fitted: PipelineModel) -> PipelineModel:

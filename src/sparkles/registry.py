@@ -29,7 +29,7 @@ from sparkles.feature_store import open_training_table
 from sparkles.pipeline import class_labels
 from sparkles.serving import SERVING_ARTIFACT
 from sparkles.session import build_session
-from sparkles.splits import SPLIT_PARAMS, test_split
+from sparkles.splits import SPLIT_PARAMS, train_and_test
 
 log = logging.getLogger(__name__)
 SCORING_TAG = "sparkles.model.scores_images"  # set on runs that logged the full scoring model
@@ -185,7 +185,7 @@ def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
             f"the training table {path} of run {run.info.run_id} is gone or incomplete, so "
             "its test split is unknown: run `sparkles featurize` with its profile again"
         )
-    _, test = test_split(features, run.data.params)
+    _, test = train_and_test(features, run.data.params)
     return test.select("path", "image_id", "label")
 
 

@@ -54,12 +54,17 @@ def _softmax(margins: np.ndarray) -> np.ndarray:
 
 
 def _perceptron_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
-    """Spark's MultilayerPerceptronClassificationModel: affine layers, sigmoid between them,
+    """Spark's MultilayerPerceptronClassificationModel (after its StandardScalerModel, when the
+    pipeline has one): affine layers, sigmoid between them,
     softmax on top. Its flat weight vector holds, per layer, the (out × in) matrix in
     column-major order (so a row-major (in, out) array) followed by the out biases."""
     weights = np.asarray(classifier["weights"], dtype=np.float64)
     sizes = classifier["layers"]
     activations, offset = features.astype(np.float64), 0
+    if "mean" in classifier:  # Spark's StandardScalerModel: a feature of zero spread becomes 0
+        std = np.asarray(classifier["std"], dtype=np.float64)
+        centred = activations - np.asarray(classifier["mean"], dtype=np.float64)
+        activations = np.divide(centred, std, out=np.zeros_like(centred), where=std != 0)
     for depth, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         matrix = weights[offset : offset + fan_in * fan_out].reshape(fan_in, fan_out)
         offset += fan_in * fan_out

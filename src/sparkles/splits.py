@@ -7,7 +7,7 @@ seeded hash of the image id, which stays the same when the files move. The assig
 computed on (image_id, label) alone and broadcast back, so feature vectors are never shuffled
 into one partition per class.
 
-``test_split`` is the one place that turns a run's split parameters into its (train, test)
+``train_and_test`` is the one place that turns a run's split parameters into its (train, test)
 rows: train, tune and the registry's held-out images all call it.
 """
 
@@ -60,6 +60,6 @@ def split_params(settings: TrainConfig) -> dict[str, float | int]:
     return {"test_fraction": settings.test_fraction, "split_seed": settings.seed}
 
 
-def test_split(features: DataFrame, params: Mapping[str, Any]) -> tuple[DataFrame, DataFrame]:
+def train_and_test(features: DataFrame, params: Mapping[str, Any]) -> tuple[DataFrame, DataFrame]:
     """(train, test) of a training table, from ``split_params`` (or a run's logged params)."""
     return stratified_split(features, float(params["test_fraction"]), int(params["split_seed"]))

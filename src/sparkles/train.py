@@ -33,7 +33,7 @@ from sparkles.pipeline import (
     training_pipeline,
 )
 from sparkles.serving import log_scoring_model
-from sparkles.splits import split_params, test_split
+from sparkles.splits import split_params, train_and_test
 from sparkles.tune import validate, validation_folds
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def train(
     computed as a search trial computes them, unless given (a search's winner has them).
     """
     settings = profile.train
-    train_set, test_set = test_split(table.features(), split_params(settings))
+    train_set, test_set = train_and_test(table.features(), split_params(settings))
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
