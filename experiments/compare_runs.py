@@ -4,7 +4,9 @@
 # MAGIC
 # MAGIC Loads the experiment's runs with `mlflow.search_runs`, tabulates accuracy, F1 and AUC of
 # MAGIC every trained model, and plots them; then looks inside the latest search: the validation
-# MAGIC metric of each trial against regParam and elasticNetParam.
+# MAGIC metric of each trial against its parameters (regParam and elasticNetParam, or the
+# MAGIC perceptron's maxIter, stepSize and layers), drawn by `sparkles.plots` like the search's
+# MAGIC own `tuning/search.png`.
 
 # COMMAND ----------
 
@@ -13,10 +15,10 @@ import shlex
 from pathlib import Path
 
 import mlflow
-from matplotlib.figure import Figure
 
-from sparkles import tracking
+from sparkles import classifiers, plots, tracking
 from sparkles.config import load_profile
+from sparkles.tune import Search, Trial
 
 profile = load_profile(
     os.environ.get("SPARKLES_PROFILE", "local"), shlex.split(os.environ.get("SPARKLES_SET", ""))
@@ -36,22 +38,16 @@ runs = mlflow.search_runs(
     filter_string="attributes.status = 'FINISHED' and tags.`sparkles.model.scores_images` = 'true'",
     order_by=["attributes.start_time ASC"],
 )
-columns = ["tags.mlflow.runName", "params.regParam", "params.elasticNetParam"]
+columns = ["tags.mlflow.runName", "params.classifier", "params.regParam", "params.elasticNetParam",
+           "params.layers"]  # fmt: skip
+columns = [c for c in columns if c in runs]
 metrics = ["metrics.accuracy", "metrics.f1", "metrics.auc"]
 table = runs[["run_id", *columns, *metrics]].rename(columns=lambda c: c.split(".")[-1])
 print(table.to_string(index=False))
 
 # COMMAND ----------
 
-figure = Figure(figsize=(7, 3.5))
-axes = figure.subplots()
-for name in ("accuracy", "f1", "auc"):
-    axes.plot(range(len(table)), table[name], marker="o", label=name)
-axes.set_xticks(range(len(table)), table["runName"], rotation=45, ha="right")
-axes.set(ylabel="test metric", title="Test metrics across runs")
-axes.legend()
-figure.tight_layout()
-figure.savefig(output / "metrics_across_runs.png", dpi=100)
+plots.plot_metrics_across_runs(table, output / "metrics_across_runs.png")
 
 # COMMAND ----------
 
@@ -71,22 +67,18 @@ if len(searches):
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'"
     )
     metric = parent["params.tune_metric"]
+    classifier = parent.get("params.classifier")
+    classifier = classifier if isinstance(classifier, str) else "logistic"  # runs before the MLP
+    names = [n for n in classifiers.default_params(profile.train.model_copy(
+        update={"classifier": classifier})) if f"params.{n}" in trials]  # fmt: skip
     trials = trials.sort_values(f"metrics.val_{metric}", ascending=False)
-    print(trials[["tags.mlflow.runName", "params.regParam", "params.elasticNetParam",
-                  f"metrics.val_{metric}"]].to_string(index=False))  # fmt: skip
-    figure = Figure(figsize=(6, 4))
-    axes = figure.subplots()
-    points = axes.scatter(
-        trials["params.regParam"].astype(float),
-        trials[f"metrics.val_{metric}"],
-        c=trials["params.elasticNetParam"].astype(float),
-        vmin=0,
-        vmax=1,
-    )
-    axes.set_xscale("log")
-    axes.set(xlabel="regParam", ylabel=f"val_{metric}", title=f"{parent['tags.mlflow.runName']}")
-    figure.colorbar(points, ax=axes, label="elasticNetParam")
-    figure.tight_layout()
-    figure.savefig(output / "search.png", dpi=100)
+    shown = ["tags.mlflow.runName", *(f"params.{n}" for n in names), f"metrics.val_{metric}"]
+    print(trials[shown].to_string(index=False))
+    found = Search(metric)
+    for number, (_, row) in enumerate(trials.iterrows(), start=1):
+        params = classifiers.parse_logged({n: row[f"params.{n}"] for n in names})
+        found.trials.append(Trial(number, params, {f"val_{metric}": row[f"metrics.val_{metric}"]},
+                                  row["run_id"]))  # fmt: skip
+    plots.plot_search(found, classifier, output / "search.png")
 else:
     print("no finished search yet: run `sparkles tune`")

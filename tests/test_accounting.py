@@ -193,6 +193,7 @@ SECOND_SESSION = textwrap.dedent(
 
     from sparkles.featurizer import DeepImageFeaturizer
     from sparkles.models import get_spec
+    from sparkles.pipeline import stage_of
 
     work, photos = Path(sys.argv[1]), Path(sys.argv[2]).as_uri()
     weights = work / "w" / "mobilenet.weights.h5"
@@ -234,7 +235,7 @@ SECOND_SESSION = textwrap.dedent(
         saved = PipelineModel.load((work / "saved").as_uri())
         mlflow.spark.log_model(saved, artifact_path="model")
     loaded = mlflow.spark.load_model(f"runs:/{run.info.run_id}/model")
-    stage = loaded.stages[0]
+    stage = stage_of(loaded, DeepImageFeaturizer)
     by_mlflow = features(loaded, second)
     again = features(featurizer(), second)  # the same weights file, shipped to the new context
     ships = sorted(p.name for p in Path(work / "tmp").glob("sparkles-ship-*"))

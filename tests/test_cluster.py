@@ -1,7 +1,8 @@
 """A real Spark standalone cluster on loopback: a master and two workers from the pyspark package.
 
-`main` (featurize → train) through spark://127.0.0.1:… gives local mode's features and metrics;
-a worker killed (by PID) while featurization runs costs a retry, not a row.
+Through spark://127.0.0.1:…, `featurize` loses a worker (killed by PID while it featurizes) and
+still commits every row once, with local mode's features; `main` on what is left of the cluster
+then trains on those stored features and gets local mode's metrics.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import pandas as pd
 import pyspark
 import pytest
 
+from sparkles.classifiers import default_params
+from sparkles.config import load_profile
+from sparkles.features import featurize
+from sparkles.train import train
 from tests.conftest import free_port, write_profile
 
 pytestmark = pytest.mark.slow
@@ -119,20 +124,21 @@ def _features(cache: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`main` in local mode on the sample: the features and metrics a cluster must reproduce."""
+def reference(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Local mode, in this test session: the features and metrics a cluster must reproduce."""
     folder = tmp_path_factory.mktemp("local")
-    profile = write_profile(folder, data={"sample": SAMPLE}, featurizer=CNN)
-    outcome = _run("main", profile)
-    data = folder / "data"
+    profile = load_profile(str(write_profile(folder, data={"sample": SAMPLE}, featurizer=CNN)))
+    featurized = featurize(profile, spark)
+    trained = train(profile, spark, featurized.table, default_params(profile.train))
     return {
         "data": {
-            "labels_csv": str(data / "labels.csv"),
-            "classes_csv": str(data / "classes.csv"),
-            "images": str(data / "images"),
+            "labels_csv": profile.data.labels_csv,
+            "classes_csv": profile.data.classes_csv,
+            "images": profile.data.images,
         },
         "features": _features(folder / "cache"),
-        "outcome": outcome,
+        "counts": featurized.counts,
+        "metrics": trained.metrics,
     }
 
 
@@ -164,26 +170,12 @@ def _assert_same_features(folder: Path, reference: dict) -> None:
         np.testing.assert_allclose(features[image], expected, rtol=1e-4, atol=1e-5 * scale)
 
 
-def test_main_on_a_standalone_cluster_equals_local_mode(
-    cluster: Cluster, reference: dict, tmp_path: Path
-) -> None:
-    outcome = _run("main", _cluster_profile(tmp_path, cluster, reference))
-    ran_on = [d for d in cluster.work_dirs if any(d.glob("app-*/*/stderr"))]
-    assert len(ran_on) == 2, "both workers should have run an executor"
-    _assert_same_features(tmp_path, reference)
-    expected = reference["outcome"]
-    assert outcome["featurize"]["counts"] == expected["featurize"]["counts"]
-    assert outcome["metrics"]["count_test"] == expected["metrics"]["count_test"]
-    for metric in ("accuracy", "f1", "auc"):
-        assert outcome["metrics"][metric] == pytest.approx(expected["metrics"][metric], abs=1e-6)
-
-
 def _built_model(work_dir: Path) -> bool:
     """The featurizer prints one line per Python worker that built its CNN."""
     return any("sparkles: built" in log.read_text() for log in work_dir.glob("app-*/*/stderr"))
 
 
-def test_a_worker_killed_during_featurization_loses_no_row(
+def test_a_lost_worker_costs_no_row_and_the_cluster_equals_local_mode(
     cluster: Cluster, reference: dict, tmp_path: Path
 ) -> None:
     profile = _cluster_profile(tmp_path, cluster, reference)
@@ -203,10 +195,21 @@ def test_a_worker_killed_during_featurization_loses_no_row(
     assert survivor.poll() is None
     assert job.returncode == 0, stderr[-3000:]
     assert "Lost executor" in stderr  # the driver saw the loss and ran the tasks again
+    assert _built_model(cluster.work_dirs[1]), "both workers should have featurized"
     counts = json.loads(stdout)["counts"]
     assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
-    assert counts["rows_in"] == reference["outcome"]["featurize"]["counts"]["rows_in"]
+    assert counts["rows_in"] == reference["counts"]["rows_in"]
     # one committed segment, holding every image: the retried tasks added no row
     (meta,) = (tmp_path / "cache").glob("*/segments/*/meta.json")
     assert json.loads(meta.read_text())["rows"] == counts["computed_images"] == counts["rows_in"]
     _assert_same_features(tmp_path, reference)
+
+    # `main` on the surviving worker: the stored features, no CNN, local mode's model
+    outcome = _run("main", profile)
+    assert outcome["featurize"]["counts"]["reused"] == counts["rows_in"]
+    same = ("rows_in", "featurized", "quarantined", "files", "matched_files", "labeled_images")
+    for key in same:
+        assert outcome["featurize"]["counts"][key] == reference["counts"][key], key
+    assert outcome["metrics"]["count_test"] == reference["metrics"]["count_test"]
+    for metric in ("accuracy", "f1", "auc"):
+        assert outcome["metrics"][metric] == pytest.approx(reference["metrics"][metric], abs=1e-6)

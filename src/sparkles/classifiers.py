@@ -136,6 +136,19 @@ def loggable(params: Params) -> dict[str, float | int | str]:
     return {k: "-".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
 
 
+def parse_logged(logged: dict[str, str]) -> Params:
+    """``loggable``'s inverse, for parameters read back from MLflow (all strings)."""
+    parsed: Params = {}
+    for name, value in logged.items():
+        if name == "layers":
+            parsed[name] = [int(size) for size in str(value).split("-")]
+        elif name == "maxIter":
+            parsed[name] = int(value)
+        else:
+            parsed[name] = float(value)
+    return parsed
+
+
 def describe(params: Params) -> str:
     return " ".join(
         f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in loggable(params).items()

@@ -125,6 +125,18 @@ def plot_misclassified(
     return save_figure(figure, path, dpi=90)
 
 
+def plot_metrics_across_runs(table: pd.DataFrame, path: Path) -> Path:
+    """Test accuracy, F1 and AUC of runs (``runName`` and those columns), in the order given."""
+    figure = Figure(figsize=(7, 3.5))
+    axes = figure.subplots()
+    for name in ("accuracy", "f1", "auc"):
+        axes.plot(range(len(table)), table[name], marker="o", label=name)
+    axes.set_xticks(range(len(table)), table["runName"], rotation=45, ha="right")
+    axes.set(ylabel="test metric", title="Test metrics across runs")
+    axes.legend()
+    return save_figure(figure, path)
+
+
 def plot_labels_per_image(histogram: dict[int, int], path: Path) -> Path:
     """Images by how many positive labels they carry."""
     figure = Figure(figsize=(6, 3.5))
