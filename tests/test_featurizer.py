@@ -136,9 +136,7 @@ def test_pipeline_model_saves_and_loads_with_its_weights(
     assert (tmp_path / "saved" / "stages").is_dir()
     weights_file.unlink()  # the saved model must not need the original file
     loaded = PipelineModel.load(str(tmp_path / "saved"))
-    stage = stage_of(
-        loaded, DeepImageFeaturizer
-    )  # a one-stage pipeline, found by type all the same
+    stage = stage_of(loaded, DeepImageFeaturizer)  # one stage here, found by type all the same
     assert stage.getWeights().endswith("/weights/mobilenet.weights.h5")
     assert (stage.getRuntime(), stage.getPrecision()) == ("keras", "f32")  # not the defaults
     after = _features_by_name(loaded.transform(images))
