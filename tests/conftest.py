@@ -89,8 +89,20 @@ def profile_path(tmp_path: Path) -> Path:
     return write_profile(tmp_path)
 
 
+@pytest.fixture
+def registry_store(registry_runs):
+    """``registry_runs``, with MLflow pointed at its store again: other tests move the process's
+    tracking URI (each run of a profile configures its own), and a registry test must not depend
+    on which ran last."""
+    from sparkles import tracking
+    from sparkles.config import load_profile
+
+    tracking.configure(load_profile(registry_runs[0]))
+    return registry_runs
+
+
 @pytest.fixture(scope="session")
-def registry_store(spark, tmp_path_factory: pytest.TempPathFactory):
+def registry_runs(spark, tmp_path_factory: pytest.TempPathFactory):
     """One cache and two experiments: a useful model (via `main`) and a useless one (`train`).
 
     regParam 10 with a pure L1 penalty zeroes every weight: a constant score, AUC exactly 0.5,

@@ -345,7 +345,8 @@ def test_download_entry_point_as_written(tmp_path: Path, server: Server) -> None
 
 def test_every_readme_command_is_run_by_a_test_or_marked() -> None:
     """The README cannot gain a command that nothing runs."""
-    prefixes = re.findall(r'command\(f?"([^"]+)"\)', SOURCE)
+    quoted = re.findall(r"""command\(f?(?:"([^"]+)"|'([^']+)')\)""", SOURCE)
+    prefixes = [double or single for double, single in quoted]
     run_here = {command(prefix.replace("{TUNE}", TUNE)) for prefix in prefixes}
     unaccounted = []
     for line in readme_commands():

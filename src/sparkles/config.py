@@ -291,6 +291,8 @@ class EdaConfig(_Strict):
     top_n: int = Field(default=20, ge=1)  # most frequent labels in the bar chart and summary
     top_k: int = Field(default=48, ge=2)  # labels in the co-occurrence matrix (the study used 48)
     output_dir: str | None = "./eda"
+    # width × height of every image from its header: reads each file's bytes once (no decode)
+    image_sizes: bool = True
 
 
 class CacheConfig(_Strict):

@@ -269,7 +269,7 @@ def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) ->
     with tracking.run(profile, "eda"):
         result = compute(
             spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n,
-            settings.top_k, data.images, data.image_glob,
+            settings.top_k, data.images if settings.image_sizes else None, data.image_glob,
         )  # fmt: skip
         folder = Path(output or settings.output_dir or tempfile.mkdtemp(prefix="sparkles-eda-"))
         write_report(result, folder)
