@@ -33,10 +33,13 @@ raise ImportError("pyspark is not available to the serving process")
 
 
 @pytest.fixture(scope="module")
-def served_run(registry_store, tmp_path_factory: pytest.TempPathFactory):
+def served_run(registry_runs, tmp_path_factory: pytest.TempPathFactory):
     """The `main` run of the registry store, its test split's images and a damaged file."""
+    from sparkles import tracking
+    from sparkles.config import load_profile
     from sparkles.registry import best_run
 
+    tracking.configure(load_profile(registry_runs[0]))  # module scope: registry_store is per test
     run = best_run("reg-strong", "auc", allow_random_weights=True)
     folder = tmp_path_factory.mktemp("serving")
     local = mlflow.artifacts.download_artifacts(

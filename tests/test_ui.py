@@ -26,10 +26,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def server(registry_store, spark):
+def server(registry_runs, spark):
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/run does)")
-    path, _ = registry_store
+    path, _ = registry_runs  # run_tune and promote point MLflow at its store
     profile = load_profile(
         path,
         [
