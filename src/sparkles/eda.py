@@ -56,18 +56,18 @@ class EdaResult:
         return phi
 
 
-def positive_labels(spark: SparkSession, labels_csv: str, classes_csv: str) -> DataFrame:
-    """(image_id, name) for every positive label, display names joined (MID kept if unnamed)."""
+def named_labels(spark: SparkSession, labels_csv: str, classes_csv: str) -> DataFrame:
+    """(image_id, name, Confidence) for every label row, display names joined (MID kept if
+    unnamed): the positive counts and the all-rows counts both come from this one join."""
     names = read_class_descriptions(spark, classes_csv)
     return (
         read_image_labels(spark, labels_csv)
-        .where(F.col("Confidence") == 1)
         .join(F.broadcast(names), "LabelName", "left")
         .select(
             F.col("ImageID").alias("image_id"),
             F.coalesce("DisplayName", "LabelName").alias("name"),
+            "Confidence",
         )
-        .distinct()
     )
 
 
@@ -129,13 +129,13 @@ def compute(
     image_glob: str = "*.jpg",
 ) -> EdaResult:
     """Every number of the report; image sizes too when ``images`` (a folder or URI) is given."""
-    raw = read_image_labels(spark, labels_csv)
-    totals = raw.agg(
+    every = named_labels(spark, labels_csv, classes_csv).cache()
+    totals = every.agg(
         F.count(F.lit(1)).alias("label_rows"),
-        F.countDistinct("ImageID").alias("images"),
+        F.countDistinct("image_id").alias("images"),
         F.sum((F.col("Confidence") == 1).cast("int")).alias("positive_label_rows"),
     ).first()
-    positives = positive_labels(spark, labels_csv, classes_csv).cache()
+    positives = every.where(F.col("Confidence") == 1).select("image_id", "name").distinct().cache()
     per_image = positives.groupBy("image_id").agg(F.count(F.lit(1)).alias("n_labels"))
     histogram = {
         int(r.n_labels): int(r["count"])
@@ -149,10 +149,6 @@ def compute(
     target_counts = {r.name: int(r["count"]) for r in targets.groupBy("name").count().collect()}
     several = targets.groupBy("image_id").count().where("count > 1").count()
     # every label row, whatever its confidence: what the labels file says about each class
-    names = read_class_descriptions(spark, classes_csv)
-    every = raw.join(F.broadcast(names), "LabelName", "left").select(
-        F.coalesce("DisplayName", "LabelName").alias("name")
-    )
     ranked_all = every.groupBy("name").count().orderBy(F.desc("count"), "name").limit(top_n)
     top_all = {r.name: int(r["count"]) for r in ranked_all.collect()}
     target_rows = every.where(F.lower("name").isin(wanted)).groupBy("name").count().collect()
@@ -192,6 +188,7 @@ def compute(
         "top_labels_all_rows": top_all,
     }
     positives.unpersist()
+    every.unpersist()
     sizes = None
     if images is not None:
         sizes, size_counts = image_sizes(spark, images, image_glob)
