@@ -17,6 +17,7 @@ USER_ERRORS = {
     "CacheMissingError",
     "DownloadError",
     "IngestError",
+    "OutputExistsError",
     "PromotionError",
     "ReconciliationError",
     "WeightsUnavailableError",
@@ -31,6 +32,9 @@ TRAIN_OPTIONS = {
     "max_iter": "train.max_iter",
 }
 TUNE_OPTIONS = {"method": "tune.method", "max_evals": "tune.max_evals", "metric": "tune.metric"}
+# Commands that read a feature table and fit: no live UI to serve (the history server still
+# has their event logs where the profile keeps them), unless the profile asks for one.
+SHORT_COMMAND = {"spark.ui.enabled": "false"}
 PROMOTE_OPTIONS = {
     "metric": "registry.metric",
     "model_name": "registry.model_name",
@@ -117,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sparkles.session import build_session
 
     profile = _profile(args, TRAIN_OPTIONS)
-    print(json.dumps(run_train(profile, build_session(profile)), indent=2))
+    spark = build_session(profile, defaults=SHORT_COMMAND)
+    print(json.dumps(run_train(profile, spark, args.features or None), indent=2))
     return 0
 
 
@@ -137,8 +142,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     profile = _profile(args, TUNE_OPTIONS)
     settings = profile.tune
     # a search runs no TensorFlow: give each core its own task
-    spark = build_session(profile, {"spark.task.cpus": str(settings.task_cpus)})
-    outcome = run_tune(profile, spark, settings.method, settings.max_evals, settings.metric)
+    spark = build_session(profile, {"spark.task.cpus": str(settings.task_cpus)}, SHORT_COMMAND)
+    outcome = run_tune(
+        profile, spark, settings.method, settings.max_evals, settings.metric,
+        args.features or None,
+    )  # fmt: skip
     print(json.dumps(outcome, indent=2))
     return 0
 
@@ -171,7 +179,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     profile = _profile(args)
     tracking.configure(profile)
     model_uri = args.model_uri or f"models:/{profile.registry.model_name}@champion"
-    result = predict(build_session(profile), model_uri, args.images, args.output, _truthy(args.csv))
+    result = predict(
+        build_session(profile), model_uri, args.images, args.output, _truthy(args.csv),
+        overwrite=_truthy(args.overwrite),
+    )  # fmt: skip
     print(json.dumps(asdict(result), indent=2))
     return 0
 
@@ -248,6 +259,14 @@ def _add_openimages(commands: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=cmd_openimages_download)
 
 
+def _add_features_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--features", default=None, metavar="RUN_ID",
+        help="the featurize (or main) run whose training table to fit on (default: the newest "
+        "one matching the profile's data and featurizer settings)",
+    )  # fmt: skip
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg-param", default=None, help="regularization strength (>= 0)")
     parser.add_argument("--elastic-net-param", default=None, help="0 = L2 ... 1 = L1")
@@ -298,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", parents=[common], help="fit and evaluate the classifier on cached features"
     )
     _add_train_options(train)
+    _add_features_option(train)
     train.set_defaults(func=cmd_train)
 
     tune = commands.add_parser(
@@ -306,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--method", default=None, help="grid or hyperopt (default: the profile's)")
     tune.add_argument("--max-evals", default=None, help="hyperopt trials")
     tune.add_argument("--metric", default=None, help="auc, accuracy or f1 (validation split)")
+    _add_features_option(tune)
     tune.set_defaults(func=cmd_tune)
 
     promote = commands.add_parser(
@@ -324,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="output directory (local or s3://)")
     predict.add_argument("--model-uri", default=None, help="default: models:/<name>@champion")
     predict.add_argument("--csv", nargs="?", const="true", default="false", help="CSV as well")
+    predict.add_argument(
+        "--overwrite", nargs="?", const="true", default="false",
+        help="replace predictions already in --output (default: refuse)",
+    )  # fmt: skip
     predict.set_defaults(func=cmd_predict)
 
     eda = commands.add_parser(

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkles import tracking
+from sparkles import storage, tracking
 from sparkles.cache import CacheEntry, fingerprint, manifest_rows
-from sparkles.config import Profile
+from sparkles.config import FeaturizerConfig, Profile
 from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import classes_to_draw, generate_sample
@@ -35,19 +37,31 @@ from sparkles.feature_store import (
     FeatureStore,
     ReconciliationError,
     TrainingTable,
+    open_training_table,
 )
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import PREPROCESS_VERSION
-from sparkles.models import get_spec
+from sparkles.models import get_spec, sha256_file
 from sparkles.progress import spark_progress
 from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 
 log = logging.getLogger(__name__)
 TABLE_MANIFEST = ["image_id", "label", SHA]  # what the training table's fingerprint covers
+# Tags of the runs that committed a training table (featurize, main): what train/tune look up.
+FEATURES_KEY_TAG = "sparkles.features.key"  # features_key(profile) of the run
+FEATURIZER_TAG = "sparkles.features.featurizer"  # the profile's featurizer section, as JSON
+WEIGHTS_PATH_TAG = "sparkles.weights.path"  # the weights file the CNN ran with, on that driver
+# Set by train/tune: the run whose training table they fitted on.
+FEATURES_RUN_TAG = "sparkles.features.run_id"
+# Featurizer settings that cannot change a feature: left out of features_key.
+FEATURIZE_PARAMS = ["model", "weights", "pooling", "runtime", "precision", "batch_size", "classes",
+                    "multi_label_policy"]  # fmt: skip
+NOT_IN_FEATURES_KEY = {"batch_size", "rows_per_partition", "weights_mirror", "allow_random_weights"}
 
 
 class CacheMissingError(RuntimeError):
-    """``train``/``tune`` never run the CNN: every image needs features in the store."""
+    """``train``/``tune`` never run the CNN: every image needs features in the store, and a
+    training table must have been committed by ``featurize`` or ``main``."""
 
 
 @dataclass
@@ -260,22 +274,18 @@ def _reconcile(table: TrainingTable, rows_in: int, segment: str | None) -> dict[
 
 
 def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile) -> None:
-    """Counts, timings, weights and the quarantine list into the active MLflow run."""
+    """Counts, timings, weights and the quarantine list into the active MLflow run, and the tags
+    by which train/tune find its training table."""
     settings = profile.featurizer
-    mlflow.log_params(
-        {
-            "model": settings.model,
-            "weights": settings.weights,
-            "pooling": settings.pooling,
-            "runtime": settings.runtime,
-            "precision": result.precision,
-            "batch_size": settings.batch_size,
-            "classes": ",".join(profile.data.classes),
-            "multi_label_policy": profile.data.multi_label_policy,
-        }
-    )
+    params = [settings.model, settings.weights, settings.pooling, settings.runtime,
+              result.precision, settings.batch_size, ",".join(profile.data.classes),
+              profile.data.multi_label_policy]  # fmt: skip
+    mlflow.log_params(dict(zip(FEATURIZE_PARAMS, params, strict=True)))
     mlflow.set_tags(
         {
+            FEATURES_KEY_TAG: features_key(profile),
+            FEATURIZER_TAG: settings.model_dump_json(),
+            WEIGHTS_PATH_TAG: result.weights.local_path or "",
             "sparkles.cache.fingerprint": result.fingerprint,
             "sparkles.cache.path": result.table.store.root,
             "sparkles.cache.table": result.table.entry.path,
@@ -299,6 +309,124 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         )
         Path(folder, "featurize_counts.json").write_text(json.dumps(result.counts, indent=2))
         mlflow.log_artifacts(folder, artifact_path="featurize")
+
+
+def features_key(profile: Profile) -> str:
+    """What a training table answers: these labels, images and classes under this policy,
+    through this featurizer. train/tune use the newest table committed under the same key."""
+    data = profile.data
+    featurizer = profile.featurizer.model_dump(exclude=NOT_IN_FEATURES_KEY)
+    parts = {
+        "labels_csv": storage.qualify(data.labels_csv),
+        "classes_csv": storage.qualify(data.classes_csv),
+        "images": storage.qualify(data.images),
+        "image_glob": data.image_glob,
+        "classes": list(data.classes),
+        "multi_label_policy": data.multi_label_policy,
+        "featurizer": featurizer,
+        "preprocess": PREPROCESS_VERSION,
+    }
+    return fingerprint(parts, [])
+
+
+def _features_run(profile: Profile, experiment_id: str, run_id: str | None) -> Run:
+    """The run named by ``--features`` (a train/tune run stands for the table it used), else the
+    newest FINISHED featurize/main run of this experiment under the profile's features key."""
+    if run_id:
+        try:
+            run = mlflow.get_run(run_id)
+        except MlflowException as err:
+            raise CacheMissingError(f"--features {run_id}: no such run ({err.message})") from err
+        source = run.data.tags.get(FEATURES_RUN_TAG)
+        if source and FEATURES_KEY_TAG not in run.data.tags:
+            return _features_run(profile, experiment_id, source)
+        if "sparkles.cache.table" not in run.data.tags:
+            raise CacheMissingError(
+                f"--features {run_id}: that run committed no training table (give the id of a "
+                "`featurize` or `main` run)"
+            )
+        return run
+    key = features_key(profile)
+    found = mlflow.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'FINISHED' and tags.`{FEATURES_KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    if not found:
+        experiment = mlflow.get_experiment(experiment_id).name
+        raise CacheMissingError(
+            f"no featurize run in experiment {experiment!r} has features for the images, labels, "
+            f"classes and featurizer settings of {profile.source or profile.name}: run `sparkles "
+            "featurize` (mlflow run: -e featurize, or the `main` entry point) with this profile "
+            "first, or pick a table with --features RUN_ID"
+        )
+    return found[0]
+
+
+def _weights_of(run: Run, profile: Profile, spark: SparkSession) -> ResolvedWeights:
+    """The weights the table's features came from, without a download where it can be helped:
+    random weights are a seed; a file is taken where that run left it if its hash still
+    matches, and resolved from the settings again only if not."""
+    tags = run.data.tags
+    kind, identity = tags["sparkles.weights.used"], tags["sparkles.weights.identity"]
+    requested = run.data.params.get("weights", profile.featurizer.weights)
+    if kind == "random":
+        return ResolvedWeights(requested, kind, None, identity)
+    path = tags.get(WEIGHTS_PATH_TAG)
+    if path and Path(path).is_file() and f"sha256:{sha256_file(path)}" == identity:
+        return ResolvedWeights(requested, kind, path, identity)
+    resolved = choose_weights(profile, spark)
+    if resolved.identity != identity:
+        raise WeightsUnavailableError(
+            f"the features of run {run.info.run_id} were computed with weights {identity}, but "
+            f"featurizer.weights={profile.featurizer.weights!r} resolves to {resolved.identity} "
+            "here: the model logged now could not score images as its features were made"
+        )
+    return resolved
+
+
+def committed_features(
+    profile: Profile, spark: SparkSession, experiment_id: str, run_id: str | None = None
+) -> tuple[Profile, FeaturizeResult, Run]:
+    """A committed training table, as a featurize run left it: no image is read, no CNN built.
+
+    Returns the profile with that run's featurizer settings (what the logged model must run),
+    the table as a FeaturizeResult, and the featurize run.
+    """
+    run = _features_run(profile, experiment_id, run_id)
+    tags = run.data.tags
+    table = open_training_table(spark, tags["sparkles.cache.table"])
+    if table is None:
+        raise CacheMissingError(
+            f"the training table {tags['sparkles.cache.table']} of run {run.info.run_id} is gone "
+            "or incomplete: run `sparkles featurize` with this profile again"
+        )
+    if FEATURIZER_TAG in tags:
+        settings = FeaturizerConfig.model_validate_json(tags[FEATURIZER_TAG])
+        profile = profile.model_copy(update={"featurizer": settings})
+    counts = {
+        key.removeprefix("count_"): int(value)
+        for key, value in run.data.metrics.items()
+        if key.startswith("count_")
+    }
+    result = FeaturizeResult(
+        tags["sparkles.cache.fingerprint"], table, True, _weights_of(run, profile, spark),
+        tags.get("sparkles.featurizer.precision", profile.featurizer.precision), counts,
+        runtime=tags.get("sparkles.featurizer.runtime", profile.featurizer.runtime),
+    )  # fmt: skip
+    return profile, result, run
+
+
+def log_features_source(result: FeaturizeResult, run: Run) -> None:
+    """Into a train/tune run: which table it fitted on, with the params, tags and counts of the
+    run that committed it (so runs compare, and promote groups them, as before)."""
+    copied = ("sparkles.cache.", "sparkles.weights.", "sparkles.featurizer.")
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith(copied)}
+    mlflow.set_tags({**tags, "sparkles.cache.reused": "true", FEATURES_RUN_TAG: run.info.run_id})
+    mlflow.log_params({k: v for k, v in run.data.params.items() if k in FEATURIZE_PARAMS})
+    mlflow.log_metrics({f"count_{k}": float(v) for k, v in result.counts.items()})
 
 
 def run_featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:

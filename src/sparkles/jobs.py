@@ -18,7 +18,14 @@ from pyspark.sql import SparkSession
 
 from sparkles import classifiers, plots, tracking
 from sparkles.config import Profile
-from sparkles.features import FeaturizeResult, featurize, log_featurize, summary
+from sparkles.features import (
+    FeaturizeResult,
+    committed_features,
+    featurize,
+    log_features_source,
+    log_featurize,
+    summary,
+)
 from sparkles.splits import split_params, train_and_test
 from sparkles.train import log_training, train
 from sparkles.tune import search
@@ -48,13 +55,16 @@ def _train_and_log(
     return {"featurize": summary(featurized), "metrics": metrics}
 
 
-def run_train(profile: Profile, spark: SparkSession) -> dict[str, Any]:
-    """Train on an existing cache entry; never runs the CNN."""
+def run_train(profile: Profile, spark: SparkSession, features: str | None = None) -> dict[str, Any]:
+    """Train on a committed training table (``features``: a run id; else the newest that
+    matches the profile). Reads features only: no image, no CNN."""
     with tracking.run(profile, "train") as active:
-        featurized = featurize(profile, spark, compute=False)
-        log_featurize(featurized, spark, profile)
+        profile, featurized, source = committed_features(
+            profile, spark, active.info.experiment_id, features
+        )
+        log_features_source(featurized, source)
         outcome = _train_and_log(profile, spark, featurized)
-    return {"run_id": active.info.run_id, **outcome}
+    return {"run_id": active.info.run_id, "features_run_id": source.info.run_id, **outcome}
 
 
 def run_main(profile: Profile, spark: SparkSession, refresh: bool = False) -> dict[str, Any]:
@@ -67,18 +77,25 @@ def run_main(profile: Profile, spark: SparkSession, refresh: bool = False) -> di
 
 
 def run_tune(
-    profile: Profile, spark: SparkSession, method: str, max_evals: int, metric: str
+    profile: Profile,
+    spark: SparkSession,
+    method: str,
+    max_evals: int,
+    metric: str,
+    features: str | None = None,
 ) -> dict[str, Any]:
     """A parent run with one nested run per trial; the winner is refit and tested in the parent.
 
-    Reads the feature cache only: a search never runs the CNN.
+    Reads a committed training table only (as ``run_train``): a search never reads an image.
     """
     profile = profile.model_copy(
         update={"tune": profile.tune.model_copy(update={"method": method, "metric": metric})}
     )
     with tracking.run(profile, f"tune-{method}") as active:
-        featurized = featurize(profile, spark, compute=False)
-        log_featurize(featurized, spark, profile)
+        profile, featurized, source = committed_features(
+            profile, spark, active.info.experiment_id, features
+        )
+        log_features_source(featurized, source)
         settings = profile.tune
         mlflow.log_params(
             {
@@ -104,6 +121,7 @@ def run_tune(
         outcome = _train_and_log(profile, spark, featurized, best.params, validation)
     return {
         "run_id": active.info.run_id,
+        "features_run_id": source.info.run_id,
         "best": {**best.params, "run_id": best.run_id, **best.metrics},
         "trials": len(found.trials),
         **outcome,

@@ -94,15 +94,21 @@ def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
 def plot_misclassified(
     evaluation: Evaluation, spark: SparkSession, path: Path, limit: int = 12
 ) -> Path:
-    """The most confidently wrong test images (by P(predicted class)), truth and P in titles."""
+    """The most confidently wrong test images (by P(predicted class)), truth and P in titles.
+
+    The only image files train and tune read (at most ``limit``): one no longer where it was
+    featurized is drawn as its title alone.
+    """
+    from sparkles import storage
+    from sparkles.data.images import read_contents
+
     wrong = evaluation.predictions[
         evaluation.predictions.label != evaluation.predictions[PREDICTION]
     ]
     wrong = wrong.nlargest(limit, "confidence")
-    contents: dict[str, bytes] = {}
-    if len(wrong):
-        rows = spark.read.format("binaryFile").load(list(wrong.path)).select("path", "content")
-        contents = {row.path: bytes(row.content) for row in rows.collect()}
+    present = [path for path in wrong.path if storage.exists(spark, path)]
+    rows = read_contents(spark, present).collect() if present else []
+    contents = {row.path: bytes(row.content) for row in rows}
     columns = 4
     count = max(len(wrong), 1)
     rows_needed = (count + columns - 1) // columns
@@ -116,6 +122,8 @@ def plot_misclassified(
     for cell, row in zip(cells, wrong.itertuples(), strict=False):
         if row.path in contents:
             cell.imshow(Image.open(io.BytesIO(contents[row.path])).convert("RGB"))
+        else:
+            cell.text(0.5, 0.5, "image no longer\nat its path", ha="center", va="center")
         cell.set_title(
             f"true {row.label}, said {getattr(row, PREDICTION)}\n"
             f"P({getattr(row, PREDICTION)}) = {row.confidence:.2f}",

@@ -24,6 +24,11 @@ from sparkles.serving import probability_column
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
 QUARANTINE = "quarantine"
+OUTPUTS = [PREDICTIONS, QUARANTINE, f"{PREDICTIONS}_csv", f"{QUARANTINE}_csv"]
+
+
+class OutputExistsError(RuntimeError):
+    """Predictions are already where this run would write: kept unless --overwrite."""
 
 
 @dataclass
@@ -73,11 +78,24 @@ def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, 
 
 
 def predict(
-    spark: SparkSession, model_uri: str, images: str, output: str, csv: bool = False
+    spark: SparkSession,
+    model_uri: str,
+    images: str,
+    output: str,
+    csv: bool = False,
+    overwrite: bool = False,
 ) -> PredictResult:
-    """Score ``images`` with ``model_uri`` into ``output``/predictions and ``output``/quarantine."""
+    """Score ``images`` with ``model_uri`` into ``output``/predictions and ``output``/quarantine
+    (replacing earlier ones only with ``overwrite``)."""
     output = output.rstrip("/")
     staged = f"{output}/_all"
+    written = [f"{output}/{name}" for name in OUTPUTS]
+    existing = [path for path in written if storage.exists(spark, path)]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{existing[0]} exists: predictions are not overwritten unless asked "
+            "(--overwrite, mlflow run: -P overwrite=true), or choose another --output"
+        )
     scored, expected = score(spark, model_uri, images)
     with spark_progress(spark, "predict"):
         scored.write.mode("overwrite").parquet(staged)

@@ -18,22 +18,24 @@ from dataclasses import asdict, dataclass
 import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkles import tracking
 from sparkles.cache import open_entry
 from sparkles.config import Profile
+from sparkles.data.images import read_contents
 from sparkles.evaluate import headline_metrics
 from sparkles.feature_store import open_training_table
+from sparkles.featurizer import DeepImageFeaturizer
+from sparkles.logged_model import MODEL_ARTIFACT, SCORING_TAG
 from sparkles.pipeline import class_labels
-from sparkles.serving import SERVING_ARTIFACT
+from sparkles.serving import ERROR
 from sparkles.session import build_session
 from sparkles.splits import SPLIT_PARAMS, train_and_test
 
 log = logging.getLogger(__name__)
-SCORING_TAG = "sparkles.model.scores_images"  # set on runs that logged the full scoring model
-MODEL_ARTIFACT = "model"
 
 
 class PromotionError(RuntimeError):
@@ -53,7 +55,6 @@ class Decision:
     evaluation: str  # how the two were compared
     images: str  # which images: none of them was trained on by either model
     selected_by: str = ""  # the validation metric that chose the challenger, and its value
-    serving_version: str = ""  # its JVM-free scoring model's version in <name>-serving
 
     def tags(self) -> dict[str, str]:
         return {f"sparkles.promotion.{k}": str(v) for k, v in asdict(self).items()}
@@ -130,19 +131,7 @@ def best_run(experiment_name: str, metric: str, allow_random_weights: bool = Fal
     raise PromotionError(f"{problem}: run `main` or `tune` first")
 
 
-def serving_name(model_name: str) -> str:
-    """The registered model that holds the JVM-free scoring models of ``model_name``'s runs.
-
-    A second registered model, not a second artifact of one version: a version is one logged
-    model, and ``models:/<name>@champion`` resolves to exactly one; this way both flavours are
-    reachable by alias (README, *Serve the champion*).
-    """
-    return f"{model_name}-serving"
-
-
-def _version_for(
-    client: mlflow.MlflowClient, name: str, run: Run, artifact: str = MODEL_ARTIFACT
-) -> str:
+def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:
     """The registered version of ``run``'s ``artifact``, registering it if it is not yet."""
     try:
         for version in client.search_model_versions(f"name = '{name}'"):
@@ -150,24 +139,8 @@ def _version_for(
                 return version.version
     except MlflowException:
         pass
-    registered = mlflow.register_model(f"runs:/{run.info.run_id}/{artifact}", name)
+    registered = mlflow.register_model(f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}", name)
     return registered.version
-
-
-def _mirror_to_serving(
-    client: mlflow.MlflowClient, run: Run, decision: Decision, aliases: list[str]
-) -> str | None:
-    """Register ``run``'s serving model beside it and move the same aliases, where it has one
-    (runs logged before it existed have none)."""
-    if not client.list_artifacts(run.info.run_id, SERVING_ARTIFACT):
-        return None
-    name = serving_name(decision.model_name)
-    version = _version_for(client, name, run, SERVING_ARTIFACT)
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, version)
-    for key, value in {**decision.tags(), "sparkles.spark_version": decision.version}.items():
-        client.set_model_version_tag(name, version, key, value)
-    return version
 
 
 def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
@@ -203,19 +176,46 @@ def _same_test_split(a: Run, b: Run) -> bool:
     ) and all(a.data.params.get(k) == b.data.params.get(k) for k in keys)
 
 
+def _stored_features(spark: SparkSession, a: Run, b: Run) -> DataFrame | None:
+    """Rows of ``a``'s training table with their stored features, when both runs' features come
+    from one feature store (the same featurizer settings): then re-scoring reads no image."""
+    tags_a, tags_b = a.data.tags, b.data.tags
+    store = tags_a.get("sparkles.cache.path")
+    if store is None or store != tags_b.get("sparkles.cache.path"):
+        return None
+    table = open_training_table(spark, tags_a.get("sparkles.cache.table", ""))
+    return None if table is None else table.read()
+
+
+def _without_featurizer(model: PipelineModel) -> PipelineModel:
+    """The scoring model's stages after the CNN: they score stored features as they would the
+    featurizer's output (quarantined rows included)."""
+    return PipelineModel([s for s in model.stages if not isinstance(s, DeepImageFeaturizer)])
+
+
 def rescore(
-    spark: SparkSession, test: DataFrame, model_uris: list[str], metric: str
+    spark: SparkSession,
+    test: DataFrame,
+    model_uris: list[str],
+    metric: str,
+    features: DataFrame | None = None,
 ) -> list[float]:
-    """Score each model on the raw images of ``test`` (path, label)."""
-    test = test.select("path", "label")
-    paths = [row.path for row in test.select("path").collect()]
-    images = spark.read.format("binaryFile").load(paths).select("path", "content")
-    labelled = images.join(test, "path")
+    """Score each model on ``test`` (path, image_id, label): on ``features`` (stored rows of
+    those images) where given, else on the raw images."""
+    if features is not None:
+        inputs = features.join(test.select("image_id", "label").distinct(), ["image_id", "label"])
+    else:
+        test = test.select("path", "label")
+        paths = [row.path for row in test.select("path").collect()]
+        images = read_contents(spark, paths).select("path", "content")
+        inputs = images.join(test, "path")
     scores = []
     for uri in model_uris:
         model = mlflow.spark.load_model(uri)
+        if features is not None:
+            model = _without_featurizer(model)
         # with a label column present, the model's own StringIndexer adds label_index
-        scored = model.transform(labelled).where(F.col("featurize_error").isNull())
+        scored = model.transform(inputs).where(F.col(ERROR).isNull())
         n_classes = len(class_labels(model))
         scores.append(headline_metrics(scored, n_classes)[metric])
     return scores
@@ -265,8 +265,12 @@ def promote(
                     "image is unseen by both: compare them on new labelled images instead"
                 )
             uris = [f"models:/{model_name}/{version}", f"models:/{model_name}/{champion.version}"]
-            challenger_score, champion_score = rescore(spark, common, uris, metric)
-            how = "both re-scored on the images in both test splits (different features or split)"
+            stored = _stored_features(spark, challenger_run, champion_run)
+            challenger_score, champion_score = rescore(spark, common, uris, metric, stored)
+            how = (
+                "both re-scored on the images in both test splits (different features or split)"
+                + ("; on their stored features" if stored is not None else "")
+            )
             digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
             images = f"{len(ids)} images in both test splits (sha256 of their ids: {digest})"
         gain = challenger_score - champion_score
@@ -278,13 +282,8 @@ def promote(
         )  # fmt: skip
     selector = f"val_{metric}"
     decision.selected_by = f"{selector}={challenger_run.data.metrics[selector]:.6g}"
-    aliases = ["challenger"]
     if decision.decision in ("first-champion", "promoted"):
         client.set_registered_model_alias(model_name, "champion", version)
-        aliases.append("champion")
-    serving = _mirror_to_serving(client, challenger_run, decision, aliases)
-    if serving:
-        decision.serving_version = serving
     for key, value in decision.tags().items():
         client.set_model_version_tag(model_name, version, key, value)
     log.info(

@@ -1,5 +1,6 @@
 """The JVM-free scoring model: the featurizer's CNN and the fitted classifier as a plain MLflow
-pyfunc, so `mlflow models serve` runs in a container with neither Java nor Spark.
+pyfunc (the ``python_function`` flavour of every logged model, see ``logged_model``), so
+`mlflow models serve` runs in a container with neither Java nor Spark.
 
 It holds the backbone (weights file, model name, pooling, runtime, precision, decode limits) and
 the classifier as numbers (a logistic regression's coefficients and intercepts, or a
@@ -24,7 +25,8 @@ import pandas as pd
 from sparkles.models import get_spec
 from sparkles.runtimes import ImageBatchFeaturizer, compile_cnn, precision_that_runs
 
-SERVING_ARTIFACT = "serving"  # beside `model` (Spark) and `classifier` in every training run
+SERVING_ARTIFACT = "serving"  # the JVM-free model of runs logged before one model held both
+SETTINGS_FILE, CLASSIFIER_FILE = "settings.json", "classifier.json"
 ERROR = "featurize_error"
 PREDICTION = "prediction"
 PASSED_THROUGH = ("path", "image_id")
@@ -85,15 +87,17 @@ def input_length(classifier: dict[str, Any]) -> int:
     return len(classifier["coefficients"][0])
 
 
-class ImageScoringModel(mlflow.pyfunc.PythonModel):
-    """Input: ``content`` (image bytes; base64 in JSON), optional ``path``/``image_id``.
-    Output per row: those, ``prediction``, ``probability_<class>`` per class, ``featurize_error``
-    (null predictions and probabilities where it is set)."""
+class ImageScorer:
+    """Image bytes → class probabilities, with no Spark: the featurizer's CNN and decoding, then
+    the classifier's numbers. Input: ``content`` (image bytes; base64 in JSON), optional
+    ``path``/``image_id``. Output per row: those, ``prediction``, ``probability_<class>`` per
+    class, ``featurize_error`` (null predictions and probabilities where it is set)."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def __init__(
+        self, settings: dict[str, Any], classifier: dict[str, Any], weights: str | None
+    ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        settings = json.loads(Path(context.artifacts["settings"]).read_text())
-        self.classifier = json.loads(Path(context.artifacts["classifier"]).read_text())
+        self.classifier = classifier
         self.batch_size = int(settings["batch_size"])
         precision, reason = precision_that_runs(settings["precision"])
         if reason:
@@ -101,19 +105,14 @@ class ImageScoringModel(mlflow.pyfunc.PythonModel):
         spec = get_spec(settings["model"])
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         cnn = compile_cnn(
-            spec, context.artifacts.get("weights"), settings["pooling"], settings["seed"],
-            settings["runtime"], precision, threads,
+            spec, weights, settings["pooling"], settings["seed"], settings["runtime"],
+            precision, threads,
         )  # fmt: skip
         self.featurize = ImageBatchFeaturizer(
             cnn, spec, settings["max_file_bytes"], settings["max_pixels"], threads
         )
 
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         contents = [_as_bytes(value) for value in model_input["content"]]
         features = np.zeros((len(contents), input_length(self.classifier)))
         errors = np.empty(len(contents), dtype=object)
@@ -134,6 +133,35 @@ class ImageScoringModel(mlflow.pyfunc.PythonModel):
             out[probability_column(label)] = np.where(scored, column, None)
         out[ERROR] = errors
         return out
+
+
+def _load_pyfunc(data_path: str) -> ImageScorer:
+    """The ``python_function`` flavour of the model a training run logs (``logged_model``):
+    ``data_path`` holds settings.json and classifier.json; the weights file is the one inside
+    the Spark flavour's featurizer stage, named in settings.json relative to the model."""
+    folder = Path(data_path)
+    settings = json.loads((folder / SETTINGS_FILE).read_text())
+    classifier = json.loads((folder / CLASSIFIER_FILE).read_text())
+    weights = settings.get("weights_file")
+    return ImageScorer(settings, classifier, str(folder.parent / weights) if weights else None)
+
+
+class ImageScoringModel(mlflow.pyfunc.PythonModel):
+    """The ``serving`` pyfunc that runs logged before one model held both flavours: kept so
+    those runs, and ``<name>-serving`` versions registered from them, still load."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        classifier = json.loads(Path(context.artifacts["classifier"]).read_text())
+        self.scorer = ImageScorer(settings, classifier, context.artifacts.get("weights"))
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        return self.scorer.predict(model_input, params)
 
 
 def _as_bytes(value: Any) -> bytes | None:
@@ -161,36 +189,3 @@ def signature(labels: list[str]) -> mlflow.models.ModelSignature:
         ]
     )
     return mlflow.models.ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def log_scoring_model(
-    settings: dict[str, Any],
-    classifier: dict[str, Any],
-    weights: str | None,
-    example: pd.DataFrame,
-    requirements: list[str],
-    code_paths: list[str],
-) -> None:
-    """Log the pyfunc as ``serving`` in the active run: settings and classifier as JSON
-    artifacts, the weights file itself (none for seeded random weights)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        artifacts = {}
-        for name, content in (("settings", settings), ("classifier", classifier)):
-            path = Path(folder, f"{name}.json")
-            path.write_text(json.dumps(content, indent=2))
-            artifacts[name] = str(path)
-        if weights:
-            artifacts["weights"] = weights
-        # MLflow scores the input example with the loaded model before it keeps it (pyfunc
-        # has no switch to skip that): one more CNN build in this process, a real check
-        mlflow.pyfunc.log_model(
-            name=SERVING_ARTIFACT,
-            python_model=ImageScoringModel(),
-            artifacts=artifacts,
-            signature=signature(classifier["labels"]),
-            input_example=example,
-            pip_requirements=requirements,
-            code_paths=code_paths,
-        )

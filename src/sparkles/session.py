@@ -19,8 +19,11 @@ PORTABLE_DEFAULTS = {
 }
 
 
-def build_session(profile: Profile, extra: dict[str, str] | None = None) -> SparkSession:
-    """Start (or reuse) the session the profile describes.
+def build_session(
+    profile: Profile, extra: dict[str, str] | None = None, defaults: dict[str, str] | None = None
+) -> SparkSession:
+    """Start (or reuse) the session the profile describes; ``extra`` wins over the profile,
+    the profile over ``defaults`` (a command's own, e.g. no UI for a short one).
 
     Python workers must run the driver's interpreter, or they miss pandas and this package.
     """
@@ -30,7 +33,7 @@ def build_session(profile: Profile, extra: dict[str, str] | None = None) -> Spar
     if profile.spark.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(profile.spark.master).appName(profile.spark.app_name)
-    settings = {**PORTABLE_DEFAULTS, **profile.spark.conf, **(extra or {})}
+    settings = {**PORTABLE_DEFAULTS, **(defaults or {}), **profile.spark.conf, **(extra or {})}
     # The console bar garbles logs when stdout is not a terminal; ours (progress.py) does not.
     settings.setdefault("spark.ui.showConsoleProgress", "false")
     for key, value in settings.items():

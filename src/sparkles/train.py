@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.spark_dataset_source import SparkDatasetSource
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
-from sparkles import classifiers, plots
+from sparkles import classifiers, logged_model, plots
 from sparkles import evaluate as ev
 from sparkles.code import package_dir
 from sparkles.config import Profile
@@ -32,7 +32,6 @@ from sparkles.pipeline import (
     scoring_model,
     training_pipeline,
 )
-from sparkles.serving import log_scoring_model
 from sparkles.splits import split_params, train_and_test
 from sparkles.tune import validate, validation_folds
 
@@ -93,14 +92,7 @@ def train(
     return TrainResult(fitted, evaluation, counts, fit_seconds)
 
 
-def _input_example(spark: SparkSession, result: TrainResult) -> pd.DataFrame:
-    """One real test image as raw bytes: what the scoring model takes."""
-    path = result.evaluation.predictions.path.iloc[0]
-    row = spark.read.format("binaryFile").load(path).select("path", "content").first()
-    return pd.DataFrame({"path": [row.path], "content": [bytes(row.content)]})
-
-
-def model_requirements(spark: bool = True) -> list[str]:
+def model_requirements() -> list[str]:
     """Third-party packages pinned from this environment; this project's own code travels in the
     model (``code_paths``), never as a pip requirement. Given explicitly, because MLflow's
     inference loads the model in a fresh process (a second Spark start, ~10 s) and still misses
@@ -109,7 +101,7 @@ def model_requirements(spark: bool = True) -> list[str]:
 
     pins = []
     for package in (
-        *(("pyspark", "pyarrow") if spark else ()), "mlflow", "numpy", "pandas",
+        "pyspark", "pyarrow", "mlflow", "numpy", "pandas",
         "tensorflow-cpu", "tensorflow", "keras", "openvino", "pillow",
     ):  # fmt: skip
         try:
@@ -126,7 +118,7 @@ def log_training(
     featurized: FeaturizeResult,
     params: classifiers.Params,
 ) -> None:
-    """Everything a reader of the run needs: params, metrics, plots, predictions, both models."""
+    """Everything a reader of the run needs: params, metrics, plots, predictions, the model."""
     settings = profile.train
     # Spark's own Param names: distinct from the MLproject parameters (reg_param, ...), which
     # MLflow logs as given (often empty, meaning "the profile's value").
@@ -141,12 +133,10 @@ def log_training(
     )  # fmt: skip
     mlflow.log_metrics(result.metrics)
     mlflow.set_tag("sparkles.classes", ",".join(result.evaluation.labels))
-    dataset = mlflow.data.from_spark(
-        featurized.table.features().select("image_id", "label"),
-        path=featurized.table.entry.table,
-        name=f"features-{featurized.fingerprint}",
-    )
-    mlflow.log_input(dataset, context="training")
+    table = featurized.table
+    source = SparkDatasetSource(path=table.entry.table)
+    name = f"features-{featurized.fingerprint}"  # no Spark job: MLflow's from_spark counts rows
+    mlflow.log_input(MetaDataset(source, name=name, digest=table.fingerprint[:8]), "training")
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         plots.plot_roc(result.evaluation, out / "roc_curve.png")
@@ -158,44 +148,19 @@ def log_training(
         result.evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
         mlflow.log_artifacts(folder, artifact_path="evaluation")
 
-    log.info("logged metrics and plots; logging the classifier")
-    classifier = classifier_model(result.fitted)
-    mlflow.spark.log_model(
-        classifier,
-        artifact_path="classifier",
-        pip_requirements=model_requirements(),
-        code_paths=[str(package_dir())],
-    )
-    log.info("logging the scoring model, its input example scored first")
+    log.info("logged metrics and plots; logging the model")
     featurizer = build_featurizer(profile, featurized.weights, featurized.precision)
-    scorer = scoring_model(featurizer, result.fitted)
-    example = _input_example(spark, result)
-    predicted = scorer.transform(spark.createDataFrame(example)).select("prediction").toPandas()
-    log.info("example scored; saving")
-    mlflow.spark.log_model(
-        scorer,
-        artifact_path="model",
-        signature=infer_signature(example, predicted["prediction"]),
-        input_example=example,
-        pip_requirements=model_requirements(),
-        code_paths=[str(package_dir())],
-        # the example was scored just above by this very model; MLflow's own check would load
-        # it a second time and build the CNN again (~17 s of every main/train/tune run)
-        validate_serving_input=False,
-    )
-    mlflow.set_tag("sparkles.model.scores_images", "true")
-    log.info("logging the JVM-free scoring model")
-    settings = {
+    scorer = {
         "model": featurizer.getModelName(), "pooling": featurizer.getPooling(),
         "runtime": featurizer.getRuntime(), "precision": featurizer.getPrecision(),
         "seed": featurizer.getSeed(), "batch_size": featurizer.getBatchSize(),
         "max_file_bytes": featurizer.getMaxFileBytes(), "max_pixels": featurizer.getMaxPixels(),
     }  # fmt: skip
-    log_scoring_model(
-        settings,
+    logged_model.log_model(
+        scoring_model(featurizer, result.fitted),
+        scorer,
         classifier_parameters(result.fitted),
-        featurized.weights.local_path,
-        example,
-        model_requirements(spark=False),
+        model_requirements(),
         [str(package_dir())],
     )
+    mlflow.set_tag(logged_model.SCORING_TAG, "true")

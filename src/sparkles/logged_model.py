@@ -1,0 +1,101 @@
+"""The model a training run logs: one MLflow model, two flavours, one copy of the CNN's weights.
+
+- ``spark``: the whole PipelineModel (DeepImageFeaturizer → classifier → label names), which
+  `predict` and ``mlflow.spark.load_model`` use; the featurizer stage saves the weights file.
+- ``python_function``: the JVM-free scorer (``serving._load_pyfunc``), which reads that same
+  weights file out of the featurizer stage, so ``mlflow models serve -m models:/<name>@champion``
+  needs neither Java nor Spark, and the registry needs no second model for it.
+
+This module is the flavour module handed to ``mlflow.models.Model.log`` (MLflow's way to log a
+custom flavour): MLflow creates the logged model, calls ``save_model`` and uploads the folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model
+from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
+from PIL import Image
+from pyspark.ml import PipelineModel
+
+from sparkles.featurizer import WEIGHTS_DIR
+from sparkles.serving import CLASSIFIER_FILE, SETTINGS_FILE, signature
+
+MODEL_ARTIFACT = "model"
+SCORING_TAG = "sparkles.model.scores_images"  # on runs that logged a model scoring image bytes
+SERVING_DATA = "serving"  # settings.json + classifier.json, beside the Spark flavour's sparkml/
+
+
+def input_example() -> pd.DataFrame:
+    """A small JPEG made here: the model's example request, without reading any image file."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (96, 140, 70)).save(buffer, format="JPEG")
+    return pd.DataFrame({"path": ["example.jpg"], "content": [buffer.getvalue()]})
+
+
+def save_model(
+    path: str,
+    mlflow_model: Model,
+    spark_model: PipelineModel,
+    settings: dict[str, Any],
+    classifier: dict[str, Any],
+    pip_requirements: list[str],
+    code_paths: list[str],
+    **_: Any,  # what Model.log passes on (validate_serving_input)
+) -> None:
+    """Both flavours into ``path``: Spark's own save, then the pyfunc flavour re-pointed at the
+    JVM-free loader and the weights file the featurizer stage saved."""
+    example = input_example()
+    mlflow.spark.save_model(
+        spark_model,
+        path,
+        mlflow_model=mlflow_model,
+        signature=signature(classifier["labels"]),
+        input_example=example,
+        pip_requirements=pip_requirements,
+        code_paths=code_paths,
+    )
+    root = Path(path)
+    found = sorted(root.glob(f"sparkml/stages/*/{WEIGHTS_DIR}/*"))
+    data = root / SERVING_DATA
+    data.mkdir()
+    weights = str(found[0].relative_to(root)) if found else None  # none: seeded random weights
+    (data / SETTINGS_FILE).write_text(json.dumps({**settings, "weights_file": weights}, indent=2))
+    (data / CLASSIFIER_FILE).write_text(json.dumps(classifier, indent=2))
+    pyfunc = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
+    pyfunc[mlflow.pyfunc.MAIN] = "sparkles.serving"
+    pyfunc[mlflow.pyfunc.DATA] = SERVING_DATA
+    mlflow_model.save(str(root / MLMODEL_FILE_NAME))
+
+
+def log_model(
+    spark_model: PipelineModel,
+    settings: dict[str, Any],
+    classifier: dict[str, Any],
+    pip_requirements: list[str],
+    code_paths: list[str],
+) -> ModelInfo:
+    """Log the model as ``model`` in the active run.
+
+    MLflow's check of the input example would load the pyfunc and build the CNN in this process
+    (TensorFlow, seconds): skipped here, since the JVM-free scorer is tested on real images and
+    its example is served in tests/test_serving.py.
+    """
+    return Model.log(
+        artifact_path=None,
+        name=MODEL_ARTIFACT,
+        flavor=sys.modules[__name__],
+        spark_model=spark_model,
+        settings=settings,
+        classifier=classifier,
+        pip_requirements=pip_requirements,
+        code_paths=code_paths,
+        validate_serving_input=False,
+    )
