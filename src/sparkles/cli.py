@@ -377,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # py4j logs each connection it closes at INFO, and errors of the ones the JVM's exit cut
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
+    already = _active_spark()
     try:
         return args.func(args)
     except ConfigError as err:
@@ -388,6 +391,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)  # says what to do; a traceback would bury it
         return 1
+    finally:
+        # Stop the session this command started before the interpreter exits: left to the
+        # exit, the JVM goes down under py4j's open connections, whose tracebacks land in a good
+        # run's log. A session the caller had (a notebook, a test) is theirs to keep.
+        started = _active_spark()
+        if started is not None and already is None:
+            started.stop()
+
+
+def _active_spark():  # -> SparkSession | None, without importing pyspark for commands that don't
+    module = sys.modules.get("pyspark.sql")
+    return module.SparkSession.getActiveSession() if module else None
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def _compute(
     # Spark packs files by bytes, so small tasks with one partial model batch each were common.
     tasks = max(1, math.ceil(len(new) / rows_per_partition))
     rows = featurizer.transform(contents.coalesce(tasks))
-    with spark_progress(spark, "featurize"):
+    with spark_progress(spark, "featurize", records=len(new)):
         return store.append(rows, expected=len(new))
 
 

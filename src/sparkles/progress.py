@@ -15,18 +15,34 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
-def input_bytes(spark: SparkSession) -> int:
-    """Bytes Spark has read from storage in this application so far (the UI's "Input")."""
+def _stages(spark: SparkSession) -> list:
+    """Every stage of this application in Spark's status store (live ones included: running
+    tasks report their metrics with each executor heartbeat)."""
     context = spark.sparkContext
     jvm = context._jvm
     quantiles = context._gateway.new_array(jvm.double, 0)
     # stageList(statuses, details, withSummaries, quantiles, taskStatus) -> a Scala Seq
     stages = context._jsc.sc().statusStore().stageList(None, False, False, quantiles, None)
     try:  # Scala 2.13 (Spark 4)
-        stages = jvm.scala.jdk.javaapi.CollectionConverters.asJava(stages)
+        return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(stages))
     except Exception:  # Scala 2.12 (Spark 3.5)
-        stages = jvm.scala.collection.JavaConverters.seqAsJavaList(stages)
-    return sum(int(stage.inputBytes()) for stage in stages)
+        return list(jvm.scala.collection.JavaConverters.seqAsJavaList(stages))
+
+
+def input_bytes(spark: SparkSession) -> int:
+    """Bytes Spark has read from storage in this application so far (the UI's "Input")."""
+    return sum(int(stage.inputBytes()) for stage in _stages(spark))
+
+
+def _records_read(spark: SparkSession, group: str) -> int:
+    """Input records of the group's stages so far: for featurize, images read into the CNN."""
+    tracker = spark.sparkContext.statusTracker()
+    ids = {
+        stage_id
+        for job_id in tracker.getJobIdsForGroup(group)
+        for stage_id in (getattr(tracker.getJobInfo(job_id), "stageIds", None) or [])
+    }
+    return sum(int(stage.inputRecords()) for stage in _stages(spark) if stage.stageId() in ids)
 
 
 def _task_counts(spark: SparkSession, group: str) -> tuple[int, int]:
@@ -43,30 +59,48 @@ def _task_counts(spark: SparkSession, group: str) -> tuple[int, int]:
 
 
 @contextmanager
-def spark_progress(spark: SparkSession, label: str, every: float = 1.0) -> Iterator[None]:
-    """Show task progress of every Spark job started inside the block."""
+def spark_progress(
+    spark: SparkSession, label: str, every: float = 1.0, records: int | None = None
+) -> Iterator[None]:
+    """Show progress of every Spark job started inside the block: in tasks, or, given the
+    ``records`` its input holds, in records read (images, for featurize). Records of running
+    tasks arrive with executor heartbeats (``spark.executor.heartbeatInterval``, 10 s)."""
     group = f"sparkles-{label}-{time.monotonic_ns()}"
     context = spark.sparkContext
     context.setJobGroup(group, label)
     stop = threading.Event()
     interactive = sys.stderr.isatty()
 
+    unit = "task" if records is None else "image"
+
+    def count() -> tuple[int, int]:
+        if records is None:
+            return _task_counts(spark, group)
+        return min(_records_read(spark, group), records), records
+
     def watch() -> None:
-        bar = tqdm(total=0, desc=label, unit="task", disable=not interactive, file=sys.stderr)
-        last_log = 0.0
+        bar = tqdm(total=records or 0, desc=label, unit=unit, disable=not interactive,
+                   file=sys.stderr)  # fmt: skip
+        last_log, last_done = 0.0, -1
         while not stop.wait(every):
-            done, total = _task_counts(spark, group)
+            try:
+                done, total = count()
+            except Exception:  # the JVM went away under us (Ctrl-C, a failed job): stop quietly
+                break
             bar.total, bar.n = total, done
             bar.refresh()
-            if not interactive and total and time.monotonic() - last_log > 15:
-                log.info("%s: %d/%d tasks (%.0f%%)", label, done, total, 100 * done / total)
-                last_log = time.monotonic()
+            quiet_for = time.monotonic() - last_log
+            if not interactive and total and done != last_done and quiet_for > 10:
+                log.info("%s: %d/%d %ss (%.0f%%)", label, done, total, unit, 100 * done / total)
+                last_log, last_done = time.monotonic(), done
         bar.close()
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     try:
         yield
+        if records is not None:
+            log.info("%s: %d %ss", label, records, unit)
     finally:
         stop.set()
         thread.join()
