@@ -46,6 +46,7 @@ def write_profile(folder: Path, **sections: dict) -> Path:
                 "spark.ui.enabled": False,
                 # tests sum every stage's input bytes (progress.input_bytes): keep them all
                 "spark.ui.retainedStages": 100000,
+                "spark.sql.ui.retainedExecutions": 100000,  # and which queries scanned images
             },
         },
         "mlflow": {
@@ -109,12 +110,13 @@ def registry_runs(spark, tmp_path_factory: pytest.TempPathFactory):
     below any model that learned something. That ordering holds whatever the split.
     """
     from sparkles.config import load_profile
-    from sparkles.features import featurize
+    from sparkles.features import run_featurize
     from sparkles.jobs import run_main, run_train
 
     folder = tmp_path_factory.mktemp("registry")
     path = str(write_profile(folder, data={"sample": {"images": 60, "seed": 8, "size": [128, 96]}}))
-    featurize(load_profile(path), spark)
+    # train fits on a table a featurize run of its experiment committed
+    run_featurize(load_profile(path, ["mlflow.experiment=reg-useless"]), spark)
     scores = {}
     for name, (reg_param, elastic_net), job in (
         ("useless", (10.0, 1.0), run_train),

@@ -11,15 +11,17 @@ import pytest
 
 from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
+from sparkles.feature_store import open_training_table
+from sparkles.features import run_featurize
 from sparkles.jobs import run_train
-from sparkles.predict import predict
+from sparkles.predict import OutputExistsError, predict
+from sparkles.progress import input_bytes
 from sparkles.registry import (
     PromotionError,
     best_run,
     held_out_images,
     promote,
     rescore,
-    serving_name,
 )
 
 MODEL = "sparkles-test-model"
@@ -53,14 +55,11 @@ def test_champion_moves_only_for_a_better_challenger(spark, registry_store) -> N
     assert float(tags["sparkles.promotion.champion_score"]) == pytest.approx(scores["strong"])
     assert tags["sparkles.promotion.champion_version"] == str(better.version)
     assert len(client.search_model_versions(f"name = '{MODEL}'")) == 2  # no duplicate versions
-    # the JVM-free scoring models follow, version for version and alias for alias
-    serving = serving_name(MODEL)
-    for alias in ("champion", "challenger"):
-        spark_version = client.get_model_version_by_alias(MODEL, alias)
-        mirrored = client.get_model_version_by_alias(serving, alias)
-        assert mirrored.run_id == spark_version.run_id
-        assert mirrored.tags["sparkles.spark_version"] == str(spark_version.version)
-    assert len(client.search_model_versions(f"name = '{serving}'")) == 2
+    # one registered model: the champion is both the Spark model and the JVM-free one
+    flavors = mlflow.models.get_model_info(f"models:/{MODEL}@champion").flavors
+    assert flavors["python_function"]["loader_module"] == "sparkles.serving"
+    assert flavors["spark"]["model_data"] == "sparkml"
+    assert not client.search_registered_models(f"name = '{MODEL}-serving'")
 
 
 def test_min_improvement_is_required(spark, registry_store) -> None:
@@ -82,6 +81,15 @@ def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, registry_st
     # the run's logged metric, not the summary's (rounded to 6 digits for printing)
     assert score == pytest.approx(run.data.metrics["auc"], abs=1e-9)
     assert score == pytest.approx(scores["strong"], abs=1e-6)
+    # the same from the feature store, where the CNN's features already are: no image read
+    table = open_training_table(spark, run.data.tags["sparkles.cache.table"])
+    before = input_bytes(spark, scanning="binaryFile")
+    (stored,) = rescore(
+        spark, held_out_images(spark, run), [f"models:/{MODEL}-rescore/{version}"], "auc",
+        table.read(),
+    )  # fmt: skip
+    assert input_bytes(spark, scanning="binaryFile") == before
+    assert stored == pytest.approx(run.data.metrics["auc"], abs=1e-6)
 
 
 def test_promoting_from_an_empty_experiment_is_a_clear_error(registry_store) -> None:
@@ -130,6 +138,13 @@ def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> Non
     assert quarantine.loc["empty", "reason"].startswith("empty file")
     assert quarantine.loc["broken", "reason"].startswith("corrupt or truncated")
     assert len(pd.read_csv(next((tmp_path / "out" / "predictions_csv").glob("*.csv")))) == 10
+    # a second run into the same folder keeps the first one's answers unless told otherwise
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict(spark, uri, str(images / "*.jpg"), str(tmp_path / "out"))
+    assert len(pd.read_parquet(tmp_path / "out" / "predictions")) == 10
+    again = predict(spark, uri, str(images / "broken.jpg"), str(tmp_path / "out"), overwrite=True)
+    assert (again.images, again.scored) == (1, 0)
+    assert len(pd.read_parquet(tmp_path / "out" / "predictions")) == 0
     # the same answers as the logged model itself
     version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
     logged = mlflow.spark.load_model(f"runs:/{version.run_id}/model")
@@ -169,9 +184,13 @@ def test_the_gate_compares_on_images_neither_model_trained_on(spark, registry_st
         ["mlflow.experiment=reg-seed7", "train.seed=7", "train.reg_param=0.01",
          "train.elastic_net_param=0.0"],
     )  # fmt: skip
+    run_featurize(other, spark)  # no CNN: the store has every image
     run_train(other, spark)
+    before = input_bytes(spark, scanning="binaryFile")
     decision = promote(other, "reg-seed7", "auc", name, 0.0)
+    assert input_bytes(spark, scanning="binaryFile") == before  # one store: features, no images
     assert decision.evaluation.startswith("both re-scored on the images in both test splits")
+    assert decision.evaluation.endswith("on their stored features")
     champion_test = held_out_images(spark, mlflow.get_run(first.run_id))
     challenger_test = held_out_images(spark, mlflow.get_run(decision.run_id))
     both = challenger_test.join(champion_test.select("image_id"), "image_id").count()

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import requests
 
-from sparkles.serving import ERROR, PREDICTION, SERVING_ARTIFACT, probability_column
+from sparkles.logged_model import MODEL_ARTIFACT
+from sparkles.serving import ERROR, PREDICTION, probability_column
 from tests.conftest import free_port
 from tests.images import encode, photo
 
@@ -71,9 +72,9 @@ def _spark_answers(spark, run, paths: list[str]) -> pd.DataFrame:
     ).set_index("path")
 
 
-def test_pyfunc_answers_as_the_spark_model_does(spark, served_run) -> None:
+def test_pyfunc_answers_as_the_spark_model_does(spark, served_run, registry_store) -> None:
     run, paths, _ = served_run
-    scorer = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/{SERVING_ARTIFACT}")
+    scorer = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}")
     frame = pd.DataFrame({"path": paths, "content": [Path(p).read_bytes() for p in paths]})
     got = scorer.predict(frame).set_index("path")
     expected = _spark_answers(spark, run, paths)
@@ -93,20 +94,58 @@ def test_pyfunc_answers_as_the_spark_model_does(spark, served_run) -> None:
         assert all(got.loc[path, probability_column(label)] is None for label in labels)
 
 
-def test_scoring_model_needs_neither_spark_nor_the_project_installed(served_run) -> None:
+def test_the_model_carries_the_projects_code_not_a_pip_requirement(
+    served_run, registry_store
+) -> None:
     run, _, _ = served_run
-    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/{SERVING_ARTIFACT}"))
-    requirements = (local / "requirements.txt").read_text().split()
-    names = {r.split("==")[0] for r in requirements}
-    assert {"openvino", "keras", "pillow", "mlflow"} <= names
-    assert not names & {"pyspark", "pyarrow", "sparkles-spark", "sparkles"}
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}"))
+    names = {r.split("==")[0] for r in (local / "requirements.txt").read_text().split()}
+    # pyspark for the Spark flavour: installed, never imported by the JVM-free one (below)
+    assert {"openvino", "keras", "pillow", "mlflow", "pyspark"} <= names
+    assert not names & {"sparkles-spark", "sparkles"}
     assert (local / "code" / "sparkles" / "serving.py").is_file()
-    settings = json.loads(next(local.rglob("settings.json")).read_text())
+    settings = json.loads((local / "serving" / "settings.json").read_text())
     assert settings["runtime"] == "openvino" and settings["precision"] == "f32"
+    assert settings["weights_file"] is None  # seeded random weights: no file at all
+
+
+def test_a_weights_file_is_stored_once_and_serves_both_flavours(spark, tmp_path: Path) -> None:
+    """Weights given as a file: one copy in the logged model (the featurizer stage's), which
+    the JVM-free flavour reads; both flavours give the same answers."""
+    from sparkles.config import load_profile
+    from sparkles.features import run_featurize
+    from sparkles.jobs import run_train
+    from sparkles.models import get_spec, sha256_file
+    from tests.conftest import write_profile
+
+    weights = tmp_path / "mobilenet.weights.h5"
+    get_spec("MobileNetV2").build(None, "avg", 5).save_weights(weights)
+    path = str(write_profile(tmp_path, featurizer={"weights": str(weights)}))
+    run_featurize(load_profile(path), spark)
+    outcome = run_train(load_profile(path), spark)
+    uri = f"runs:/{outcome['run_id']}/{MODEL_ARTIFACT}"
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
+    digest = sha256_file(str(weights))
+    copies = [p for p in local.rglob("*") if p.is_file() and sha256_file(str(p)) == digest]
+    assert len(copies) == 1 and "sparkml/stages" in str(copies[0])
+    settings = json.loads((local / "serving" / "settings.json").read_text())
+    assert local / settings["weights_file"] == copies[0]
+    paths = sorted(str(p) for p in Path(load_profile(path).data.images).glob("*.jpg"))[:8]
+    frame = pd.DataFrame({"path": paths, "content": [Path(p).read_bytes() for p in paths]})
+    got = mlflow.pyfunc.load_model(uri).predict(frame).set_index("path")
+    model = mlflow.spark.load_model(uri)
+    images = spark.read.format("binaryFile").load(paths).select("path", "content")
+    for row in model.transform(images).select("path", "prediction", "probability").collect():
+        answer = got.loc[row.path.removeprefix("file:")]
+        assert answer[PREDICTION] == row.prediction
+        np.testing.assert_allclose(
+            [answer[probability_column(c)] for c in ("Car", "Tree")], row.probability.toArray(),
+            atol=1e-5,
+        )  # fmt: skip
 
 
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_over_loopback(served_run) -> None:
+def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -> None:
     run, paths, folder = served_run
     trap = folder / "trap"
     (trap / "pyspark").mkdir(parents=True)
@@ -121,7 +160,7 @@ def test_mlflow_models_serve_answers_over_loopback(served_run) -> None:
         # MLflow starts `uvicorn` from PATH: this interpreter's, as in an activated venv
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    uri = f"runs:/{run.info.run_id}/{SERVING_ARTIFACT}"
+    uri = f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],

@@ -15,7 +15,7 @@ from hyperopt.pyll import stochastic
 from sparkles import classifiers
 from sparkles.config import ConfigError, load_profile
 from sparkles.feature_store import open_training_table
-from sparkles.features import featurize
+from sparkles.features import featurize, run_featurize
 from sparkles.jobs import run_main, run_tune
 from sparkles.serving import class_probabilities
 from sparkles.splits import split_params, train_and_test
@@ -79,6 +79,7 @@ def test_keep_all_counts_each_label_and_splits_by_image(spark, study, tmp_path) 
 def test_a_perceptron_is_searched_logged_and_served(spark, study, tmp_path) -> None:
     grid = ["tune.mlp.grid.layers=[[8], [16, 8]]", "tune.mlp.grid.maxIter=[40]"]
     profile = load_profile(study[0], ["train.classifier=mlp", *grid])
+    run_featurize(profile, spark)  # the drop policy's table (every image's features are stored)
     outcome = run_tune(profile, spark, "grid", 0, "auc")
     assert outcome["trials"] == 2
     parent = mlflow.get_run(outcome["run_id"])
@@ -95,14 +96,10 @@ def test_a_perceptron_is_searched_logged_and_served(spark, study, tmp_path) -> N
 
     # the JVM-free model's numbers give Spark's probabilities on the very same features
     predictions, local = _evaluation(outcome["run_id"], tmp_path)
-    classifier = json.loads(
-        Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=outcome["run_id"], artifact_path="serving/artifacts/classifier.json",
-                dst_path=str(tmp_path / "serving"),
-            )
-        ).read_text()
-    )  # fmt: skip
+    model = mlflow.artifacts.download_artifacts(
+        f"runs:/{outcome['run_id']}/model", dst_path=str(tmp_path / "model")
+    )
+    classifier = json.loads((Path(model) / "serving" / "classifier.json").read_text())
     assert classifier["kind"] == "mlp" and classifier["layers"][1:-1] in ([8], [16, 8])
     table = open_training_table(spark, parent.data.tags["sparkles.cache.table"])
     features = table.features().toPandas().set_index("path")

@@ -7,7 +7,7 @@ import pytest
 
 from sparkles import tune as tune_module
 from sparkles.config import ConfigError, load_profile
-from sparkles.features import featurize
+from sparkles.features import featurize, run_featurize
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.jobs import run_tune
 from sparkles.splits import stratified_split
@@ -24,7 +24,7 @@ def cached(spark, tmp_path_factory: pytest.TempPathFactory):
         tune={"grid": {"regParam": [0.01, 1.0], "elasticNetParam": [0.0, 1.0]}},
     )
     profile = load_profile(str(path))
-    featurize(profile, spark)
+    run_featurize(profile, spark)
     return profile
 
 

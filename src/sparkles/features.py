@@ -140,7 +140,7 @@ def featurize(
     """The profile's labelled images with their features; the CNN runs only on images the
     feature store lacks (``refresh``: on all of them, and their new rows win).
 
-    With ``compute=False`` (train, tune) an image without features is an error, never a CNN run.
+    With ``compute=False`` an image without features is an error, never a CNN run.
     """
     ensure_sample(profile)
     data, settings = profile.data, profile.featurizer

@@ -63,7 +63,8 @@ def save_model(
         code_paths=code_paths,
     )
     root = Path(path)
-    found = sorted(root.glob(f"sparkml/stages/*/{WEIGHTS_DIR}/*"))
+    stored = root.glob(f"sparkml/stages/*/{WEIGHTS_DIR}/*")
+    found = sorted(p for p in stored if not p.name.startswith("."))  # not Hadoop's .crc files
     data = root / SERVING_DATA
     data.mkdir()
     weights = str(found[0].relative_to(root)) if found else None  # none: seeded random weights

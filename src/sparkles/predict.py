@@ -96,6 +96,8 @@ def predict(
             f"{existing[0]} exists: predictions are not overwritten unless asked "
             "(--overwrite, mlflow run: -P overwrite=true), or choose another --output"
         )
+    for path in existing:  # all of the last run's, so none is left beside the new answers
+        storage.delete(spark, path)
     scored, expected = score(spark, model_uri, images)
     with spark_progress(spark, "predict"):
         scored.write.mode("overwrite").parquet(staged)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from pyspark.sql import SparkSession
 from tqdm import tqdm
@@ -15,23 +16,42 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
+def _as_list(spark: SparkSession, scala: Any) -> list:
+    """A Scala Seq or Set as a Python list."""
+    jvm = spark.sparkContext._jvm
+    try:  # Scala 2.13 (Spark 4)
+        return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(scala))
+    except Exception:  # Scala 2.12 (Spark 3.5)
+        return list(jvm.scala.collection.JavaConverters.asJavaCollection(scala))
+
+
 def _stages(spark: SparkSession) -> list:
     """Every stage of this application in Spark's status store (live ones included: running
     tasks report their metrics with each executor heartbeat)."""
     context = spark.sparkContext
-    jvm = context._jvm
-    quantiles = context._gateway.new_array(jvm.double, 0)
+    quantiles = context._gateway.new_array(context._jvm.double, 0)
     # stageList(statuses, details, withSummaries, quantiles, taskStatus) -> a Scala Seq
     stages = context._jsc.sc().statusStore().stageList(None, False, False, quantiles, None)
-    try:  # Scala 2.13 (Spark 4)
-        return list(jvm.scala.jdk.javaapi.CollectionConverters.asJava(stages))
-    except Exception:  # Scala 2.12 (Spark 3.5)
-        return list(jvm.scala.collection.JavaConverters.seqAsJavaList(stages))
+    return _as_list(spark, stages)
 
 
-def input_bytes(spark: SparkSession) -> int:
-    """Bytes Spark has read from storage in this application so far (the UI's "Input")."""
-    return sum(int(stage.inputBytes()) for stage in _stages(spark))
+def input_bytes(spark: SparkSession, scanning: str | None = None) -> int:
+    """Bytes Spark has read from storage in this application so far (the UI's "Input"); with
+    ``scanning`` (a data source: ``binaryFile`` is image files), only by the stages of SQL
+    queries whose physical plan scans that source."""
+    stages = _stages(spark)
+    if scanning is not None:
+        executions = _as_list(
+            spark, spark._jsparkSession.sharedState().statusStore().executionsList()
+        )
+        ids = {
+            int(stage)
+            for execution in executions
+            if f"Scan {scanning} " in execution.physicalPlanDescription()
+            for stage in _as_list(spark, execution.stages())
+        }
+        stages = [stage for stage in stages if stage.stageId() in ids]
+    return sum(int(stage.inputBytes()) for stage in stages)
 
 
 def _records_read(spark: SparkSession, group: str) -> int:

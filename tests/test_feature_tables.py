@@ -1,0 +1,144 @@
+"""Featurize once, tune many times: train and tune fit on a training table a featurize run
+committed, and read no image (the images are moved away after featurize to prove it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from sparkles.config import load_profile
+from sparkles.features import FEATURES_RUN_TAG, CacheMissingError, run_featurize
+from sparkles.jobs import run_train, run_tune
+from sparkles.progress import input_bytes
+from tests.conftest import write_profile
+
+# Found instead of these packages by `sparkles train`: records who asked, then fails as a missing
+# package does. MLflow may probe for them itself; this project's code must not ask.
+TRAP = """
+import os, traceback
+with open(os.environ["SPARKLES_TRAP_MARK"], "a") as mark:
+    mark.write("".join(traceback.format_stack()) + "\\n---\\n")
+raise ImportError("not available to a command that runs no CNN")
+"""
+
+
+@pytest.fixture(scope="module")
+def featurized(spark, tmp_path_factory: pytest.TempPathFactory):
+    """Two featurize runs (avg and max pooling) of one sample."""
+    folder = tmp_path_factory.mktemp("tables")
+    path = str(write_profile(folder))
+    avg = run_featurize(load_profile(path), spark)
+    avg_run = mlflow.last_active_run()
+    run_featurize(load_profile(path, ["featurizer.pooling=max"]), spark)
+    max_run = mlflow.last_active_run()
+    return path, avg, avg_run.info.run_id, max_run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def featurized_then_moved(featurized):
+    """The same, after its images were moved away."""
+    images = Path(load_profile(featurized[0]).data.images)
+    shutil.move(images, images.parent.parent / "moved-away")
+    return featurized
+
+
+def test_train_reads_only_the_images_its_gallery_shows(spark, featurized) -> None:
+    """Images in place: the one image read is of the misclassified ones drawn in
+    misclassified.png (at most train.gallery_size), never a pass over the data set."""
+    path, *_ = featurized
+    profile = load_profile(path, ["train.max_iter=2"])  # a weak model: some images are wrong
+    before = input_bytes(spark, scanning="binaryFile")
+    outcome = run_train(profile, spark)
+    read = input_bytes(spark, scanning="binaryFile") - before
+    local = mlflow.artifacts.download_artifacts(
+        f"runs:/{outcome['run_id']}/evaluation/test_predictions.csv"
+    )
+    predictions = pd.read_csv(local)
+    wrong = predictions[predictions.label != predictions.prediction]
+    shown = wrong.nlargest(profile.train.gallery_size, "confidence").path
+    assert read == sum(Path(p.removeprefix("file:")).stat().st_size for p in shown)
+    folder = sum(p.stat().st_size for p in Path(profile.data.images).glob("*.jpg"))
+    assert read < folder / 4
+
+
+def test_train_and_tune_fit_on_the_table_and_read_no_image(spark, featurized_then_moved) -> None:
+    path, avg, avg_run, _ = featurized_then_moved
+    profile = load_profile(path)
+    before = input_bytes(spark, scanning="binaryFile")
+    trained = run_train(profile, spark)
+    tuned = run_tune(profile, spark, "grid", 1, "auc")
+    assert input_bytes(spark, scanning="binaryFile") == before  # not one image byte
+    assert trained["features_run_id"] == tuned["features_run_id"] == avg_run
+    for outcome in (trained, tuned):
+        run = mlflow.get_run(outcome["run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[FEATURES_RUN_TAG] == avg_run
+        assert run.data.tags["sparkles.cache.table"] == avg.table.entry.path
+        assert run.data.tags["sparkles.cache.fingerprint"] == avg.fingerprint
+        assert run.data.params["pooling"] == "avg"
+        assert run.data.metrics["count_rows_in"] == avg.counts["rows_in"]
+        (dataset,) = [d for d in run.inputs.dataset_inputs if d.tags[0].value == "training"]
+        assert dataset.dataset.name == f"features-{avg.fingerprint}"
+        assert avg.table.entry.table in dataset.dataset.source
+        # the gallery draws what it can: the images are gone, so their titles alone
+        assert "evaluation/misclassified.png" in {
+            a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")
+        }
+
+
+def test_an_explicit_features_run_is_honoured(spark, featurized_then_moved) -> None:
+    """The max-pooled table, though the profile says avg: its settings go into the model."""
+    path, avg, _, max_run = featurized_then_moved
+    outcome = run_train(load_profile(path), spark, features=max_run)
+    run = mlflow.get_run(outcome["run_id"])
+    assert run.data.tags[FEATURES_RUN_TAG] == max_run
+    assert run.data.params["pooling"] == "max"
+    assert run.data.tags["sparkles.cache.fingerprint"] != avg.fingerprint
+    model = mlflow.spark.load_model(f"runs:/{outcome['run_id']}/model")
+    from sparkles.featurizer import DeepImageFeaturizer
+    from sparkles.pipeline import stage_of
+
+    assert stage_of(model, DeepImageFeaturizer).getPooling() == "max"
+    # a train run stands for the table it used
+    again = run_train(load_profile(path), spark, features=outcome["run_id"])
+    assert again["features_run_id"] == max_run
+    with pytest.raises(CacheMissingError, match="no such run"):
+        run_train(load_profile(path), spark, features="0" * 32)
+
+
+def test_no_matching_table_names_the_command_to_run(spark, featurized_then_moved) -> None:
+    path, *_ = featurized_then_moved
+    other = load_profile(path, ["featurizer.pooling=none"])
+    with pytest.raises(CacheMissingError, match="run `sparkles featurize`"):
+        run_tune(other, spark, "grid", 1, "auc")
+
+
+@pytest.mark.slow
+def test_cold_train_imports_no_cnn_runtime(featurized_then_moved, tmp_path: Path) -> None:
+    """`sparkles train` as a user runs it: no TensorFlow, Keras or OpenVINO import by this
+    project's code, and a log without py4j tracebacks."""
+    path, *_ = featurized_then_moved
+    trap = tmp_path / "trap"
+    for package in ("tensorflow", "keras", "openvino"):
+        (trap / package).mkdir(parents=True)
+        (trap / package / "__init__.py").write_text(TRAP)
+    mark = tmp_path / "imported"
+    done = subprocess.run(
+        [sys.executable, "-m", "sparkles.cli", "train", "--profile", path],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(trap), "SPARKLES_TRAP_MARK": str(mark)},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    attempts = mark.read_text().split("\n---\n") if mark.exists() else []
+    ours = [stack for stack in attempts if "/sparkles/" in stack]
+    assert not ours, f"this project's code imported a CNN runtime:\n{ours[0]}"
+    assert "Traceback" not in done.stderr and "Error while sending" not in done.stderr
