@@ -397,7 +397,23 @@ def main(argv: list[str] | None = None) -> int:
         # run's log. A session the caller had (a notebook, a test) is theirs to keep.
         started = _active_spark()
         if started is not None and already is None:
+            _report_reads(started)
             started.stop()
+
+
+def _report_reads(spark) -> None:
+    """What the command ran and read from storage, image files apart: on S3 that is the bill."""
+    from sparkles.progress import input_bytes, jobs_run
+
+    try:
+        total, images = input_bytes(spark), input_bytes(spark, scanning="binaryFile")
+        jobs = jobs_run(spark)
+    except Exception:  # a status store that cannot be asked must not fail a finished command
+        return
+    log.info(
+        "Spark ran %d jobs and read %.1f MB, %.1f MB of it image files",
+        jobs, total / 1e6, images / 1e6,
+    )  # fmt: skip
 
 
 def _active_spark():  # -> SparkSession | None, without importing pyspark for commands that don't

@@ -54,6 +54,11 @@ def input_bytes(spark: SparkSession, scanning: str | None = None) -> int:
     return sum(int(stage.inputBytes()) for stage in stages)
 
 
+def jobs_run(spark: SparkSession) -> int:
+    """Spark jobs this application has started (each a pass over some data)."""
+    return len(_as_list(spark, spark.sparkContext._jsc.sc().statusStore().jobsList(None)))
+
+
 def _records_read(spark: SparkSession, group: str) -> int:
     """Input records of the group's stages so far: for featurize, images read into the CNN."""
     tracker = spark.sparkContext.statusTracker()

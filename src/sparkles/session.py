@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from pyspark.sql import SparkSession
 
 from sparkles.config import Profile
+
+log = logging.getLogger(__name__)
 
 # Defaults that differ between pyspark 3.5 and 4.x: pin them so both behave the same.
 PORTABLE_DEFAULTS = {
@@ -40,4 +43,5 @@ def build_session(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARKLES_SPARK_LOG_LEVEL", "WARN"))
+    log.info("Spark %s up (%s)", spark.version, spark.sparkContext.master)
     return spark
