@@ -4,7 +4,8 @@ Into a scratch store, on the local profile (the bundled sample; --set to change 
 `featurize` (first: the CNN runs), `featurize` again (nothing new), `train`, `tune --max-evals 4`,
 `promote`, `predict`, and `mlflow run . -e train`. For each: wall seconds; from its log, the
 seconds to Spark up, to the first line of the command's own work, the fit, and the model
-logging; what Spark read (all of it, and of image files: the `binaryFile` scans); artifact
+logging; how many Spark jobs it ran and what they read (all input, cached blocks included, and
+image files: the `binaryFile` scans; SPARKLES_REPORT_READS=1 makes a command log them); artifact
 bytes the command wrote. Then (with --scale K) `train` again on K times the images.
 
     python bench/commands.py
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO ([\w.]+): (.*)$")
-READ = re.compile(r"Spark ran (\d+) jobs and read ([\d.]+) MB, ([\d.]+) MB of it image files")
+READ = re.compile(r"Spark ran (\d+) jobs and read ([\d.]+) MB .*, ([\d.]+) MB of it image files")
 
 
 def _size(folder: Path) -> int:
@@ -96,6 +97,7 @@ def main() -> None:
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=tracking, MLFLOW_EXPERIMENT_NAME="sparkles")
+    env["SPARKLES_REPORT_READS"] = "1"  # each command logs its Spark jobs and bytes read
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     sets = [item for setting in settings for item in ("--set", setting)]
     sparkles = [sys.executable, "-m", "sparkles.cli"]

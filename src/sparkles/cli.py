@@ -397,12 +397,18 @@ def main(argv: list[str] | None = None) -> int:
         # run's log. A session the caller had (a notebook, a test) is theirs to keep.
         started = _active_spark()
         if started is not None and already is None:
-            _report_reads(started)
+            if os.environ.get(REPORT_READS, "") not in ("", "0"):
+                _report_reads(started)
             started.stop()
 
 
+# Set (to 1) to log what Spark ran and read at the end of a command (bench/commands.py does):
+# a second or so of status-store queries, so not by default.
+REPORT_READS = "SPARKLES_REPORT_READS"
+
+
 def _report_reads(spark) -> None:
-    """What the command ran and read from storage, image files apart: on S3 that is the bill."""
+    """What the command ran and read, image files apart: on S3 those bytes are the bill."""
     from sparkles.progress import input_bytes, jobs_run
 
     try:
@@ -411,7 +417,7 @@ def _report_reads(spark) -> None:
     except Exception:  # a status store that cannot be asked must not fail a finished command
         return
     log.info(
-        "Spark ran %d jobs and read %.1f MB, %.1f MB of it image files",
+        "Spark ran %d jobs and read %.1f MB (cached blocks included), %.1f MB of it image files",
         jobs, total / 1e6, images / 1e6,
     )  # fmt: skip
 

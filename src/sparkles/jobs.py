@@ -27,7 +27,7 @@ from sparkles.features import (
     summary,
 )
 from sparkles.splits import split_params, train_and_test
-from sparkles.train import log_training, train
+from sparkles.train import log_training, read_once, train
 from sparkles.tune import search
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,10 @@ def run_tune(
                 "tune_seed": settings.seed,
             }
         )
-        train_set, _ = train_and_test(featurized.table.features(), split_params(profile.train))
-        n_classes = train_set.select("label").distinct().count()
-        found = search(profile, train_set, n_classes, method, max_evals)
+        with read_once(featurized.table.features()) as features:
+            train_set, _ = train_and_test(features, split_params(profile.train))
+            n_classes = train_set.select("label").distinct().count()
+            found = search(profile, train_set, n_classes, method, max_evals)
         best = found.best
         mlflow.set_tags({"sparkles.best_run_id": best.run_id, "sparkles.trials": len(found.trials)})
         mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,23 @@ def _class_counts(frame: DataFrame) -> dict[str, int]:
     return {row.label: row["count"] for row in frame.groupBy("label").count().collect()}
 
 
+ROWS_PER_TASK = 10_000  # 2048 floats a row: ~80 MB per task of a fit's pass
+
+
+@contextmanager
+def read_once(features: DataFrame) -> Iterator[DataFrame]:
+    """The training table read from the store once (persisted while the block runs), in tasks
+    of up to ROWS_PER_TASK rows: each LogisticRegression iteration is a Spark job over it, and a
+    small table in the shuffle's many partitions spends those jobs scheduling tiny tasks."""
+    persisted = features.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = persisted.count()
+        tasks = max(1, min(persisted.rdd.getNumPartitions(), -(-rows // ROWS_PER_TASK)))
+        yield persisted.coalesce(tasks)
+    finally:
+        persisted.unpersist()
+
+
 def train(
     profile: Profile,
     spark: SparkSession,
@@ -66,8 +85,18 @@ def train(
     Validation metrics (``val_*``, what `promote` selects on, never the test split) are
     computed as a search trial computes them, unless given (a search's winner has them).
     """
+    with read_once(table.features()) as features:
+        return _fit_and_test(profile, features, params, validation)
+
+
+def _fit_and_test(
+    profile: Profile,
+    features: DataFrame,
+    params: classifiers.Params,
+    validation: dict[str, float] | None,
+) -> TrainResult:
     settings = profile.train
-    train_set, test_set = train_and_test(table.features(), split_params(settings))
+    train_set, test_set = train_and_test(features, split_params(settings))
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
