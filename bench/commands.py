@@ -48,9 +48,9 @@ def _first(lines: list[tuple[float, str, str]], text: str, start: float) -> floa
     return next((t - start for t, _, message in lines if text in message), None)
 
 
-def run(name: str, argv: list[str], work: Path, env: dict[str, str]) -> dict:
+def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dict:
     """One cold process; its figures from the clock, its log and the artifact folder."""
-    artifacts_before = _size(work / "artifacts")
+    artifacts_before = _size(artifacts)
     started = time.time()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     wall = time.time() - started
@@ -74,7 +74,7 @@ def run(name: str, argv: list[str], work: Path, env: dict[str, str]) -> dict:
         "jobs": int(read[-1][0]) if read else None,
         "read_mb": float(read[-1][1]) if read else None,
         "image_mb": float(read[-1][2]) if read else None,
-        "artifact_mb": (_size(work / "artifacts") - artifacts_before) / 1e6,
+        "artifact_mb": (_size(artifacts) - artifacts_before) / 1e6,
     }
 
 
@@ -118,7 +118,7 @@ def main() -> None:
         from sparkles.config import load_profile
 
         base = load_profile("local", settings).data.sample.images
-        scaled = [s.replace(str(work), str(work / "scaled")) for s in settings]
+        scaled = [s.replace(str(work), str(work / "scaled")) for s in settings[1:]]
         scaled.append(f"data.sample.images={base * args.scale}")
         scaled_sets = [item for setting in scaled for item in ("--set", setting)]
         steps += [
@@ -130,7 +130,7 @@ def main() -> None:
           "| Spark jobs | Spark read MB | of it images MB | artifacts MB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, argv in steps:
-        m = run(name, argv, work if "x images" not in name else work / "scaled", env)
+        m = run(name, argv, work / "artifacts", env)  # the experiment's, for every command
         print(f"| {name} | {m['wall_s']:.1f} | {_cell(m['spark_up_s'])} | "
               f"{_cell(m['first_own_line_s'])} | {_cell(m['fit_s'])} | "
               f"{_cell(m['model_logging_s'])} | {_cell(m['jobs'], 0)} | {_cell(m['read_mb'], 2)} | "

@@ -416,6 +416,11 @@ def committed_features(
         tags.get("sparkles.featurizer.precision", profile.featurizer.precision), counts,
         runtime=tags.get("sparkles.featurizer.runtime", profile.featurizer.runtime),
     )  # fmt: skip
+    log.info(
+        "fitting on the training table of %s run %s (%s rows, %s); no image is read",
+        tags.get("sparkles.command", "featurize"), run.info.run_id,
+        counts.get("featurized", "?"), table.entry.path,
+    )  # fmt: skip
     return profile, result, run
 
 
