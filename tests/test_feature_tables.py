@@ -142,3 +142,21 @@ def test_cold_train_imports_no_cnn_runtime(featurized_then_moved, tmp_path: Path
     ours = [stack for stack in attempts if "/sparkles/" in stack]
     assert not ours, f"this project's code imported a CNN runtime:\n{ours[0]}"
     assert "Traceback" not in done.stderr and "Error while sending" not in done.stderr
+
+
+def test_the_features_key_covers_what_changes_a_feature(tmp_path: Path, monkeypatch) -> None:
+    """Data and featurizer settings are in it; batch sizes and a relative spelling are not."""
+    from sparkles.features import features_key
+
+    path = str(write_profile(tmp_path))
+    key = features_key(load_profile(path))
+    same = ["featurizer.batch_size=4", "featurizer.rows_per_partition=7", "train.seed=9"]
+    assert features_key(load_profile(path, same)) == key
+    monkeypatch.chdir(tmp_path)
+    assert features_key(load_profile(path, ["data.images=data/images"])) == key
+    for other in (
+        "featurizer.pooling=max", "featurizer.model=InceptionV3", "featurizer.runtime=keras",
+        "featurizer.random_seed=1", "data.classes=[Car, Bus]", "data.multi_label_policy=keep-all",
+        f"data.labels_csv={tmp_path / 'other.csv'}", "data.image_glob='*.png'",
+    ):  # fmt: skip
+        assert features_key(load_profile(path, [other])) != key, other
