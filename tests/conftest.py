@@ -32,6 +32,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Found instead of a package by a process under test: records who asked, then fails as a missing
+# package does. MLflow itself probes for some (pyspark: its optional Spark dataset support) and
+# carries on without them; what a test asserts is that this project's code never asks.
+IMPORT_TRAP = """
+import os, traceback
+with open(os.environ["SPARKLES_TRAP_MARK"], "a") as mark:
+    mark.write("".join(traceback.format_stack()) + "\\n---\\n")
+raise ImportError(f"{__name__} is not available to this process")
+"""
+
+
+def import_trap(folder: Path, packages: list[str]) -> dict[str, str]:
+    """Environment for a subprocess in which importing ``packages`` fails and is recorded."""
+    for package in packages:
+        (folder / "trap" / package).mkdir(parents=True)
+        (folder / "trap" / package / "__init__.py").write_text(IMPORT_TRAP)
+    return {"PYTHONPATH": str(folder / "trap"), "SPARKLES_TRAP_MARK": str(folder / "imported")}
+
+
+def imports_by_this_project(folder: Path) -> list[str]:
+    """The recorded import stacks (of ``import_trap(folder, ...)``) that run through our code."""
+    mark = folder / "imported"
+    attempts = mark.read_text().split("\n---\n") if mark.exists() else []
+    return [stack for stack in attempts if "/sparkles/" in stack]
+
+
 def write_profile(folder: Path, **sections: dict) -> Path:
     """A profile like conf/local.yaml but small and fast, everything under ``folder``."""
     data_dir = folder / "data"

@@ -17,16 +17,7 @@ from sparkles.config import load_profile
 from sparkles.features import FEATURES_RUN_TAG, CacheMissingError, run_featurize
 from sparkles.jobs import run_train, run_tune
 from sparkles.progress import input_bytes
-from tests.conftest import write_profile
-
-# Found instead of these packages by `sparkles train`: records who asked, then fails as a missing
-# package does. MLflow may probe for them itself; this project's code must not ask.
-TRAP = """
-import os, traceback
-with open(os.environ["SPARKLES_TRAP_MARK"], "a") as mark:
-    mark.write("".join(traceback.format_stack()) + "\\n---\\n")
-raise ImportError("not available to a command that runs no CNN")
-"""
+from tests.conftest import import_trap, imports_by_this_project, write_profile
 
 
 @pytest.fixture(scope="module")
@@ -125,21 +116,16 @@ def test_cold_train_imports_no_cnn_runtime(featurized_then_moved, tmp_path: Path
     """`sparkles train` as a user runs it: no TensorFlow, Keras or OpenVINO import by this
     project's code, and a log without py4j tracebacks."""
     path, *_ = featurized_then_moved
-    trap = tmp_path / "trap"
-    for package in ("tensorflow", "keras", "openvino"):
-        (trap / package).mkdir(parents=True)
-        (trap / package / "__init__.py").write_text(TRAP)
-    mark = tmp_path / "imported"
+    traps = import_trap(tmp_path, ["tensorflow", "keras", "openvino"])
     done = subprocess.run(
         [sys.executable, "-m", "sparkles.cli", "train", "--profile", path],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "PYTHONPATH": str(trap), "SPARKLES_TRAP_MARK": str(mark)},
+        env={**os.environ, **traps},
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    attempts = mark.read_text().split("\n---\n") if mark.exists() else []
-    ours = [stack for stack in attempts if "/sparkles/" in stack]
+    ours = imports_by_this_project(tmp_path)
     assert not ours, f"this project's code imported a CNN runtime:\n{ours[0]}"
     assert "Traceback" not in done.stderr and "Error while sending" not in done.stderr
 

@@ -19,18 +19,8 @@ import requests
 
 from sparkles.logged_model import MODEL_ARTIFACT
 from sparkles.serving import ERROR, PREDICTION, probability_column
-from tests.conftest import free_port
+from tests.conftest import free_port, import_trap, imports_by_this_project
 from tests.images import encode, photo
-
-# Found instead of pyspark by the serving process: records who asked, then fails as a missing
-# package does. MLflow itself probes for pyspark when it is imported (its optional Spark dataset
-# support) and carries on without it; this project's code must never ask.
-PYSPARK_TRAP = """
-import os, traceback
-with open(os.environ["SPARKLES_PYSPARK_MARK"], "a") as mark:
-    mark.write("".join(traceback.format_stack()) + "\\n---\\n")
-raise ImportError("pyspark is not available to the serving process")
-"""
 
 
 @pytest.fixture(scope="module")
@@ -147,16 +137,12 @@ def test_a_weights_file_is_stored_once_and_serves_both_flavours(spark, tmp_path:
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -> None:
     run, paths, folder = served_run
-    trap = folder / "trap"
-    (trap / "pyspark").mkdir(parents=True)
-    (trap / "pyspark" / "__init__.py").write_text(PYSPARK_TRAP)
-    mark = folder / "pyspark-imported"
+    traps = folder / "serving-traps"
     port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-        "PYTHONPATH": str(trap),
-        "SPARKLES_PYSPARK_MARK": str(mark),
+        **import_trap(traps, ["pyspark"]),
         # MLflow starts `uvicorn` from PATH: this interpreter's, as in an activated venv
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
@@ -208,6 +194,5 @@ def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -
     finally:
         server.terminate()
         server.wait(timeout=60)
-    attempts = mark.read_text().split("\n---\n") if mark.exists() else []
-    ours = [stack for stack in attempts if "/sparkles/" in stack]
+    ours = imports_by_this_project(traps)
     assert not ours, f"this project's code imported pyspark while serving:\n{ours[0]}"
