@@ -101,6 +101,9 @@ def main() -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     sets = [item for setting in settings for item in ("--set", setting)]
     sparkles = [sys.executable, "-m", "sparkles.cli"]
+    from sparkles.config import load_profile
+
+    images = load_profile("local", settings).data.images  # the sample's, or --set data.images
     overrides = f"overrides={' '.join(settings)}"
     steps = [
         ("init", [*sparkles, "init", *sets]),
@@ -109,14 +112,12 @@ def main() -> None:
         ("train", [*sparkles, "train", *sets]),
         ("tune --max-evals 4", [*sparkles, "tune", "--max-evals", "4", *sets]),
         ("promote", [*sparkles, "promote", *sets]),
-        ("predict", [*sparkles, "predict", "--images", str(work / "data/images"),
+        ("predict", [*sparkles, "predict", "--images", images,
                      "--output", str(work / "predictions"), *sets]),
         ("mlflow run -e train", [sys.executable, "-m", "mlflow", "run", ".", "-e", "train",
                                  "--env-manager", "local", "-P", overrides]),
     ]  # fmt: skip
     if args.scale > 1:
-        from sparkles.config import load_profile
-
         base = load_profile("local", settings).data.sample.images
         scaled = [s.replace(str(work), str(work / "scaled")) for s in settings[1:]]
         scaled.append(f"data.sample.images={base * args.scale}")
