@@ -196,3 +196,28 @@ def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -
         server.wait(timeout=60)
     ours = imports_by_this_project(traps)
     assert not ours, f"this project's code imported pyspark while serving:\n{ours[0]}"
+
+
+def test_a_serving_model_of_the_two_model_layout_still_loads(tmp_path: Path) -> None:
+    """Runs logged before one model held both flavours have a `serving` pyfunc of their own
+    (ImageScoringModel with settings, classifier and weights as artifacts): it keeps scoring."""
+    from sparkles.serving import ImageScoringModel
+
+    settings = {"model": "MobileNetV2", "pooling": "avg", "runtime": "openvino",
+                "precision": "f32", "seed": 0, "batch_size": 4,
+                "max_file_bytes": 1 << 20, "max_pixels": 1 << 24}  # fmt: skip
+    classifier = {"labels": ["Car", "Tree"], "coefficients": [[0.01] * 1280],
+                  "intercepts": [0.0], "multinomial": False}  # fmt: skip
+    artifacts = {}
+    for name, content in (("settings", settings), ("classifier", classifier)):
+        artifacts[name] = str(tmp_path / f"{name}.json")
+        Path(artifacts[name]).write_text(json.dumps(content))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'old.db'}")
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="serving", python_model=ImageScoringModel(),
+                                artifacts=artifacts)  # fmt: skip
+    scorer = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/serving")
+    good, bad = encode(photo(120, 90, seed=2)), b"no pixels here"
+    answer = scorer.predict(pd.DataFrame({"path": ["a.jpg", "b.jpg"], "content": [good, bad]}))
+    assert answer[PREDICTION][0] in ("Car", "Tree") and answer[ERROR][0] is None
+    assert answer[PREDICTION][1] is None and answer[ERROR][1].startswith("not an image")
