@@ -12,9 +12,9 @@ PYTEST_ARGS ?=
 # 3.5.9 until CI time ran short (`make test-spark35 SPARK35_TESTS="tests/test_features.py
 # tests/test_tune.py"` runs them).
 VENV35 ?= .venv-spark35
-SPARK35_TESTS ?= tests/test_featurizer.py tests/test_train.py
+SPARK35_TESTS ?= tests/test_featurizer.py tests/test_train.py tests/test_splits.py
 
-.PHONY: install quickstart test test-spark35 lint format clean
+.PHONY: install quickstart test test-fast test-spark35 lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,17 +34,27 @@ lint: install
 	ruff format --check .
 
 # Two lanes, one per core: the README workflow (a chain of short-lived `mlflow run` processes,
-# mostly one core each) runs beside the rest of the suite; its log is printed when both end.
+# mostly one core each) and docs/development.md's loops run beside the rest of the suite; their
+# log is printed when both end.
 # Exit status 5 ("no tests collected", e.g. under -k) is not a failure of a lane.
-WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written
+WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
+  tests/test_readme.py::test_the_contributing_loops_run_as_written
 test: lint
 	@mkdir -p test-artifacts
-	@python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(WORKFLOW) \
+	@started=$$(date +%s); \
+	( python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(WORKFLOW); \
+	  echo "lane 2 took $$(( $$(date +%s) - started )) s" ) \
 	  > test-artifacts/readme-workflow.log 2>&1 & workflow=$$!; \
-	python -m pytest $(PYTEST_ARGS) --deselect $(WORKFLOW); rest=$$?; \
+	python -m pytest $(PYTEST_ARGS) $(addprefix --deselect ,$(WORKFLOW)); rest=$$?; \
+	lane1=$$(( $$(date +%s) - started )); \
 	wait $$workflow; lane=$$?; \
 	echo "=== lane 2: $(WORKFLOW) (exit $$lane) ==="; cat test-artifacts/readme-workflow.log; \
+	echo "lane 1 (the suite) took $$lane1 s; both lanes $$(( $$(date +%s) - started )) s"; \
 	for code in $$rest $$lane; do [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit 1; done
+
+# The quick loop (docs/development.md): the unit tier, no Spark and no subprocess, ~1 minute.
+test-fast: install
+	python -m pytest -p no:cacheprovider -m unit -q $(PYTEST_ARGS)
 
 $(VENV35)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV35)

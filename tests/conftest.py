@@ -157,6 +157,41 @@ def registry_runs(spark, tmp_path_factory: pytest.TempPathFactory):
     return path, scores
 
 
+TIERS = ("unit", "spark", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test gets one tier (CONTRIBUTING in docs/development.md): ``e2e`` where marked
+    (subprocesses, clusters, `mlflow run`, a browser), ``spark`` where it uses the session's
+    Spark (the ``spark`` fixture, directly or through another fixture), else ``unit``."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            continue
+        item.add_marker(pytest.mark.spark if "spark" in item.fixturenames else pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A unit test that starts a process or a JVM fails, saying which tier it belongs to."""
+    if not request.node.get_closest_marker("unit"):
+        yield
+        return
+    import subprocess
+
+    started = subprocess.Popen.__init__
+
+    def refuse(self, args, *more, **kwargs):
+        if list(args[:1]) == ["git"]:  # every MLflow run asks git for the commit: milliseconds
+            return started(self, args, *more, **kwargs)
+        raise AssertionError(
+            "a unit test started a subprocess or a JVM: mark it e2e (pytest.mark.e2e), or take "
+            "the `spark` fixture (tier spark)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    yield
+
+
 def pytest_report_header() -> str:
     import pyspark
 

@@ -252,7 +252,7 @@ SECOND_SESSION = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_weights_reach_a_second_session_and_a_non_local_default_fs(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -29,7 +29,7 @@ from sparkles.features import featurize
 from sparkles.train import train
 from tests.conftest import free_port, write_profile
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 SAMPLE = {"images": 96, "seed": 4, "size": [128, 96]}
 # What runs where is the question here, not which CNN: MobileNetV2 is 1/20 of InceptionV3's FLOPs
 CNN = {"model": "MobileNetV2"}

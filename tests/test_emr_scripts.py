@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EMR = ROOT / "scripts" / "emr"
 
+pytestmark = pytest.mark.e2e  # the scripts run as processes (with a stand-in aws CLI)
+
 
 def test_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
@@ -102,7 +104,7 @@ def test_create_cluster_refuses_to_start_without_its_settings() -> None:
     assert done.returncode != 0 and "set SPARKLES_S3" in done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_bootstrap_installs_a_venv_that_sees_the_clusters_pyspark(tmp_path: Path) -> None:
     """A tiny package stands in for the wheel (the real one brings TensorFlow: minutes)."""
     package = tmp_path / "pkg"

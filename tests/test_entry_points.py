@@ -29,7 +29,7 @@ def mlflow_run(tmp_path: Path, entry_point: str, *params: str) -> subprocess.Com
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_bad_profile_fails_the_run_with_a_clear_message(tmp_path: Path) -> None:
     profile = write_profile(tmp_path, featurizer={"pooling": "mean"})
     done = mlflow_run(tmp_path, "featurize", f"profile={profile}")

@@ -111,7 +111,7 @@ def test_no_matching_table_names_the_command_to_run(spark, featurized_then_moved
         run_tune(other, spark, "grid", 1, "auc")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_cold_train_imports_no_cnn_runtime(featurized_then_moved, tmp_path: Path) -> None:
     """`sparkles train` as a user runs it: no TensorFlow, Keras or OpenVINO import by this
     project's code, and a log without py4j tracebacks."""

@@ -54,7 +54,7 @@ print(json.dumps({"rows": [list(r) for r in rows], "code": sparkles.__file__}))
 """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_logged_model_scores_where_the_project_is_not_installed(
     registry_store, tmp_path: Path
 ) -> None:

@@ -46,9 +46,9 @@ COPY_IGNORE = shutil.ignore_patterns(
 )  # fmt: skip
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    """(language, text) of every fenced code block in README.md."""
-    return re.findall(r"^```(\w*)\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+def readme_blocks(document: Path = README) -> list[tuple[str, str]]:
+    """(language, text) of every fenced code block in README.md (or another document)."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", document.read_text(), flags=re.M | re.S)
 
 
 def shell_lines(text: str) -> list[str]:
@@ -102,10 +102,18 @@ def user_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Workspace:
     """A fresh copy of the project with the test's virtualenv as `.venv`, and a bash to run in."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, test_sized: bool = True) -> None:
         self.root = folder / "sparkles"
         shutil.copytree(ROOT, self.root, ignore=COPY_IGNORE)
         (self.root / ".venv").symlink_to(Path(sys.prefix))
+        self.setup = [
+            line
+            for line in readme_commands()
+            if line.startswith(("export MLFLOW_", "source .venv/bin/activate"))
+        ]
+        self.log: list[str] = []
+        if not test_sized:  # the project exactly as cloned (its own tests read conf/local.yaml)
+            return
         # the embedded default, test-sized: fewer, smaller sample images, shorter fits
         local = self.root / "conf" / "local.yaml"
         profile = yaml.safe_load(local.read_text())
@@ -119,12 +127,6 @@ class Workspace:
         spark_conf["spark.driver.extraJavaOptions"] = f"{java} -XX:TieredStopAtLevel=1"
         profile["train"]["max_iter"] = 30
         local.write_text(yaml.safe_dump(profile))
-        self.setup = [
-            line
-            for line in readme_commands()
-            if line.startswith(("export MLFLOW_", "source .venv/bin/activate"))
-        ]
-        self.log: list[str] = []
 
     def run(
         self, line: str, env: dict[str, str] | None = None, activate: bool = True
@@ -153,7 +155,7 @@ def _ids(workspace: Workspace) -> set[str]:
     return {run.info.run_id for run in workspace.runs()}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(3000)  # ~29 min beside the suite on 2 cores, 13 alone
 def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
@@ -323,7 +325,27 @@ def _check_mlflow_ui(space: Workspace, line: str) -> None:
         ui.wait(timeout=60)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_contributing_loops_run_as_written(tmp_path: Path) -> None:
+    """docs/development.md's quick loops, as written, in a fresh copy: each runs tests, and
+    every one passes (`make test` is CI's own command)."""
+    space = Workspace(tmp_path, test_sized=False)
+    lines = [
+        bare(line)
+        for lang, text in readme_blocks(ROOT / "docs" / "development.md")
+        if lang == "bash"
+        for line in shell_lines(text)
+    ]
+    assert "make test-fast" in lines
+    for line in lines:
+        if line == "make test":
+            continue  # .ci/run runs it
+        done = space.run(line, activate=False)
+        summary = done.stdout.strip().splitlines()[-1]
+        assert re.search(r"\d+ passed", summary) and "failed" not in summary, summary
+
+
+@pytest.mark.e2e
 def test_download_entry_point_as_written(tmp_path: Path, server: Server) -> None:  # noqa: F811
     space = Workspace(tmp_path)
     urls = {

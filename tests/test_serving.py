@@ -134,7 +134,7 @@ def test_a_weights_file_is_stored_once_and_serves_both_flavours(spark, tmp_path:
         )  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -> None:
     run, paths, folder = served_run
     traps = folder / "serving-traps"

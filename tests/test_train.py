@@ -15,7 +15,6 @@ from sparkles.config import load_profile
 from sparkles.features import CacheMissingError, featurize
 from sparkles.jobs import run_train
 from sparkles.pipeline import scoring_model
-from sparkles.splits import stratified_folds, stratified_split
 from sparkles.train import train
 from tests.conftest import write_profile
 from tests.images import encode, photo
@@ -32,47 +31,6 @@ def trained(spark, tmp_path_factory: pytest.TempPathFactory):
     params = {"regParam": 0.01, "elasticNetParam": 0.5}
     runs = [train(profile, spark, featurized.table, params) for _ in range(2)]
     return profile, featurized, runs
-
-
-def test_split_is_stratified_and_repeatable(spark, trained) -> None:
-    _, featurized, _ = trained
-    frame = featurized.table.features()
-    first = stratified_split(frame, 0.25, seed=3)
-    again = stratified_split(frame, 0.25, seed=3)
-    other = stratified_split(frame, 0.25, seed=4)
-    paths = [sorted(r.path for r in part.collect()) for part in (*first, *again, other[1])]
-    assert paths[0] == paths[2] and paths[1] == paths[3]
-    assert paths[1] != paths[4]
-    assert not set(paths[0]) & set(paths[1])
-    assert len(paths[0]) + len(paths[1]) == frame.count()
-    per_class = {r.label: r["count"] for r in frame.groupBy("label").count().collect()}
-    test_per_class = {r.label: r["count"] for r in first[1].groupBy("label").count().collect()}
-    for label, total in per_class.items():
-        assert test_per_class[label] == round(total * 0.25)
-    folds = stratified_folds(frame, 3, seed=3).groupBy("label", "fold").count().collect()
-    for label, total in per_class.items():
-        sizes = sorted(r["count"] for r in folds if r.label == label)
-        assert sum(sizes) == total and sizes[-1] - sizes[0] <= 1
-
-
-def test_split_keeps_an_images_rows_together(spark) -> None:
-    """keep-all: an image with two classes is two rows, and both land on the same side."""
-    rows = [(f"i{k}", "Car" if k % 2 else "Tree", f"/d/i{k}.jpg") for k in range(40)]
-    rows += [(f"i{k}", "Tree", f"/d/i{k}.jpg") for k in range(1, 40, 4)]  # ten with both
-    frame = spark.createDataFrame(rows, "image_id string, label string, path string")
-    for seed in range(5):
-        rest, held_out = stratified_split(frame, 0.3, seed)
-        sides = [
-            {r.image_id for r in part.select("image_id").collect()} for part in (rest, held_out)
-        ]
-        assert not sides[0] & sides[1]
-        assert rest.count() + held_out.count() == len(rows)
-        both = {
-            r.image_id for r in held_out.groupBy("image_id").count().where("count = 2").collect()
-        }
-        assert len(both) == 3  # round(10 × 0.3) of the Car|Tree images
-    folds = stratified_folds(frame, 3, seed=1).select("image_id", "fold").distinct()
-    assert folds.count() == 40  # one fold per image
 
 
 def test_model_beats_chance_clearly(trained) -> None:
@@ -123,6 +81,7 @@ def test_train_without_cache_fails_the_run(spark, tmp_path: Path) -> None:
     assert "CacheMissingError" in run.data.tags["sparkles.error"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("option", "value", "key"),
     [
@@ -146,6 +105,7 @@ def test_bad_parameters_are_rejected_before_spark_starts(tmp_path, option, value
     assert not (tmp_path / "m.db").exists()  # nothing was even tracked
 
 
+@pytest.mark.e2e
 def test_unknown_profile_is_rejected(tmp_path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sparkles.cli", "main", "--profile", "no-such-profile"],
