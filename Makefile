@@ -42,8 +42,8 @@ WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
 test: lint
 	@mkdir -p test-artifacts
 	@started=$$(date +%s); \
-	( python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(WORKFLOW); \
-	  echo "lane 2 took $$(( $$(date +%s) - started )) s" ) \
+	( python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(WORKFLOW); code=$$?; \
+	  echo "lane 2 took $$(( $$(date +%s) - started )) s"; exit $$code ) \
 	  > test-artifacts/readme-workflow.log 2>&1 & workflow=$$!; \
 	python -m pytest $(PYTEST_ARGS) $(addprefix --deselect ,$(WORKFLOW)); rest=$$?; \
 	lane1=$$(( $$(date +%s) - started )); \

@@ -40,14 +40,31 @@ def featurized_then_moved(featurized):
     return featurized
 
 
+def _records_its_table(run_id: str, avg, avg_run: str) -> None:
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[FEATURES_RUN_TAG] == avg_run
+    assert run.data.tags["sparkles.cache.table"] == avg.table.entry.path
+    assert run.data.tags["sparkles.cache.fingerprint"] == avg.fingerprint
+    assert run.data.params["pooling"] == "avg"
+    assert run.data.metrics["count_rows_in"] == avg.counts["rows_in"]
+    (dataset,) = [d for d in run.inputs.dataset_inputs if d.tags[0].value == "training"]
+    assert dataset.dataset.name == f"features-{avg.fingerprint}"
+    assert avg.table.entry.table in dataset.dataset.source
+    artifacts = mlflow.MlflowClient().list_artifacts(run_id, "evaluation")
+    assert "evaluation/misclassified.png" in {a.path for a in artifacts}
+
+
 def test_train_reads_only_the_images_its_gallery_shows(spark, featurized) -> None:
     """Images in place: the one image read is of the misclassified ones drawn in
     misclassified.png (at most train.gallery_size), never a pass over the data set."""
-    path, *_ = featurized
+    path, avg, avg_run, _ = featurized
     profile = load_profile(path, ["train.max_iter=2"])  # a weak model: some images are wrong
     before = input_bytes(spark, scanning="binaryFile")
     outcome = run_train(profile, spark)
     read = input_bytes(spark, scanning="binaryFile") - before
+    assert outcome["features_run_id"] == avg_run
+    _records_its_table(outcome["run_id"], avg, avg_run)
     local = mlflow.artifacts.download_artifacts(
         f"runs:/{outcome['run_id']}/evaluation/test_predictions.csv"
     )
@@ -59,29 +76,15 @@ def test_train_reads_only_the_images_its_gallery_shows(spark, featurized) -> Non
     assert read < folder / 4
 
 
-def test_train_and_tune_fit_on_the_table_and_read_no_image(spark, featurized_then_moved) -> None:
+def test_tune_fits_on_the_table_and_reads_no_image(spark, featurized_then_moved) -> None:
+    """Images moved away: a search (and its refit, gallery included) reads not one image byte.
+    (`sparkles train` after the move: test_cold_train_imports_no_cnn_runtime.)"""
     path, avg, avg_run, _ = featurized_then_moved
-    profile = load_profile(path)
     before = input_bytes(spark, scanning="binaryFile")
-    trained = run_train(profile, spark)
-    tuned = run_tune(profile, spark, "grid", 1, "auc")
-    assert input_bytes(spark, scanning="binaryFile") == before  # not one image byte
-    assert trained["features_run_id"] == tuned["features_run_id"] == avg_run
-    for outcome in (trained, tuned):
-        run = mlflow.get_run(outcome["run_id"])
-        assert run.info.status == "FINISHED"
-        assert run.data.tags[FEATURES_RUN_TAG] == avg_run
-        assert run.data.tags["sparkles.cache.table"] == avg.table.entry.path
-        assert run.data.tags["sparkles.cache.fingerprint"] == avg.fingerprint
-        assert run.data.params["pooling"] == "avg"
-        assert run.data.metrics["count_rows_in"] == avg.counts["rows_in"]
-        (dataset,) = [d for d in run.inputs.dataset_inputs if d.tags[0].value == "training"]
-        assert dataset.dataset.name == f"features-{avg.fingerprint}"
-        assert avg.table.entry.table in dataset.dataset.source
-        # the gallery draws what it can: the images are gone, so their titles alone
-        assert "evaluation/misclassified.png" in {
-            a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")
-        }
+    tuned = run_tune(load_profile(path), spark, "grid", 1, "auc")
+    assert input_bytes(spark, scanning="binaryFile") == before
+    assert tuned["features_run_id"] == avg_run
+    _records_its_table(tuned["run_id"], avg, avg_run)
 
 
 def test_an_explicit_features_run_is_honoured(spark, featurized_then_moved) -> None:
