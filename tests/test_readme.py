@@ -4,9 +4,10 @@ The workflow test copies the project to a fresh folder and runs the README's com
 written, through bash in one tracking store and one feature cache, as a new user would after
 `make quickstart` (on the embedded default made test-sized: 60 small images, MobileNetV2): the entry
 points main, featurize, train, tune (grid and hyperopt), promote, predict and eda, the Python
-example and `mlflow ui`. `download` runs through `mlflow run` against a loopback server. A last
-test fails when the README gains a command that no test runs and that is not marked as needing
-the network or AWS.
+example and `mlflow ui`. `download` runs through `mlflow run` against a loopback server, and
+docs/development.md's quick loops run in a copy of the project as cloned. A last test fails
+when the README gains a command that no test runs and that is not marked as needing the network
+or AWS.
 """
 
 from __future__ import annotations
