@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sparkles import feature_store
 from sparkles import features as features_module
@@ -181,6 +182,7 @@ def test_appends_compact_past_the_threshold_and_the_newest_row_wins(
 KILL_WHEN = "the append's table folder appears"
 
 
+@pytest.mark.e2e
 def test_a_killed_append_is_never_read(spark, tmp_path: Path) -> None:
     """SIGKILL the featurize process while it writes its segment; the next run ignores it."""
     path, profile = _sample(tmp_path)

@@ -22,6 +22,7 @@ from tests.conftest import ROOT, free_port
 
 MODEL = "sparkles-ui-model"
 SHOTS = ROOT / "test-artifacts"
+pytestmark = pytest.mark.e2e  # `mlflow server` and headless Chromium, as processes
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
