@@ -57,7 +57,7 @@ def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> No
     assert parent.data.params["elasticNetParam"] == best.data.params["elasticNetParam"]
     # the parent's test metrics are the refit winner's on the untouched test split
     refit = train(
-        cached, spark, featurize(cached, spark, compute=False).table,
+        cached, spark, featurize(cached, spark).table,
         {name: float(best.data.params[name]) for name in ("regParam", "elasticNetParam")},
     )  # fmt: skip
     for name in ("accuracy", "f1", "auc"):
@@ -73,7 +73,7 @@ def _search(spark, profile, seed: int, monkeypatch) -> list[tuple[float, float]]
 
     monkeypatch.setattr(DeepImageFeaturizer, "_transform", no_cnn)
     profile = profile.model_copy(update={"tune": profile.tune.model_copy(update={"seed": seed})})
-    table = featurize(profile, spark, compute=False).table
+    table = featurize(profile, spark).table  # stored: no CNN
     train_set, _ = stratified_split(table.features(), 0.2, profile.train.seed)
     with mlflow.start_run():
         found = tune_module.search(profile, train_set, 2, "hyperopt", 3)

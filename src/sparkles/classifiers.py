@@ -13,6 +13,7 @@ import itertools
 import math
 from typing import Any
 
+from hyperopt import hp
 from pyspark.ml import Estimator
 from pyspark.ml.classification import LogisticRegression, MultilayerPerceptronClassifier
 from pyspark.ml.feature import StandardScaler
@@ -97,8 +98,6 @@ def grid_points(settings: TrainConfig, tune: TuneConfig) -> list[Params]:
 def hyperopt_space(settings: TrainConfig, tune: TuneConfig) -> dict[str, Any]:
     """The TPE search space. An MLP's stepSize is searched only with solver gd: Spark's l-bfgs
     ignores it, and a search over a parameter with no effect wastes trials."""
-    from hyperopt import hp  # here: train and main never search (~0.5 s of imports)
-
     if settings.classifier == "mlp":
         space = tune.mlp.hyperopt
         step: Any = settings.mlp.step_size

@@ -134,14 +134,9 @@ def build_featurizer(
     )
 
 
-def featurize(
-    profile: Profile, spark: SparkSession, refresh: bool = False, compute: bool = True
-) -> FeaturizeResult:
+def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
     """The profile's labelled images with their features; the CNN runs only on images the
-    feature store lacks (``refresh``: on all of them, and their new rows win).
-
-    With ``compute=False`` an image without features is an error, never a CNN run.
-    """
+    feature store lacks (``refresh``: on all of them, and their new rows win)."""
     ensure_sample(profile)
     data, settings = profile.data, profile.featurizer
     labeled = select_target_labels(
@@ -171,11 +166,6 @@ def featurize(
     identities = identities.persist(StorageLevel.MEMORY_AND_DISK)  # the hashes, read once
     try:
         new = _images_to_compute(identities, store.images([] if refresh else store.live_segments()))
-        if new and not compute:
-            raise CacheMissingError(
-                f"{len(new)} of these images have no features in {store.root} for these "
-                "featurizer settings: run `sparkles featurize` (or the `main` entry point) first"
-            )
         segment, seconds = None, 0.0
         if new:
             log.info("featurizing %d images the store lacks", len(new))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
+from hyperopt import STATUS_OK, Trials, fmin, tpe
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -129,8 +130,6 @@ class Searcher:
         return self.search
 
     def run_hyperopt(self, max_evals: int) -> Search:
-        from hyperopt import STATUS_OK, Trials, fmin, tpe  # only a search needs it (~0.5 s)
-
         def objective(sample: dict) -> dict:
             trial = self.trial(classifiers.from_sample(sample))
             return {"loss": -trial.metrics[f"val_{self.settings.metric}"], "status": STATUS_OK}
