@@ -213,3 +213,23 @@ def test_a_killed_append_is_never_read(spark, tmp_path: Path) -> None:
     assert result.counts["computed"] == result.counts["rows_in"]
     assert [s.key for s in store.live_segments()] != [left]
     assert left in store.segments.listed()  # kept until stale: it might be a live writer's
+
+
+def test_a_file_system_failure_is_one_line_naming_the_path(spark, tmp_path: Path, capsys) -> None:
+    """The store's folder cannot be made (a file stands where it would go): the user reads one
+    line with the path and the file system's own reason, the run ends FAILED."""
+    import mlflow
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file, not a folder")
+    path, profile = _sample(tmp_path)
+    capsys.readouterr()
+    code = cli_main(["featurize", "--profile", path, "--set", f"cache.dir={blocker}/cache"])
+    err = capsys.readouterr().err
+    assert code == 1
+    [line] = [text for text in err.splitlines() if text.startswith("error:")]
+    assert str(blocker / "cache") in line and "not a directory" in line
+    assert "Traceback" not in err and "py4j" not in err.lower()
+    mlflow.set_tracking_uri(profile.mlflow.tracking_uri)
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED"

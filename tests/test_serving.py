@@ -17,8 +17,7 @@ import pandas as pd
 import pytest
 import requests
 
-from sparkles.logged_model import MODEL_ARTIFACT
-from sparkles.serving import ERROR, PREDICTION, probability_column
+from sparkles.names import ERROR, MODEL_ARTIFACT, PREDICTION, probability_column
 from tests.conftest import free_port, import_trap, imports_by_this_project
 from tests.images import encode, photo
 

@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkles import storage
+from sparkles.names import ERROR
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class CacheEntry:
 
     def features(self, spark: SparkSession) -> DataFrame:
         """Entries of the cache format before the feature store (old runs' held-out images)."""
-        return self.read(spark).where(F.col("featurize_error").isNull())
+        return self.read(spark).where(F.col(ERROR).isNull())
 
 
 def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
@@ -121,7 +122,8 @@ class CommittedTables:
     def stage(self, key: str, table: DataFrame) -> CacheEntry:
         """Write ``table`` under a name of its own; nothing trusts it until ``commit``."""
         staged = CacheEntry(self.entry_path(key), {"table": f"{TABLE_PREFIX}{uuid.uuid4().hex}"})
-        table.write.mode("errorifexists").parquet(staged.table)
+        with storage.reporting(staged.table):
+            table.write.mode("errorifexists").parquet(staged.table)
         return staged
 
     def commit(self, key: str, staged: CacheEntry, meta: dict[str, Any]) -> CacheEntry:

@@ -10,18 +10,9 @@ import sys
 from pathlib import Path
 
 from sparkles.config import ConfigError, Profile, load_profile, redact, split_overrides
+from sparkles.errors import UserError, file_system_cause
 
 log = logging.getLogger("sparkles")
-# Errors whose message tells the user what to do: printed without a traceback.
-USER_ERRORS = {
-    "CacheMissingError",
-    "DownloadError",
-    "IngestError",
-    "OutputExistsError",
-    "PromotionError",
-    "ReconciliationError",
-    "WeightsUnavailableError",
-}
 
 
 # Command options that are profile values: passed as overrides, so they are validated with the
@@ -386,10 +377,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:
-        if type(err).__name__ not in USER_ERRORS:
-            raise
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)  # says what to do; a traceback would bury it
+        return 1
+    except Exception as err:
+        cause = file_system_cause(err)  # a write the storage layer did not name the path of
+        if cause is None:
+            raise
+        print(f"error: file system: {cause}", file=sys.stderr)
         return 1
     finally:
         # Stop the session this command started before the interpreter exits: left to the

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from sparkles.errors import UserError
+
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
 
 
@@ -56,7 +58,7 @@ def _credentials_in_values(node: Any, path: str = "") -> list[str]:
     return [path] if isinstance(node, str) and USERINFO.search(node) else []
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A profile that cannot be used; the message names the file and the key."""
 
 

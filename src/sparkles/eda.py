@@ -29,6 +29,7 @@ from sparkles import plots, tracking
 from sparkles.config import Profile
 from sparkles.data.images import read_image_files
 from sparkles.data.openimages import read_class_descriptions, read_image_labels
+from sparkles.names import EDA_ARTIFACTS
 
 
 @dataclass
@@ -273,5 +274,5 @@ def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) ->
         mlflow.log_params({"eda_top_n": settings.top_n, "eda_top_k": settings.top_k})
         numbers = {k: v for k, v in result.summary.items() if isinstance(v, int | float)}
         mlflow.log_metrics({f"eda_{k}": float(v) for k, v in numbers.items()})
-        mlflow.log_artifacts(str(folder), artifact_path="eda")
+        mlflow.log_artifacts(str(folder), artifact_path=EDA_ARTIFACTS)
     return result

@@ -44,17 +44,19 @@ from pyspark.sql import functions as F
 
 from sparkles import storage
 from sparkles.cache import STALE_AFTER_SECONDS, CacheEntry, CommittedTables, fingerprint, open_entry
+from sparkles.errors import UserError
+from sparkles.names import ERROR
 
 log = logging.getLogger(__name__)
 
 SHA = "image_sha256"
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()  # every 0-byte file: one quarantined row
-FEATURE_COLUMNS = ["features", "featurize_error", "segment"]
+FEATURE_COLUMNS = ["features", ERROR, "segment"]
 SEGMENTS, TABLES, SETTINGS = "segments", "tables", "settings.json"
 ROWS_PER_COMPACTED_FILE = 20_000  # 2048 floats a row: ~160 MB Parquet files
 
 
-class ReconciliationError(RuntimeError):
+class ReconciliationError(UserError, RuntimeError):
     """Rows went missing between input and output: never accepted silently."""
 
 
@@ -135,7 +137,7 @@ class FeatureStore:
         changed while it was being featurized fails the append, and nothing reads the rows.
         """
         segment = new_segment_id()
-        rows = rows.select(SHA, "features", "featurize_error", F.lit(segment).alias("segment"))
+        rows = rows.select(SHA, "features", ERROR, F.lit(segment).alias("segment"))
         staged = self.segments.stage(segment, rows)
         self._check(staged, expected, "append")
         meta = {"rows": expected, "committed_at": time.time()}
@@ -222,10 +224,10 @@ class TrainingTable:
         return identities.join(self.store.read(), SHA, how)
 
     def features(self) -> DataFrame:
-        return self.read().where(F.col("featurize_error").isNull())
+        return self.read().where(F.col(ERROR).isNull())
 
     def quarantine(self) -> DataFrame:
-        return self.read().where(F.col("featurize_error").isNotNull()).drop("features")
+        return self.read().where(F.col(ERROR).isNotNull()).drop("features")
 
 
 def open_training_table(spark: SparkSession, path: str) -> TrainingTable | None:

@@ -31,6 +31,7 @@ from sparkles.config import FeaturizerConfig, Profile
 from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import classes_to_draw, generate_sample
+from sparkles.errors import UserError
 from sparkles.feature_store import (
     EMPTY_SHA,
     SHA,
@@ -42,24 +43,37 @@ from sparkles.feature_store import (
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import PREPROCESS_VERSION
 from sparkles.models import get_spec, sha256_file
+from sparkles.names import (
+    CACHE_FINGERPRINT_TAG,
+    CACHE_PATH_TAG,
+    CACHE_REUSED_TAG,
+    CACHE_TABLE_TAG,
+    COMMAND_TAG,
+    ERROR,
+    FEATURE_SOURCE_PREFIXES,
+    FEATURES_KEY_TAG,
+    FEATURES_RUN_TAG,
+    FEATURIZE_ARTIFACTS,
+    FEATURIZER_TAG,
+    PRECISION_REQUESTED_TAG,
+    PRECISION_TAG,
+    RUNTIME_TAG,
+    WEIGHTS_IDENTITY_TAG,
+    WEIGHTS_PATH_TAG,
+    WEIGHTS_USED_TAG,
+)
 from sparkles.progress import spark_progress
 from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 
 log = logging.getLogger(__name__)
 TABLE_MANIFEST = ["image_id", "label", SHA]  # what the training table's fingerprint covers
-# Tags of the runs that committed a training table (featurize, main): what train/tune look up.
-FEATURES_KEY_TAG = "sparkles.features.key"  # features_key(profile) of the run
-FEATURIZER_TAG = "sparkles.features.featurizer"  # the profile's featurizer section, as JSON
-WEIGHTS_PATH_TAG = "sparkles.weights.path"  # the weights file the CNN ran with, on that driver
-# Set by train/tune: the run whose training table they fitted on.
-FEATURES_RUN_TAG = "sparkles.features.run_id"
 # Featurizer settings that cannot change a feature: left out of features_key.
 FEATURIZE_PARAMS = ["model", "weights", "pooling", "runtime", "precision", "batch_size", "classes",
                     "multi_label_policy"]  # fmt: skip
 NOT_IN_FEATURES_KEY = {"batch_size", "rows_per_partition", "weights_mirror", "allow_random_weights"}
 
 
-class CacheMissingError(RuntimeError):
+class CacheMissingError(UserError, RuntimeError):
     """``train``/``tune`` never run the CNN: every image needs features in the store, and a
     training table must have been committed by ``featurize`` or ``main``."""
 
@@ -240,9 +254,9 @@ def _reconcile(table: TrainingTable, rows_in: int, segment: str | None) -> dict[
     outcome = rows.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("segment").isNull().cast("int")).alias("unmatched"),
-        F.sum((F.col("segment").isNotNull() & F.col("featurize_error").isNull()).cast("int"))
+        F.sum((F.col("segment").isNotNull() & F.col(ERROR).isNull()).cast("int"))
         .alias("featurized"),
-        F.sum(F.col("featurize_error").isNotNull().cast("int")).alias("quarantined"),
+        F.sum(F.col(ERROR).isNotNull().cast("int")).alias("quarantined"),
         F.sum((F.col("segment") == F.lit(segment)).cast("int")).alias("computed"),
     ).first()  # fmt: skip
     written = {
@@ -276,15 +290,15 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
             FEATURES_KEY_TAG: features_key(profile),
             FEATURIZER_TAG: settings.model_dump_json(),
             WEIGHTS_PATH_TAG: result.weights.local_path or "",
-            "sparkles.cache.fingerprint": result.fingerprint,
-            "sparkles.cache.path": result.table.store.root,
-            "sparkles.cache.table": result.table.entry.path,
-            "sparkles.cache.reused": str(result.reused).lower(),
-            "sparkles.weights.used": result.weights.kind,
-            "sparkles.weights.identity": result.weights.identity,
-            "sparkles.featurizer.runtime": settings.runtime,
-            "sparkles.featurizer.precision": result.precision,
-            "sparkles.featurizer.precision_requested": settings.precision,
+            CACHE_FINGERPRINT_TAG: result.fingerprint,
+            CACHE_PATH_TAG: result.table.store.root,
+            CACHE_TABLE_TAG: result.table.entry.path,
+            CACHE_REUSED_TAG: str(result.reused).lower(),
+            WEIGHTS_USED_TAG: result.weights.kind,
+            WEIGHTS_IDENTITY_TAG: result.weights.identity,
+            RUNTIME_TAG: settings.runtime,
+            PRECISION_TAG: result.precision,
+            PRECISION_REQUESTED_TAG: settings.precision,
         }
     )
     metrics = {f"count_{k}": float(v) for k, v in result.counts.items()}
@@ -292,13 +306,13 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         metrics["featurize_seconds"] = result.seconds
         metrics["images_per_second"] = result.images_per_second
     mlflow.log_metrics(metrics)
-    quarantine = result.table.quarantine().select("path", "image_id", "label", "featurize_error")
+    quarantine = result.table.quarantine().select("path", "image_id", "label", ERROR)
     with tempfile.TemporaryDirectory() as folder:
         quarantine.toPandas().rename(columns={"featurize_error": "reason"}).to_csv(
             Path(folder, "quarantine.csv"), index=False
         )
         Path(folder, "featurize_counts.json").write_text(json.dumps(result.counts, indent=2))
-        mlflow.log_artifacts(folder, artifact_path="featurize")
+        mlflow.log_artifacts(folder, artifact_path=FEATURIZE_ARTIFACTS)
 
 
 def features_key(profile: Profile) -> str:
@@ -330,7 +344,7 @@ def _features_run(profile: Profile, experiment_id: str, run_id: str | None) -> R
         source = run.data.tags.get(FEATURES_RUN_TAG)
         if source and FEATURES_KEY_TAG not in run.data.tags:
             return _features_run(profile, experiment_id, source)
-        if "sparkles.cache.table" not in run.data.tags:
+        if CACHE_TABLE_TAG not in run.data.tags:
             raise CacheMissingError(
                 f"--features {run_id}: that run committed no training table (give the id of a "
                 "`featurize` or `main` run)"
@@ -360,7 +374,7 @@ def _weights_of(run: Run, profile: Profile, spark: SparkSession) -> ResolvedWeig
     random weights are a seed; a file is taken where that run left it if its hash still
     matches, and resolved from the settings again only if not."""
     tags = run.data.tags
-    kind, identity = tags["sparkles.weights.used"], tags["sparkles.weights.identity"]
+    kind, identity = tags[WEIGHTS_USED_TAG], tags[WEIGHTS_IDENTITY_TAG]
     requested = run.data.params.get("weights", profile.featurizer.weights)
     if kind == "random":
         return ResolvedWeights(requested, kind, None, identity)
@@ -387,7 +401,7 @@ def committed_features(
     """
     run = _features_run(profile, experiment_id, run_id)
     tags = run.data.tags
-    table = open_training_table(spark, tags["sparkles.cache.table"])
+    table = open_training_table(spark, tags[CACHE_TABLE_TAG])
     if table is None:
         raise CacheMissingError(
             f"the training table {tags['sparkles.cache.table']} of run {run.info.run_id} is gone "
@@ -402,13 +416,13 @@ def committed_features(
         if key.startswith("count_")
     }
     result = FeaturizeResult(
-        tags["sparkles.cache.fingerprint"], table, True, _weights_of(run, profile, spark),
-        tags.get("sparkles.featurizer.precision", profile.featurizer.precision), counts,
-        runtime=tags.get("sparkles.featurizer.runtime", profile.featurizer.runtime),
+        tags[CACHE_FINGERPRINT_TAG], table, True, _weights_of(run, profile, spark),
+        tags.get(PRECISION_TAG, profile.featurizer.precision), counts,
+        runtime=tags.get(RUNTIME_TAG, profile.featurizer.runtime),
     )  # fmt: skip
     log.info(
         "fitting on the training table of %s run %s (%s rows, %s); no image is read",
-        tags.get("sparkles.command", "featurize"), run.info.run_id,
+        tags.get(COMMAND_TAG, "featurize"), run.info.run_id,
         counts.get("featurized", "?"), table.entry.path,
     )  # fmt: skip
     return profile, result, run
@@ -417,9 +431,8 @@ def committed_features(
 def log_features_source(result: FeaturizeResult, run: Run) -> None:
     """Into a train/tune run: which table it fitted on, with the params, tags and counts of the
     run that committed it (so runs compare, and promote groups them, as before)."""
-    copied = ("sparkles.cache.", "sparkles.weights.", "sparkles.featurizer.")
-    tags = {k: v for k, v in run.data.tags.items() if k.startswith(copied)}
-    mlflow.set_tags({**tags, "sparkles.cache.reused": "true", FEATURES_RUN_TAG: run.info.run_id})
+    tags = {k: v for k, v in run.data.tags.items() if k.startswith(FEATURE_SOURCE_PREFIXES)}
+    mlflow.set_tags({**tags, CACHE_REUSED_TAG: "true", FEATURES_RUN_TAG: run.info.run_id})
     mlflow.log_params({k: v for k, v in run.data.params.items() if k in FEATURIZE_PARAMS})
     mlflow.log_metrics({f"count_{k}": float(v) for k, v in result.counts.items()})
 

@@ -36,6 +36,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from sparkles import storage
 from sparkles.code import ship_to_executors
 from sparkles.models import CnnSpec, get_spec, sha256_file
+from sparkles.names import ERROR, WEIGHTS_DIR
 from sparkles.runtimes import (
     PRECISIONS,
     RUNTIMES,
@@ -45,7 +46,6 @@ from sparkles.runtimes import (
 )
 from sparkles.weights import ResolvedWeights, resolve_weights
 
-WEIGHTS_DIR = "weights"
 _RESULT = StructType(
     [StructField("features", ArrayType(FloatType())), StructField("error", StringType())]
 )
@@ -233,7 +233,7 @@ class DeepImageFeaturizer(
         *,
         inputCol: str = "content",
         outputCol: str = "features",
-        errorCol: str = "featurize_error",
+        errorCol: str = ERROR,
         modelName: str = "InceptionV3",
         weights: str = "imagenet",
         pooling: str = "avg",
@@ -246,7 +246,7 @@ class DeepImageFeaturizer(
     ) -> None:
         super().__init__()
         self._setDefault(
-            inputCol="content", outputCol="features", errorCol="featurize_error",
+            inputCol="content", outputCol="features", errorCol=ERROR,
             modelName="InceptionV3", weights="imagenet", pooling="avg", runtime="openvino",
             precision="f32", batchSize=32, seed=0, maxFileBytes=50 * 1024 * 1024,
             maxPixels=89_478_485,
@@ -260,7 +260,7 @@ class DeepImageFeaturizer(
         *,
         inputCol: str = "content",
         outputCol: str = "features",
-        errorCol: str = "featurize_error",
+        errorCol: str = ERROR,
         modelName: str = "InceptionV3",
         weights: str = "imagenet",
         pooling: str = "avg",

@@ -26,6 +26,7 @@ from sparkles.features import (
     log_featurize,
     summary,
 )
+from sparkles.names import BEST_RUN_TAG, TRIALS_TAG, TUNING_ARTIFACTS
 from sparkles.splits import split_params, train_and_test
 from sparkles.train import log_training, read_once, train
 from sparkles.tune import search
@@ -113,11 +114,11 @@ def run_tune(
             n_classes = train_set.select("label").distinct().count()
             found = search(profile, train_set, n_classes, method, max_evals)
         best = found.best
-        mlflow.set_tags({"sparkles.best_run_id": best.run_id, "sparkles.trials": len(found.trials)})
+        mlflow.set_tags({BEST_RUN_TAG: best.run_id, TRIALS_TAG: len(found.trials)})
         mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
         with tempfile.TemporaryDirectory() as folder:
             plots.plot_search(found, profile.train.classifier, Path(folder) / "search.png")
-            mlflow.log_artifacts(folder, artifact_path="tuning")
+            mlflow.log_artifacts(folder, artifact_path=TUNING_ARTIFACTS)
         validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
         outcome = _train_and_log(profile, spark, featurized, best.params, validation)
     return {

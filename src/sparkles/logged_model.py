@@ -25,12 +25,8 @@ from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from PIL import Image
 from pyspark.ml import PipelineModel
 
-from sparkles.featurizer import WEIGHTS_DIR
-from sparkles.serving import CLASSIFIER_FILE, SETTINGS_FILE, signature
-
-MODEL_ARTIFACT = "model"
-SCORING_TAG = "sparkles.model.scores_images"  # on runs that logged a model scoring image bytes
-SERVING_DATA = "serving"  # settings.json + classifier.json, beside the Spark flavour's sparkml/
+from sparkles.names import CLASSIFIER_FILE, MODEL_ARTIFACT, SERVING_DATA, SETTINGS_FILE, WEIGHTS_DIR
+from sparkles.serving import signature
 
 
 def input_example() -> pd.DataFrame:

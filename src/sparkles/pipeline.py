@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from sparkles import classifiers
 from sparkles.config import TrainConfig
 from sparkles.featurizer import DeepImageFeaturizer
-from sparkles.serving import ERROR, PREDICTION  # one home, shared with the JVM-free model
+from sparkles.names import ERROR, PREDICTION
 
 LABEL_INDEX = "label_index"
 PREDICTION_INDEX = "prediction_index"

@@ -21,7 +21,7 @@ from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_curve
 
 from sparkles.classifiers import SEARCH_AXES, loggable
-from sparkles.serving import PREDICTION
+from sparkles.names import PREDICTION
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -17,9 +17,10 @@ from pyspark.sql import functions as F
 
 from sparkles import storage
 from sparkles.data.images import read_image_files
+from sparkles.errors import UserError
+from sparkles.names import ERROR, IMAGE_ID, PATH, PREDICTION, QUARANTINE_REASON, probability_column
 from sparkles.pipeline import class_labels
 from sparkles.progress import spark_progress
-from sparkles.serving import probability_column
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
@@ -27,7 +28,7 @@ QUARANTINE = "quarantine"
 OUTPUTS = [PREDICTIONS, QUARANTINE, f"{PREDICTIONS}_csv", f"{QUARANTINE}_csv"]
 
 
-class OutputExistsError(RuntimeError):
+class OutputExistsError(UserError, RuntimeError):
     """Predictions are already where this run would write: kept unless --overwrite."""
 
 
@@ -64,15 +65,15 @@ def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, 
     present = F.col("probability").isNotNull()
     probability = vector_to_array("probability")
     frame = scored.select(
-        "path",
-        "image_id",
-        F.col("prediction").alias("predicted_label"),
+        PATH,
+        IMAGE_ID,
+        F.col(PREDICTION).alias("predicted_label"),
         F.when(present, F.array_max(probability)).alias("probability"),
         *[
             F.when(present, probability[index]).alias(probability_column(name))
             for index, name in enumerate(class_labels(model))
         ],
-        "featurize_error",
+        ERROR,
     )
     return frame, count
 
@@ -99,21 +100,22 @@ def predict(
     for path in existing:  # all of the last run's, so none is left beside the new answers
         storage.delete(spark, path)
     scored, expected = score(spark, model_uri, images)
-    with spark_progress(spark, "predict"):
+    with spark_progress(spark, "predict"), storage.reporting(output):
         scored.write.mode("overwrite").parquet(staged)
     everything = spark.read.parquet(staged)
-    good = everything.where(F.col("featurize_error").isNull()).drop("featurize_error")
-    bad = everything.where(F.col("featurize_error").isNotNull()).select(
-        "path", "image_id", F.col("featurize_error").alias("reason")
+    good = everything.where(F.col(ERROR).isNull()).drop(ERROR)
+    bad = everything.where(F.col(ERROR).isNotNull()).select(
+        PATH, IMAGE_ID, F.col(ERROR).alias(QUARANTINE_REASON)
     )
-    good.write.mode("overwrite").parquet(f"{output}/{PREDICTIONS}")
-    bad.write.mode("overwrite").parquet(f"{output}/{QUARANTINE}")
-    if csv:
-        good.write.mode("overwrite").option("header", True).csv(f"{output}/{PREDICTIONS}_csv")
-        bad.write.mode("overwrite").option("header", True).csv(f"{output}/{QUARANTINE}_csv")
+    with storage.reporting(output):
+        good.write.mode("overwrite").parquet(f"{output}/{PREDICTIONS}")
+        bad.write.mode("overwrite").parquet(f"{output}/{QUARANTINE}")
+        if csv:
+            good.write.mode("overwrite").option("header", True).csv(f"{output}/{PREDICTIONS}_csv")
+            bad.write.mode("overwrite").option("header", True).csv(f"{output}/{QUARANTINE}_csv")
     counts = everything.agg(
         F.count(F.lit(1)).alias("images"),
-        F.sum(F.col("featurize_error").isNull().cast("int")).alias("scored"),
+        F.sum(F.col(ERROR).isNull().cast("int")).alias("scored"),
     ).first()
     if counts.images != expected:
         raise RuntimeError(

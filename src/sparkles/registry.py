@@ -26,19 +26,29 @@ from sparkles import tracking
 from sparkles.cache import open_entry
 from sparkles.config import Profile
 from sparkles.data.images import read_contents
+from sparkles.errors import UserError
 from sparkles.evaluate import headline_metrics
 from sparkles.feature_store import open_training_table
 from sparkles.featurizer import DeepImageFeaturizer
-from sparkles.logged_model import MODEL_ARTIFACT, SCORING_TAG
+from sparkles.names import (
+    CACHE_FINGERPRINT_TAG,
+    CACHE_PATH_TAG,
+    CACHE_TABLE_TAG,
+    CLASSES_TAG,
+    ERROR,
+    MODEL_ARTIFACT,
+    PROMOTION_TAG_PREFIX,
+    SCORING_TAG,
+    WEIGHTS_USED_TAG,
+)
 from sparkles.pipeline import class_labels
-from sparkles.serving import ERROR
 from sparkles.session import build_session
 from sparkles.splits import SPLIT_PARAMS, train_and_test
 
 log = logging.getLogger(__name__)
 
 
-class PromotionError(RuntimeError):
+class PromotionError(UserError, RuntimeError):
     """Nothing to promote, or the registry cannot be used as asked."""
 
 
@@ -57,7 +67,7 @@ class Decision:
     selected_by: str = ""  # the validation metric that chose the challenger, and its value
 
     def tags(self) -> dict[str, str]:
-        return {f"sparkles.promotion.{k}": str(v) for k, v in asdict(self).items()}
+        return {f"{PROMOTION_TAG_PREFIX}{k}": str(v) for k, v in asdict(self).items()}
 
 
 SCORING_RUNS = f"attributes.status = 'FINISHED' and tags.`{SCORING_TAG}` = 'true'"
@@ -77,7 +87,7 @@ def _experiments_with_scoring_runs(metric: str) -> list[str]:
 
 def _group(run: Run) -> tuple[str | None, str | None]:
     """Runs are comparable when they learned from the same features of the same classes."""
-    return run.data.tags.get("sparkles.cache.fingerprint"), run.data.tags.get("sparkles.classes")
+    return run.data.tags.get(CACHE_FINGERPRINT_TAG), run.data.tags.get(CLASSES_TAG)
 
 
 def best_run(experiment_name: str, metric: str, allow_random_weights: bool = False) -> Run:
@@ -102,7 +112,7 @@ def best_run(experiment_name: str, metric: str, allow_random_weights: bool = Fal
             "from before promotion selected on validation metrics): run `main` or `tune` again"
         )
     if not allow_random_weights:
-        random = [r for r in candidates if r.data.tags.get("sparkles.weights.used") == "random"]
+        random = [r for r in candidates if r.data.tags.get(WEIGHTS_USED_TAG) == "random"]
         candidates = [r for r in candidates if r not in random]
         if random and not candidates:
             raise PromotionError(
@@ -146,8 +156,8 @@ def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:
 def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
     """(path, image_id, label) of the images ``run`` tested on (and so never trained on)."""
     tags = run.data.tags
-    path = tags.get("sparkles.cache.table", tags["sparkles.cache.path"])
-    if "sparkles.cache.table" in tags:
+    path = tags.get(CACHE_TABLE_TAG, tags[CACHE_PATH_TAG])
+    if CACHE_TABLE_TAG in tags:
         table = open_training_table(spark, path)
         features = None if table is None else table.features()
     else:  # logged before the feature store: a whole-run cache entry
@@ -171,19 +181,19 @@ def _images_neither_trained_on(spark: SparkSession, a: Run, b: Run) -> DataFrame
 
 def _same_test_split(a: Run, b: Run) -> bool:
     keys = SPLIT_PARAMS
-    return a.data.tags.get("sparkles.cache.fingerprint") == b.data.tags.get(
-        "sparkles.cache.fingerprint"
-    ) and all(a.data.params.get(k) == b.data.params.get(k) for k in keys)
+    return a.data.tags.get(CACHE_FINGERPRINT_TAG) == b.data.tags.get(CACHE_FINGERPRINT_TAG) and all(
+        a.data.params.get(k) == b.data.params.get(k) for k in keys
+    )
 
 
 def _stored_features(spark: SparkSession, a: Run, b: Run) -> DataFrame | None:
     """Rows of ``a``'s training table with their stored features, when both runs' features come
     from one feature store (the same featurizer settings): then re-scoring reads no image."""
     tags_a, tags_b = a.data.tags, b.data.tags
-    store = tags_a.get("sparkles.cache.path")
-    if store is None or store != tags_b.get("sparkles.cache.path"):
+    store = tags_a.get(CACHE_PATH_TAG)
+    if store is None or store != tags_b.get(CACHE_PATH_TAG):
         return None
-    table = open_training_table(spark, tags_a.get("sparkles.cache.table", ""))
+    table = open_training_table(spark, tags_a.get(CACHE_TABLE_TAG, ""))
     return None if table is None else table.read()
 
 

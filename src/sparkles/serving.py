@@ -23,17 +23,15 @@ import numpy as np
 import pandas as pd
 
 from sparkles.models import get_spec
+from sparkles.names import (
+    CLASSIFIER_FILE,
+    ERROR,
+    PASSED_THROUGH,
+    PREDICTION,
+    SETTINGS_FILE,
+    probability_column,
+)
 from sparkles.runtimes import ImageBatchFeaturizer, compile_cnn, precision_that_runs
-
-SERVING_ARTIFACT = "serving"  # the JVM-free model of runs logged before one model held both
-SETTINGS_FILE, CLASSIFIER_FILE = "settings.json", "classifier.json"
-ERROR = "featurize_error"
-PREDICTION = "prediction"
-PASSED_THROUGH = ("path", "image_id")
-
-
-def probability_column(label: str) -> str:
-    return f"probability_{label}"
 
 
 def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:

@@ -7,10 +7,29 @@ Hadoop's FileSystem keeps one code path for a laptop and for S3.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
+
+from sparkles.errors import StorageError, file_system_cause
+
+
+@contextmanager
+def reporting(path: str, doing: str = "writing") -> Iterator[None]:
+    """A Java file-system failure (a full disk, a file where a folder should be, S3 refusing)
+    becomes one ``StorageError`` naming ``path`` and the cause, instead of a Java trace."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as err:
+        cause = file_system_cause(err)
+        if cause is None:
+            raise
+        raise StorageError(f"{doing} {path}: {cause}") from err
 
 
 def _fs_and_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
@@ -38,12 +57,13 @@ def delete(spark: SparkSession, path: str) -> None:
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
-    fs, hpath = _fs_and_path(spark, path)
-    stream = fs.create(hpath, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
+    with reporting(path):
+        fs, hpath = _fs_and_path(spark, path)
+        stream = fs.create(hpath, True)
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
 
 
 def read_text(spark: SparkSession, path: str) -> str:
@@ -64,9 +84,10 @@ def list_names(spark: SparkSession, path: str) -> list[str]:
 
 
 def copy_from_local(spark: SparkSession, local: str, target: str) -> None:
-    fs, dst = _fs_and_path(spark, target)
-    src = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(Path(local).resolve().as_uri())
-    fs.copyFromLocalFile(False, True, src, dst)
+    with reporting(target):
+        fs, dst = _fs_and_path(spark, target)
+        src = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(Path(local).resolve().as_uri())
+        fs.copyFromLocalFile(False, True, src, dst)
 
 
 def copy_to_local(spark: SparkSession, source: str, local: str) -> None:

@@ -13,6 +13,7 @@ import mlflow
 from mlflow.entities import RunStatus
 
 from sparkles.config import Profile, is_uri
+from sparkles.names import COMMAND_TAG, ERROR_TAG, PROFILE_EXPERIMENT_TAG, PROFILE_TAG
 
 log = logging.getLogger(__name__)
 # mlflow.set_tracking_uri and mlflow.set_experiment write MLFLOW_TRACKING_URI and
@@ -68,7 +69,7 @@ def _say_if_elsewhere(profile: Profile, active: mlflow.ActiveRun) -> None:
     expected = profile.mlflow.experiment
     if experiment.name == expected:
         return
-    mlflow.set_tag("sparkles.profile_experiment", expected)
+    mlflow.set_tag(PROFILE_EXPERIMENT_TAG, expected)
     log.warning(
         "this run is in experiment %r (id %s), not the profile's %r: `sparkles promote` looks "
         "in %r unless given --experiment %r (mlflow run: pass --experiment-name %s, or export "
@@ -102,7 +103,7 @@ def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.Ac
     )
     if not nested:
         _say_if_elsewhere(profile, active)
-    tags = {"sparkles.profile": profile.name, "sparkles.command": name}
+    tags = {PROFILE_TAG: profile.name, COMMAND_TAG: name}
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -110,7 +111,7 @@ def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.Ac
     try:
         yield active
     except BaseException as err:
-        mlflow.set_tag("sparkles.error", f"{type(err).__name__}: {err}"[:5000])
+        mlflow.set_tag(ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
         status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
         mlflow.end_run(RunStatus.to_string(status))
         raise

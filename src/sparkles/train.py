@@ -26,6 +26,7 @@ from sparkles.code import package_dir
 from sparkles.config import Profile
 from sparkles.feature_store import TrainingTable
 from sparkles.features import FeaturizeResult, build_featurizer
+from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
 from sparkles.pipeline import (
     class_labels,
     classifier_model,
@@ -161,7 +162,7 @@ def log_training(
          **split_params(settings)}
     )  # fmt: skip
     mlflow.log_metrics(result.metrics)
-    mlflow.set_tag("sparkles.classes", ",".join(result.evaluation.labels))
+    mlflow.set_tag(CLASSES_TAG, ",".join(result.evaluation.labels))
     table = featurized.table
     source = SparkDatasetSource(path=table.entry.table)
     name = f"features-{featurized.fingerprint}"  # no Spark job: MLflow's from_spark counts rows
@@ -175,7 +176,7 @@ def log_training(
             result.evaluation, spark, out / "misclassified.png", settings.gallery_size
         )
         result.evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
-        mlflow.log_artifacts(folder, artifact_path="evaluation")
+        mlflow.log_artifacts(folder, artifact_path=EVALUATION_ARTIFACTS)
 
     log.info("logged metrics and plots; logging the model")
     featurizer = build_featurizer(profile, featurized.weights, featurized.precision)
@@ -192,4 +193,4 @@ def log_training(
         model_requirements(),
         [str(package_dir())],
     )
-    mlflow.set_tag(logged_model.SCORING_TAG, "true")
+    mlflow.set_tag(SCORING_TAG, "true")

@@ -17,10 +17,11 @@ from pyspark.sql import SparkSession
 
 from sparkles import storage
 from sparkles.config import is_uri
+from sparkles.errors import UserError
 from sparkles.models import CnnSpec, sha256_file
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """The configured weights cannot be had; the message names the file and the remedy."""
 
 

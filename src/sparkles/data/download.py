@@ -22,6 +22,8 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
+from sparkles.errors import UserError
+
 log = logging.getLogger(__name__)
 
 LABELS_URL = (
@@ -50,7 +52,7 @@ TRANSIENT = (
 MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})"?$')  # S3 single-part uploads: the ETag is the MD5
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file that could not be fetched or verified; the message says which and why."""
 
 

@@ -15,12 +15,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkles.data.images import ImageFiles
+from sparkles.errors import UserError
 
 LABELS_SCHEMA = "ImageID string, Source string, LabelName string, Confidence double"
 CLASSES_SCHEMA = "LabelName string, DisplayName string"
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """Label files that cannot be used as Open Images labels."""
 
 

@@ -1,0 +1,33 @@
+"""The errors whose message tells the user what to do: ``sparkles`` prints them in one line,
+without a traceback (``cli.main`` catches ``UserError`` by type). A leaf module."""
+
+from __future__ import annotations
+
+import re
+
+
+class UserError(Exception):
+    """Something the user can fix, said in a message that names what and how."""
+
+
+class StorageError(UserError, OSError):
+    """A file system refused a read or write: the path and the cause, not a Java trace."""
+
+
+# The cause of a Java file-system failure inside a Py4J/Spark error's text: the innermost
+# exception of java.io/java.nio/Hadoop's fs packages (FSError wraps the disk's own IOException).
+_JAVA_FS_CAUSE = re.compile(
+    r"(?:java\.io\.|java\.nio\.file\.|org\.apache\.hadoop\.fs\.)"
+    r"(?:[A-Za-z]+Exception|FSError)(?::\s*(?:java\.io\.IOException:\s*)?([^\n\r]*))?"
+)
+
+
+def file_system_cause(error: BaseException) -> str | None:
+    """What the file system said, if ``error`` is a Java file-system failure (else None)."""
+    found = [m for m in _JAVA_FS_CAUSE.finditer(str(error))]
+    if not found:
+        return None
+    innermost = found[-1]
+    name = innermost.group(0).split(":", 1)[0].rsplit(".", 1)[-1]
+    detail = (innermost.group(1) or "").strip()
+    return f"{detail} ({name})" if detail else name

@@ -1,0 +1,62 @@
+"""The names every layer shares: columns, MLflow tag keys, artifact paths.
+
+A leaf module (it imports nothing of this project), so the JVM-free scorer, the Spark stages,
+the feature store and the registry spell a name the same way by importing it from here.
+"""
+
+from __future__ import annotations
+
+# --- columns -----------------------------------------------------------------------------------
+PATH = "path"  # a file's qualified URI, as Spark's binaryFile source spells it
+IMAGE_ID = "image_id"
+LABEL = "label"
+CONTENT = "content"  # an image file's bytes
+SHA = "image_sha256"  # of those bytes: an image's identity in the feature store
+FEATURES = "features"  # the CNN's vector
+ERROR = "featurize_error"  # why an image has no features (null when it has)
+PREDICTION = "prediction"
+QUARANTINE_REASON = "reason"  # ERROR's name in quarantine.csv and the predictions' CSV
+PASSED_THROUGH = (PATH, IMAGE_ID)  # what a scorer hands back beside its prediction
+
+
+def probability_column(label: str) -> str:
+    return f"probability_{label}"
+
+
+# --- run tags ----------------------------------------------------------------------------------
+PROFILE_TAG = "sparkles.profile"
+COMMAND_TAG = "sparkles.command"
+ERROR_TAG = "sparkles.error"
+PROFILE_EXPERIMENT_TAG = "sparkles.profile_experiment"
+# what a featurize/main run committed, copied into the train/tune runs that fit on it
+FEATURES_KEY_TAG = "sparkles.features.key"  # the profile's features key
+FEATURIZER_TAG = "sparkles.features.featurizer"  # the profile's featurizer section, as JSON
+FEATURES_RUN_TAG = "sparkles.features.run_id"  # set by train/tune: whose table they fitted on
+CACHE_FINGERPRINT_TAG = "sparkles.cache.fingerprint"
+CACHE_PATH_TAG = "sparkles.cache.path"  # the feature store's root
+CACHE_TABLE_TAG = "sparkles.cache.table"
+CACHE_REUSED_TAG = "sparkles.cache.reused"
+WEIGHTS_USED_TAG = "sparkles.weights.used"  # imagenet, file, random
+WEIGHTS_IDENTITY_TAG = "sparkles.weights.identity"
+WEIGHTS_PATH_TAG = "sparkles.weights.path"  # the weights file the CNN ran with, on that driver
+RUNTIME_TAG = "sparkles.featurizer.runtime"
+PRECISION_TAG = "sparkles.featurizer.precision"
+PRECISION_REQUESTED_TAG = "sparkles.featurizer.precision_requested"
+# the tag prefixes a train/tune run copies from the run that committed its table
+FEATURE_SOURCE_PREFIXES = ("sparkles.cache.", "sparkles.weights.", "sparkles.featurizer.")
+CLASSES_TAG = "sparkles.classes"
+BEST_RUN_TAG = "sparkles.best_run_id"
+TRIALS_TAG = "sparkles.trials"
+SCORING_TAG = "sparkles.model.scores_images"  # on runs that logged a model scoring image bytes
+PROMOTION_TAG_PREFIX = "sparkles.promotion."
+
+# --- artifacts ---------------------------------------------------------------------------------
+MODEL_ARTIFACT = "model"  # the one logged model: Spark and python_function flavours
+SERVING_DATA = "serving"  # inside a logged model: settings.json + classifier.json
+SETTINGS_FILE = "settings.json"
+CLASSIFIER_FILE = "classifier.json"
+WEIGHTS_DIR = "weights"  # inside a saved DeepImageFeaturizer stage
+FEATURIZE_ARTIFACTS = "featurize"  # quarantine.csv, featurize_counts.json
+EVALUATION_ARTIFACTS = "evaluation"  # plots, test predictions
+TUNING_ARTIFACTS = "tuning"
+EDA_ARTIFACTS = "eda"
