@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -128,22 +129,79 @@ class DataConfig(_Strict):
         return self
 
 
+@dataclass(frozen=True)
+class Setting:
+    """What a featurizer setting is beyond its profile value, declared on its field below; the
+    transformer's Params, the feature-store key, the featurize run's params and the served
+    model's settings are all derived from these (``featurizer.DeepImageFeaturizer``).
+
+    ``param``: the DeepImageFeaturizer Param carrying it (None: the driver alone uses it).
+    ``features``: ``"key"`` if it changes a feature (it joins the store key and the profile's
+    features key), ``"weights"`` if it does so through the weights file (whose identity joins the
+    store key in its place), None if it never does. ``stored_as`` names it in the store key and
+    the served model's settings (default: the field's name); ``scale`` converts the profile's
+    unit to the Param's (MB → bytes).
+    """
+
+    param: str | None
+    features: Literal["key", "weights"] | None
+    doc: str
+    stored_as: str | None = None
+    scale: int = 1
+
+
 class FeaturizerConfig(_Strict):
-    model: str = "InceptionV3"
-    weights: str = "imagenet"
-    weights_mirror: str | None = None
-    allow_random_weights: bool = False
-    random_seed: int = 0
-    pooling: Literal["avg", "max", "none"] = "avg"
+    """The featurizer's settings, declared once (see ``Setting``)."""
+
+    model: Annotated[str, Setting("modelName", "key", "keras.applications CNN", "model")] = (
+        "InceptionV3"
+    )
+    weights: Annotated[
+        str, Setting(None, "weights", "'imagenet', 'random', or a weights file path/URI")
+    ] = "imagenet"
+    weights_mirror: Annotated[
+        str | None, Setting(None, None, "where to fetch Keras' ImageNet weights from instead")
+    ] = None
+    allow_random_weights: Annotated[
+        bool, Setting(None, None, "fall back to random weights when none can be fetched")
+    ] = False
+    random_seed: Annotated[int, Setting("seed", "weights", "seed for random weights", "seed")] = 0
+    pooling: Annotated[
+        Literal["avg", "max", "none"],
+        Setting("pooling", "key", "avg, max, or none (unpooled, as sparkdl)"),
+    ] = "avg"
     # OpenVINO f32: Keras' features to ~1e-8, faster; bf16 only where the CPU has it (README)
-    runtime: Literal["keras", "openvino"] = "openvino"
-    precision: Literal["f32", "bf16"] = "f32"
-    batch_size: int = Field(default=32, ge=1)
+    runtime: Annotated[
+        Literal["keras", "openvino"],
+        Setting("runtime", "key", "keras, or openvino (same model, compiled)"),
+    ] = "openvino"
+    precision: Annotated[
+        Literal["f32", "bf16"],
+        Setting("precision", "key", "f32, or bf16 where the CPU has bf16 instructions"),
+    ] = "f32"
+    batch_size: Annotated[int, Setting("batchSize", None, "images per model call")] = Field(
+        default=32, ge=1
+    )
     # Images per Spark task: a task's last model batch is partial, so a few large tasks waste
     # less than many small ones; more tasks than slots keeps a cluster busy and retries cheap.
-    rows_per_partition: int = Field(default=256, ge=1)
-    max_file_mb: float = Field(default=50.0, gt=0)
-    max_pixels: int = Field(default=89_478_485, gt=0)
+    rows_per_partition: Annotated[int, Setting(None, None, "images per Spark task")] = Field(
+        default=256, ge=1
+    )
+    max_file_mb: Annotated[
+        float,
+        Setting("maxFileBytes", "key", "larger files are quarantined", "max_file_bytes", 2**20),
+    ] = Field(default=50.0, gt=0)
+    max_pixels: Annotated[
+        int, Setting("maxPixels", "key", "more pixels is a decompression bomb")
+    ] = Field(default=89_478_485, gt=0)
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """Field name → its Setting, in declaration order."""
+        return {
+            name: next(m for m in field.metadata if isinstance(m, Setting))
+            for name, field in cls.model_fields.items()
+        }
 
 
 class MlpConfig(_Strict):

@@ -67,10 +67,7 @@ from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_w
 
 log = logging.getLogger(__name__)
 TABLE_MANIFEST = ["image_id", "label", SHA]  # what the training table's fingerprint covers
-# Featurizer settings that cannot change a feature: left out of features_key.
-FEATURIZE_PARAMS = ["model", "weights", "pooling", "runtime", "precision", "batch_size", "classes",
-                    "multi_label_policy"]  # fmt: skip
-NOT_IN_FEATURES_KEY = {"batch_size", "rows_per_partition", "weights_mirror", "allow_random_weights"}
+DATA_PARAMS = ["classes", "multi_label_policy"]  # a featurize run's params beside its featurizer's
 
 
 class CacheMissingError(UserError, RuntimeError):
@@ -133,18 +130,8 @@ def build_featurizer(
 ) -> DeepImageFeaturizer:
     """``precision``: the one that runs here (see ``featurize``), else the profile's."""
     settings = profile.featurizer
-    return DeepImageFeaturizer(
-        inputCol="content",
-        outputCol="features",
-        modelName=settings.model,
-        weights=weights.local_path or "random",
-        pooling=settings.pooling,
-        runtime=settings.runtime,
-        precision=precision or settings.precision,
-        batchSize=settings.batch_size,
-        seed=settings.random_seed,
-        maxFileBytes=int(settings.max_file_mb * 1024 * 1024),
-        maxPixels=settings.max_pixels,
+    return DeepImageFeaturizer.from_profile(
+        settings, weights.local_path or "random", precision=precision or settings.precision
     )
 
 
@@ -159,23 +146,13 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
     matched = match_files(labeled, read_image_files(spark, data.images, data.image_glob))
     counts = {**labeled.counts, **matched.counts}
     weights = choose_weights(profile, spark)
-    spec = get_spec(settings.model)
     featurizer = build_featurizer(profile, weights)
     # bf16 and f32 features never share a store: its key holds the precision that runs
     precision = featurizer.precision_that_runs()
     featurizer.setParams(precision=precision)
-    parts = {
-        "model": spec.name,
-        "input_size": list(spec.input_size),
-        "pooling": settings.pooling,
-        "runtime": settings.runtime,
-        "precision": precision,
-        "weights": weights.identity,
-        "preprocess": PREPROCESS_VERSION,
-        "max_file_bytes": int(settings.max_file_mb * 1024 * 1024),
-        "max_pixels": settings.max_pixels,
-    }
-    store = FeatureStore.for_settings(spark, profile.cache.dir, parts)
+    store = FeatureStore.for_settings(
+        spark, profile.cache.dir, featurizer.store_key(weights.identity)
+    )
     identities = _identities(spark, matched.matched, matched.empty)
     identities = identities.persist(StorageLevel.MEMORY_AND_DISK)  # the hashes, read once
     try:
@@ -281,10 +258,7 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
     """Counts, timings, weights and the quarantine list into the active MLflow run, and the tags
     by which train/tune find its training table."""
     settings = profile.featurizer
-    params = [settings.model, settings.weights, settings.pooling, settings.runtime,
-              result.precision, settings.batch_size, ",".join(profile.data.classes),
-              profile.data.multi_label_policy]  # fmt: skip
-    mlflow.log_params(dict(zip(FEATURIZE_PARAMS, params, strict=True)))
+    mlflow.log_params(featurize_params(profile, result.precision))
     mlflow.set_tags(
         {
             FEATURES_KEY_TAG: features_key(profile),
@@ -315,11 +289,34 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         mlflow.log_artifacts(folder, artifact_path=FEATURIZE_ARTIFACTS)
 
 
+def featurize_params(profile: Profile, precision: str) -> dict[str, Any]:
+    """A featurize run's params: the profile's featurizer settings that reach the CNN or its
+    weights (with the precision that ran) and the data's classes and multi-label policy."""
+    settings = profile.featurizer
+    logged = {
+        field: getattr(settings, field)
+        for field, setting in type(settings).settings().items()
+        if setting.param is not None or setting.features is not None
+    }
+    data = profile.data
+    return {**logged, "precision": precision, "classes": ",".join(data.classes),
+            "multi_label_policy": data.multi_label_policy}  # fmt: skip
+
+
+def _is_featurize_param(name: str) -> bool:
+    settings = FeaturizerConfig.settings()
+    return name in DATA_PARAMS or (
+        name in settings and (settings[name].param or settings[name].features) is not None
+    )
+
+
 def features_key(profile: Profile) -> str:
     """What a training table answers: these labels, images and classes under this policy,
     through this featurizer. train/tune use the newest table committed under the same key."""
     data = profile.data
-    featurizer = profile.featurizer.model_dump(exclude=NOT_IN_FEATURES_KEY)
+    settings = profile.featurizer
+    shaping = {field for field, s in type(settings).settings().items() if s.features}
+    featurizer = settings.model_dump(include=shaping)
     parts = {
         "labels_csv": storage.qualify(data.labels_csv),
         "classes_csv": storage.qualify(data.classes_csv),
@@ -433,7 +430,7 @@ def log_features_source(result: FeaturizeResult, run: Run) -> None:
     run that committed it (so runs compare, and promote groups them, as before)."""
     tags = {k: v for k, v in run.data.tags.items() if k.startswith(FEATURE_SOURCE_PREFIXES)}
     mlflow.set_tags({**tags, CACHE_REUSED_TAG: "true", FEATURES_RUN_TAG: run.info.run_id})
-    mlflow.log_params({k: v for k, v in run.data.params.items() if k in FEATURIZE_PARAMS})
+    mlflow.log_params({k: v for k, v in run.data.params.items() if _is_featurize_param(k)})
     mlflow.log_metrics({f"count_{k}": float(v) for k, v in result.counts.items()})
 
 

@@ -14,8 +14,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
 from pyspark import SparkFiles, keyword_only
@@ -35,11 +36,11 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from sparkles import storage
 from sparkles.code import ship_to_executors
+from sparkles.config import FeaturizerConfig, Setting
+from sparkles.imaging import PREPROCESS_VERSION
 from sparkles.models import CnnSpec, get_spec, sha256_file
-from sparkles.names import ERROR, WEIGHTS_DIR
+from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
 from sparkles.runtimes import (
-    PRECISIONS,
-    RUNTIMES,
     ImageBatchFeaturizer,
     compile_cnn,
     precision_that_runs,
@@ -180,19 +181,55 @@ class _Reader(DefaultParamsReader):
         return featurizer
 
 
-class DeepImageFeaturizer(
-    Transformer, HasInputCol, HasOutputCol, DefaultParamsReadable, DefaultParamsWritable
-):
-    """Image bytes → CNN features (a Spark ML vector), with bad images quarantined, not dropped."""
+def _to_param(setting: Setting, value: Any) -> Any:
+    """A profile value in its Param's unit (MB → bytes)."""
+    return int(value * setting.scale) if setting.scale != 1 else value
 
+
+_CONVERTERS = {bool: TypeConverters.toBoolean, int: TypeConverters.toInt,
+               float: TypeConverters.toFloat, str: TypeConverters.toString}  # fmt: skip
+
+
+def declare_settings(config: type[FeaturizerConfig]) -> Callable[[type], type]:
+    """Class decorator: a Param, its default (the profile model's) and its getter for every
+    setting of ``config`` that names a Param. The settings are declared once, on the profile
+    model's fields (``config.Setting``); the transformer, the store key, the featurize run's
+    params and the served model's settings all follow from that declaration."""
+
+    def declare(cls: type) -> type:
+        defaults = config()
+        cls.config_model = config
+        cls._setting_defaults = {}
+        for field, setting in config.settings().items():
+            if setting.param is None:
+                continue
+            default = _to_param(setting, getattr(defaults, field))
+            converter = _CONVERTERS[type(default)]
+            setattr(
+                cls, setting.param, Param(Params._dummy(), setting.param, setting.doc, converter)
+            )
+            getter = f"get{setting.param[0].upper()}{setting.param[1:]}"
+            if getter not in vars(cls):  # a subclass re-declaring keeps its parent's getter
+                setattr(cls, getter, lambda self, name=setting.param: self.getOrDefault(name))
+            cls._setting_defaults[setting.param] = default
+        return cls
+
+    return declare
+
+
+@declare_settings(FeaturizerConfig)
+class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
+    """The Params: columns and the weights file here; one per featurizer setting added from
+    ``config.FeaturizerConfig`` (``modelName``, ``pooling``, ``runtime``, ``precision``,
+    ``batchSize``, ``seed``, ``maxFileBytes``, ``maxPixels``, each with its getter)."""
+
+    config_model: type[FeaturizerConfig]
+    _setting_defaults: dict[str, Any]
     errorCol = Param(
         Params._dummy(),
         "errorCol",
         "column for the reason an image was not featurized",
         TypeConverters.toString,
-    )
-    modelName = Param(
-        Params._dummy(), "modelName", "keras.applications CNN", TypeConverters.toString
     )
     weights = Param(
         Params._dummy(),
@@ -200,121 +237,89 @@ class DeepImageFeaturizer(
         "'imagenet', 'random', or a weights file path/URI",
         TypeConverters.toString,
     )
-    pooling = Param(
-        Params._dummy(),
-        "pooling",
-        "avg, max, or none (unpooled, as sparkdl)",
-        TypeConverters.toString,
-    )
-    runtime = Param(
-        Params._dummy(),
-        "runtime",
-        "keras, or openvino (same model, compiled)",
-        TypeConverters.toString,
-    )
-    precision = Param(
-        Params._dummy(),
-        "precision",
-        "f32, or bf16 where the CPU has bf16 instructions (f32 elsewhere, with a warning)",
-        TypeConverters.toString,
-    )
-    batchSize = Param(Params._dummy(), "batchSize", "images per model call", TypeConverters.toInt)
-    seed = Param(Params._dummy(), "seed", "seed for random weights", TypeConverters.toInt)
-    maxFileBytes = Param(
-        Params._dummy(), "maxFileBytes", "larger files are quarantined", TypeConverters.toInt
-    )
-    maxPixels = Param(
-        Params._dummy(), "maxPixels", "more pixels is a decompression bomb", TypeConverters.toInt
-    )
 
-    @keyword_only
-    def __init__(
-        self,
-        *,
-        inputCol: str = "content",
-        outputCol: str = "features",
-        errorCol: str = ERROR,
-        modelName: str = "InceptionV3",
-        weights: str = "imagenet",
-        pooling: str = "avg",
-        runtime: str = "openvino",
-        precision: str = "f32",
-        batchSize: int = 32,
-        seed: int = 0,
-        maxFileBytes: int = 50 * 1024 * 1024,
-        maxPixels: int = 89_478_485,
-    ) -> None:
-        super().__init__()
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         self._setDefault(
-            inputCol="content", outputCol="features", errorCol=ERROR,
-            modelName="InceptionV3", weights="imagenet", pooling="avg", runtime="openvino",
-            precision="f32", batchSize=32, seed=0, maxFileBytes=50 * 1024 * 1024,
-            maxPixels=89_478_485,
+            inputCol=CONTENT, outputCol=FEATURES, errorCol=ERROR, weights="imagenet",
+            **self._setting_defaults,
         )  # fmt: skip
-        self._set(**self._input_kwargs)
-        self._validate()
+
+    def getErrorCol(self) -> str:
+        return self.getOrDefault(self.errorCol)
+
+    def getWeights(self) -> str:
+        return self.getOrDefault(self.weights)
+
+    def setting_values(self) -> dict[str, Any]:
+        """``stored_as`` → value of every Param-carried setting: the served model's settings."""
+        return {
+            setting.stored_as or field: self.getOrDefault(setting.param)
+            for field, setting in self.config_model.settings().items()
+            if setting.param is not None
+        }
+
+    def store_key(self, weights_identity: str) -> dict[str, Any]:
+        """What a feature depends on, hashed into the feature store's key: every setting that
+        changes a feature, the model's input size, the weights' identity (which stands for the
+        weights settings) and the preprocessing version."""
+        spec = get_spec(self.getModelName())
+        values = self.setting_values()
+        key = {
+            setting.stored_as or field: values[setting.stored_as or field]
+            for field, setting in self.config_model.settings().items()
+            if setting.features == "key"
+        }
+        return {**key, "model": spec.name, "input_size": list(spec.input_size),
+                "weights": weights_identity, "preprocess": PREPROCESS_VERSION}  # fmt: skip
+
+
+class DeepImageFeaturizer(
+    _DeepImageFeaturizerParams, Transformer, DefaultParamsReadable, DefaultParamsWritable
+):
+    """Image bytes → CNN features (a Spark ML vector), with bad images quarantined, not dropped.
+
+    Keywords: the Params of ``_DeepImageFeaturizerParams`` (camelCase, as in pyspark.ml).
+    """
 
     @keyword_only
-    def setParams(
-        self,
-        *,
-        inputCol: str = "content",
-        outputCol: str = "features",
-        errorCol: str = ERROR,
-        modelName: str = "InceptionV3",
-        weights: str = "imagenet",
-        pooling: str = "avg",
-        runtime: str = "openvino",
-        precision: str = "f32",
-        batchSize: int = 32,
-        seed: int = 0,
-        maxFileBytes: int = 50 * 1024 * 1024,
-        maxPixels: int = 89_478_485,
-    ) -> DeepImageFeaturizer:
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **params: Any) -> DeepImageFeaturizer:
         """Sets the given Params, as pyspark.ml's own transformers do."""
         self._set(**self._input_kwargs)
         self._validate()
         return self
 
-    def getErrorCol(self) -> str:
-        return self.getOrDefault(self.errorCol)
-
-    def getModelName(self) -> str:
-        return self.getOrDefault(self.modelName)
-
-    def getWeights(self) -> str:
-        return self.getOrDefault(self.weights)
-
-    def getPooling(self) -> str:
-        return self.getOrDefault(self.pooling)
-
-    def getRuntime(self) -> str:
-        return self.getOrDefault(self.runtime)
-
-    def getPrecision(self) -> str:
-        return self.getOrDefault(self.precision)
-
-    def getBatchSize(self) -> int:
-        return self.getOrDefault(self.batchSize)
-
-    def getSeed(self) -> int:
-        return self.getOrDefault(self.seed)
-
-    def getMaxFileBytes(self) -> int:
-        return self.getOrDefault(self.maxFileBytes)
-
-    def getMaxPixels(self) -> int:
-        return self.getOrDefault(self.maxPixels)
+    @classmethod
+    def from_profile(
+        cls, settings: FeaturizerConfig, weights: str, **params: Any
+    ) -> DeepImageFeaturizer:
+        """The featurizer a profile's featurizer section describes, over a resolved weights
+        file (or ``random``); ``params`` override (the precision that runs, columns)."""
+        values = {
+            setting.param: _to_param(setting, getattr(settings, field))
+            for field, setting in cls.config_model.settings().items()
+            if setting.param is not None
+        }
+        return cls(weights=weights, **{**values, **params})
 
     def _validate(self) -> None:
+        """The profile model's own checks (allowed values, ranges) on the Params' values."""
         get_spec(self.getModelName())
-        for name, value, allowed in (
-            ("pooling", self.getPooling(), ("avg", "max", "none")),
-            ("runtime", self.getRuntime(), RUNTIMES),
-            ("precision", self.getPrecision(), PRECISIONS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        for field, setting in self.config_model.settings().items():
+            if setting.param is None:
+                continue
+            value = self.getOrDefault(setting.param)
+            kind = self.config_model.model_fields[field].annotation
+            allowed = get_args(kind) if get_origin(kind) is Literal else None
+            if allowed and value not in allowed:
+                raise ValueError(
+                    f"{setting.param} must be one of {', '.join(allowed)}, got {value!r}"
+                )
         if self.getBatchSize() < 1:
             raise ValueError("batchSize must be at least 1")
 
@@ -322,7 +327,9 @@ class DeepImageFeaturizer(
         return get_spec(self.getModelName())
 
     def resolve_weights(self, spark: SparkSession | None = None) -> ResolvedWeights:
-        return resolve_weights(self.spec(), self.getWeights(), self.getSeed(), spark=spark)
+        return resolve_weights(
+            self.spec(), self.getWeights(), self.getOrDefault("seed"), spark=spark
+        )
 
     def precision_that_runs(self) -> str:
         """The precision this transform will run: bf16 becomes f32, with a warning, on a driver

@@ -180,15 +180,9 @@ def log_training(
 
     log.info("logged metrics and plots; logging the model")
     featurizer = build_featurizer(profile, featurized.weights, featurized.precision)
-    scorer = {
-        "model": featurizer.getModelName(), "pooling": featurizer.getPooling(),
-        "runtime": featurizer.getRuntime(), "precision": featurizer.getPrecision(),
-        "seed": featurizer.getSeed(), "batch_size": featurizer.getBatchSize(),
-        "max_file_bytes": featurizer.getMaxFileBytes(), "max_pixels": featurizer.getMaxPixels(),
-    }  # fmt: skip
     logged_model.log_model(
         scoring_model(featurizer, result.fitted),
-        scorer,
+        featurizer.setting_values(),
         classifier_parameters(result.fitted),
         model_requirements(),
         [str(package_dir())],

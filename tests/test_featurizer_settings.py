@@ -1,0 +1,76 @@
+"""The featurizer's settings are declared once (``config.Setting`` on FeaturizerConfig's fields):
+the Spark Params, the store key, the featurize run's params and the served model's settings
+follow. A test adds a setting there and sees it arrive everywhere."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+
+from sparkles.config import FeaturizerConfig, Setting, load_profile
+from sparkles.features import features_key, featurize_params
+from sparkles.featurizer import DeepImageFeaturizer, declare_settings
+from tests.conftest import write_profile
+
+
+class CalibratedConfig(FeaturizerConfig):
+    """The one line a new setting takes (here: int8's calibration sample size)."""
+
+    calibration_images: Annotated[
+        int, Setting("calibrationImages", "key", "images int8 is calibrated on")
+    ] = 300
+
+
+@declare_settings(CalibratedConfig)
+class CalibratedFeaturizer(DeepImageFeaturizer):
+    """How the test binds the extended declaration without editing the module's."""
+
+
+def _profile(tmp_path, calibration: int):
+    profile = load_profile(str(write_profile(tmp_path)))
+    settings = CalibratedConfig(**profile.featurizer.model_dump(), calibration_images=calibration)
+    return profile.model_copy(update={"featurizer": settings})
+
+
+def test_a_new_setting_reaches_the_params_the_key_the_run_and_the_served_model(tmp_path) -> None:
+    few, many = _profile(tmp_path, 16), _profile(tmp_path, 300)
+    featurizer = CalibratedFeaturizer.from_profile(few.featurizer, "random")
+    # a Spark Param with its getter and the profile model's default
+    assert featurizer.getCalibrationImages() == 16
+    assert CalibratedFeaturizer().getCalibrationImages() == 300
+    assert "calibrationImages: images int8 is calibrated on" in featurizer.explainParams()
+    # the feature store's key: features made on another sample never mix
+    key = featurizer.store_key("random:seed=0")
+    assert key["calibration_images"] == 16
+    other = CalibratedFeaturizer.from_profile(many.featurizer, "random").store_key("random:seed=0")
+    assert {k for k in key if key[k] != other[k]} == {"calibration_images"}
+    # the profile's features key, which train/tune look a table up by
+    assert features_key(few) != features_key(many)
+    # the featurize run's params, and the served model's settings.json
+    assert featurize_params(few, "f32")["calibration_images"] == 16
+    assert featurizer.setting_values()["calibration_images"] == 16
+
+
+def test_settings_that_cannot_change_a_feature_stay_out_of_the_keys(tmp_path) -> None:
+    profile = load_profile(str(write_profile(tmp_path)))
+    featurizer = DeepImageFeaturizer.from_profile(profile.featurizer, "random")
+    key = featurizer.store_key("random:seed=0")
+    assert "batch_size" not in key and "seed" not in key  # the weights' identity stands for it
+    bigger = profile.featurizer.model_copy(update={"batch_size": 64, "rows_per_partition": 9})
+    assert features_key(profile.model_copy(update={"featurizer": bigger})) == features_key(profile)
+    pooled = profile.featurizer.model_copy(update={"pooling": "max"})
+    assert features_key(profile.model_copy(update={"featurizer": pooled})) != features_key(profile)
+    # what the served model is rebuilt from: every Param-carried setting, in profile units' names
+    assert featurizer.setting_values() == {
+        "model": "MobileNetV2", "seed": 0, "pooling": "avg", "runtime": "openvino",
+        "precision": "f32", "batch_size": 16, "max_file_bytes": 50 * 2**20,
+        "max_pixels": 89_478_485,
+    }  # fmt: skip
+
+
+def test_params_are_checked_as_the_profile_model_checks_them() -> None:
+    with pytest.raises(ValueError, match="pooling must be one of avg, max, none"):
+        DeepImageFeaturizer(pooling="mean")
+    with pytest.raises(AttributeError):
+        DeepImageFeaturizer(poolingg="avg")  # a misspelt Param is not silently ignored
