@@ -69,8 +69,8 @@ if len(searches):
     metric = parent["params.tune_metric"]
     classifier = parent.get("params.classifier")
     classifier = classifier if isinstance(classifier, str) else "logistic"  # runs before the MLP
-    names = [n for n in classifiers.default_params(profile.train.model_copy(
-        update={"classifier": classifier})) if f"params.{n}" in trials]  # fmt: skip
+    kind = classifiers.KINDS[classifier]
+    names = [n for n in kind.default_params(profile.train) if f"params.{n}" in trials]
     trials = trials.sort_values(f"metrics.val_{metric}", ascending=False)
     shown = ["tags.mlflow.runName", *(f"params.{n}" for n in names), f"metrics.val_{metric}"]
     print(trials[shown].to_string(index=False))
@@ -79,6 +79,6 @@ if len(searches):
         params = classifiers.parse_logged({n: row[f"params.{n}"] for n in names})
         found.trials.append(Trial(number, params, {f"val_{metric}": row[f"metrics.val_{metric}"]},
                                   row["run_id"]))  # fmt: skip
-    plots.plot_search(found, classifier, output / "search.png")
+    plots.plot_search(found, kind.search_axes, output / "search.png")
 else:
     print("no finished search yet: run `sparkles tune`")

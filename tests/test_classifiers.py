@@ -27,8 +27,9 @@ def test_perceptron_params_survive_mlflow_as_strings() -> None:
 
 def test_a_hyperopt_sample_becomes_spark_params() -> None:
     sample = {"layers": (128, 32), "stepSize": 0.1, "maxIter": 41.0}
-    assert classifiers.from_sample(sample) == {"layers": [128, 32], "stepSize": 0.1, "maxIter": 41}
-    logistic = classifiers.from_sample({"regParam": 1, "elasticNetParam": 0})
+    perceptron = classifiers.KINDS["mlp"].from_sample(sample)
+    assert perceptron == {"layers": [128, 32], "stepSize": 0.1, "maxIter": 41}
+    logistic = classifiers.KINDS["logistic"].from_sample({"regParam": 1, "elasticNetParam": 0})
     assert logistic == {"regParam": 1.0, "elasticNetParam": 0.0}
     assert all(isinstance(v, float) for v in logistic.values())
 

@@ -116,14 +116,14 @@ def test_the_perceptron_space_is_bounded(tmp_path: Path) -> None:
     bounds = profile.tune.mlp.hyperopt
     rng = np.random.default_rng(0)
     for _ in range(20):
-        params = classifiers.from_sample(stochastic.sample(space, rng=rng))
+        params = classifiers.KINDS["mlp"].from_sample(stochastic.sample(space, rng=rng))
         assert params["layers"] in bounds.layers
         assert bounds.max_iter_min <= params["maxIter"] <= bounds.max_iter_max
         assert isinstance(params["maxIter"], int)
         assert params["stepSize"] == profile.train.mlp.step_size  # l-bfgs: not searched
     gd = load_profile(str(write_profile(tmp_path)), ["train.classifier=mlp", "train.mlp.solver=gd"])
     steps = {
-        classifiers.from_sample(
+        classifiers.KINDS["mlp"].from_sample(
             stochastic.sample(classifiers.hyperopt_space(gd.train, gd.tune), rng=rng)
         )["stepSize"]
         for _ in range(10)

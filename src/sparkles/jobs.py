@@ -117,7 +117,8 @@ def run_tune(
         mlflow.set_tags({BEST_RUN_TAG: best.run_id, TRIALS_TAG: len(found.trials)})
         mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
         with tempfile.TemporaryDirectory() as folder:
-            plots.plot_search(found, profile.train.classifier, Path(folder) / "search.png")
+            axes = classifiers.kind_of(profile.train).search_axes
+            plots.plot_search(found, axes, Path(folder) / "search.png")
             mlflow.log_artifacts(folder, artifact_path=TUNING_ARTIFACTS)
         validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
         outcome = _train_and_log(profile, spark, featurized, best.params, validation)

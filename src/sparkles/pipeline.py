@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.classification import (
-    LogisticRegressionModel,
-    MultilayerPerceptronClassificationModel,
     ProbabilisticClassificationModel,
 )
 from pyspark.ml.feature import (
     IndexToString,
-    StandardScalerModel,
     StringIndexer,
     StringIndexerModel,
 )
@@ -32,7 +28,7 @@ from pyspark.sql import functions as F
 from sparkles import classifiers
 from sparkles.config import TrainConfig
 from sparkles.featurizer import DeepImageFeaturizer
-from sparkles.names import ERROR, PREDICTION
+from sparkles.names import ERROR, FEATURES, LABEL, PREDICTION
 
 LABEL_INDEX = "label_index"
 PREDICTION_INDEX = "prediction_index"
@@ -55,7 +51,7 @@ def class_labels(model: PipelineModel) -> list[str]:
 
 def feature_length(frame: DataFrame) -> int:
     """Length of the feature vectors (an MLP's input layer), read from one row."""
-    row = frame.select("features").first()
+    row = frame.select(FEATURES).first()
     if row is None:
         raise ValueError("no rows to train on")
     return int(row.features.size)
@@ -63,30 +59,8 @@ def feature_length(frame: DataFrame) -> int:
 
 def classifier_parameters(fitted: PipelineModel) -> dict[str, Any]:
     """The fitted classifier as plain numbers: what scores without Spark (``serving``)."""
-    labels = class_labels(fitted)
-    found = stage_of(fitted, ProbabilisticClassificationModel)
-    if isinstance(found, MultilayerPerceptronClassificationModel):
-        scalers = [stage for stage in fitted.stages if isinstance(stage, StandardScalerModel)]
-        scaling = {}
-        if scalers:  # at most one: training_pipeline adds it with `standardization`
-            (scaler,) = scalers
-            scaling = {"mean": scaler.mean.toArray().tolist(), "std": scaler.std.toArray().tolist()}
-        return {
-            "kind": "mlp",
-            "labels": labels,
-            "layers": list(found.getLayers()),
-            "weights": np.asarray(found.weights.toArray()).tolist(),
-            **scaling,
-        }
-    if not isinstance(found, LogisticRegressionModel):
-        raise TypeError(f"no JVM-free form for {type(found).__name__}")
-    return {
-        "kind": "logistic",
-        "labels": labels,
-        "coefficients": np.asarray(found.coefficientMatrix.toArray()).tolist(),
-        "intercepts": np.asarray(found.interceptVector.toArray()).tolist(),
-        "multinomial": found.getFamily() == "multinomial" or found.coefficientMatrix.numRows > 1,
-    }
+    kind = classifiers.kind_of_fitted(fitted.stages)
+    return {"labels": class_labels(fitted), **kind.numbers(fitted.stages)}
 
 
 class FillQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable):
@@ -136,14 +110,14 @@ def training_pipeline(
     """StringIndexer → the profile's classifier with ``params`` (an MLP behind a StandardScaler
     when ``standardization``), on cached features."""
     indexer = StringIndexer(
-        inputCol="label",
+        inputCol=LABEL,
         outputCol=LABEL_INDEX,
         stringOrderType="alphabetAsc",
         handleInvalid="error",
     )
-    fitted_after = classifiers.stages(
-        settings, params, n_features, n_classes, "features", LABEL_INDEX, PREDICTION_INDEX
-    )
+    columns = classifiers.Columns(FEATURES, LABEL_INDEX, PREDICTION_INDEX)
+    kind = classifiers.kind_of(settings)
+    fitted_after = kind.stages(settings, params, (n_features, n_classes), columns)
     return Pipeline(stages=[indexer, *fitted_after])
 
 

@@ -20,7 +20,7 @@ from scipy.cluster.hierarchy import dendrogram
 from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_curve
 
-from sparkles.classifiers import SEARCH_AXES, loggable
+from sparkles.classifiers import SearchAxes, loggable
 from sparkles.names import PREDICTION
 
 if TYPE_CHECKING:
@@ -218,11 +218,11 @@ def plot_image_sizes(sizes: pd.DataFrame, path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def plot_search(found: Search, classifier: str, path: Path) -> Path:
-    """Validation metric of every trial against the classifier's main parameter, coloured by
-    its second (logistic: regParam, log scale, and elasticNetParam; mlp: maxIter and
+def plot_search(found: Search, search_axes: SearchAxes, path: Path) -> Path:
+    """Validation metric of every trial against the classifier kind's main parameter, coloured
+    by its second (logistic: regParam, log scale, and elasticNetParam; mlp: maxIter and
     stepSize, each point labelled with its hidden layers); the winner circled."""
-    x_name, x_log, colour_name = SEARCH_AXES[classifier]
+    x_name, x_log, colour_name, label = search_axes
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
     metric = f"val_{found.metric}"
@@ -232,9 +232,9 @@ def plot_search(found: Search, classifier: str, path: Path) -> Path:
         xs, ys, c=[float(t.params[colour_name]) for t in found.trials], cmap="viridis",
         edgecolors="black",
     )  # fmt: skip
-    if "layers" in found.trials[0].params:
+    if label:
         for x, y, trial in zip(xs, ys, found.trials, strict=True):
-            axes.annotate(loggable(trial.params)["layers"], (x, y), fontsize=7, xytext=(4, 4),
+            axes.annotate(loggable(trial.params)[label], (x, y), fontsize=7, xytext=(4, 4),
                           textcoords="offset points")  # fmt: skip
     best = found.best
     axes.scatter(

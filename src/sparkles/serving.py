@@ -22,6 +22,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from sparkles.classifiers import kind_of_numbers
 from sparkles.models import get_spec
 from sparkles.names import (
     CLASSIFIER_FILE,
@@ -36,53 +37,7 @@ from sparkles.runtimes import ImageBatchFeaturizer, compile_cnn, precision_that_
 
 def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
     """(n, classes) probabilities, as Spark computes them from the same numbers."""
-    if classifier.get("kind") == "mlp":  # models logged before the MLP have no "kind"
-        return _perceptron_probabilities(classifier, features)
-    coefficients = np.asarray(classifier["coefficients"], dtype=np.float64)
-    intercepts = np.asarray(classifier["intercepts"], dtype=np.float64)
-    margins = features.astype(np.float64) @ coefficients.T + intercepts
-    if not classifier["multinomial"]:
-        # LogisticRegressionModel, binomial: a sigmoid of the one margin (class 1 = labels[1])
-        positive = 1.0 / (1.0 + np.exp(-margins[:, 0]))
-        return np.stack([1.0 - positive, positive], axis=1)
-    return _softmax(margins)
-
-
-def _softmax(margins: np.ndarray) -> np.ndarray:
-    shifted = np.exp(margins - margins.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _perceptron_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
-    """Spark's MultilayerPerceptronClassificationModel (after its StandardScalerModel, when the
-    pipeline has one): affine layers, sigmoid between them,
-    softmax on top. Its flat weight vector holds, per layer, the (out × in) matrix in
-    column-major order (so a row-major (in, out) array) followed by the out biases."""
-    weights = np.asarray(classifier["weights"], dtype=np.float64)
-    sizes = classifier["layers"]
-    activations, offset = features.astype(np.float64), 0
-    if "mean" in classifier:  # Spark's StandardScalerModel: a feature of zero spread becomes 0
-        std = np.asarray(classifier["std"], dtype=np.float64)
-        centred = activations - np.asarray(classifier["mean"], dtype=np.float64)
-        activations = np.divide(centred, std, out=np.zeros_like(centred), where=std != 0)
-    for depth, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        matrix = weights[offset : offset + fan_in * fan_out].reshape(fan_in, fan_out)
-        offset += fan_in * fan_out
-        bias = weights[offset : offset + fan_out]
-        offset += fan_out
-        activations = activations @ matrix + bias
-        if depth < len(sizes) - 2:
-            activations = 1.0 / (1.0 + np.exp(-activations))
-    if offset != weights.size:
-        raise ValueError(f"{weights.size} weights do not fit layers {sizes}")
-    return _softmax(activations)
-
-
-def input_length(classifier: dict[str, Any]) -> int:
-    """The feature vector length the classifier takes."""
-    if classifier.get("kind") == "mlp":
-        return int(classifier["layers"][0])
-    return len(classifier["coefficients"][0])
+    return kind_of_numbers(classifier).probabilities(classifier, features)
 
 
 class ImageScorer:
@@ -112,7 +67,8 @@ class ImageScorer:
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         contents = [_as_bytes(value) for value in model_input["content"]]
-        features = np.zeros((len(contents), input_length(self.classifier)))
+        length = kind_of_numbers(self.classifier).input_length(self.classifier)
+        features = np.zeros((len(contents), length))
         errors = np.empty(len(contents), dtype=object)
         for start in range(0, len(contents), self.batch_size):
             batch = slice(start, start + self.batch_size)

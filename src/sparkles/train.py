@@ -152,11 +152,7 @@ def log_training(
     settings = profile.train
     # Spark's own Param names: distinct from the MLproject parameters (reg_param, ...), which
     # MLflow logs as given (often empty, meaning "the profile's value").
-    fixed: dict[str, object] = {"maxIter": settings.max_iter, "tol": settings.tol,
-                                "standardization": settings.standardization}  # fmt: skip
-    if settings.classifier == "mlp":
-        mlp = settings.mlp
-        fixed = {"solver": mlp.solver, "blockSize": mlp.block_size, "seed": mlp.seed}
+    fixed = classifiers.kind_of(settings).fixed_params(settings)
     mlflow.log_params(
         {"classifier": settings.classifier, **fixed, **classifiers.loggable(params),
          **split_params(settings)}

@@ -130,13 +130,15 @@ class Searcher:
         return self.search
 
     def run_hyperopt(self, max_evals: int) -> Search:
+        kind = classifiers.kind_of(self.profile.train)
+
         def objective(sample: dict) -> dict:
-            trial = self.trial(classifiers.from_sample(sample))
+            trial = self.trial(kind.from_sample(sample))
             return {"loss": -trial.metrics[f"val_{self.settings.metric}"], "status": STATUS_OK}
 
         fmin(
             objective,
-            classifiers.hyperopt_space(self.profile.train, self.settings),
+            kind.hyperopt_space(self.profile.train, self.settings),
             algo=tpe.suggest,
             max_evals=max_evals,
             trials=Trials(),  # not SparkTrials: MLlib already runs each fit on the cluster
