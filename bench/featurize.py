@@ -83,8 +83,8 @@ def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
 def bare(images: Path, model_name: str, batch: int, runtime: str, precision: str) -> dict:
     """images/s for decode + preprocess + the CNN in this process, and the first batch's
     features (compared with bare Keras f32 by the caller)."""
+    from sparkles.backbones import get_spec
     from sparkles.imaging import decode_image
-    from sparkles.models import get_spec
     from sparkles.runtimes import compile_cnn
 
     spec = get_spec(model_name)
@@ -115,8 +115,8 @@ def sparkles_pass(folder: str, out: str, model_name: str, overrides: str) -> dic
     warm (the same again, cache refreshed). The pass alone is the CNN stage and its Parquet
     write; the whole command adds label ingest, file matching and the fingerprint."""
     from sparkles.config import load_profile
-    from sparkles.features import featurize
     from sparkles.session import build_session
+    from sparkles.training_tables import featurize
 
     started = time.perf_counter()
     data = Path(folder)
@@ -203,7 +203,7 @@ def main() -> None:
         print(json.dumps(sparkles_pass(*args.child)))
         return
 
-    from sparkles.models import get_spec
+    from sparkles.backbones import get_spec
     from sparkles.runtimes import PRECISIONS, RUNTIMES, cpu_has_bf16
 
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-featurize-"))

@@ -26,9 +26,9 @@ def bf16_table(spark, profile, f32_table, weights_path: str | None, folder: Path
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
+    from sparkles.backbones import get_spec
     from sparkles.feature_store import SHA, FeatureStore, TrainingTable
     from sparkles.imaging import decode_image
-    from sparkles.models import get_spec
     from sparkles.runtimes import compile_cnn, cpu_has_bf16
 
     settings = profile.featurizer
@@ -68,10 +68,10 @@ def main() -> None:
 
     from sparkles.classifiers import default_params
     from sparkles.config import load_profile
-    from sparkles.features import featurize
     from sparkles.runtimes import cpu_has_bf16
     from sparkles.session import build_session
     from sparkles.train import train
+    from sparkles.training_tables import featurize
 
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-precision-"))
     profile = load_profile(

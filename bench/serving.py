@@ -102,9 +102,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    from sparkles.commands import run_main
     from sparkles.config import load_profile
-    from sparkles.features import ensure_sample
-    from sparkles.jobs import run_main
+    from sparkles.data.sample import ensure_sample
     from sparkles.session import build_session
 
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-serving-"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sparkles import eda
 from sparkles.config import load_profile
-from sparkles.features import ensure_sample
+from sparkles.data.sample import ensure_sample
 from sparkles.session import build_session
 
 profile = load_profile(

@@ -23,9 +23,8 @@ import mlflow
 import pandas as pd
 
 from sparkles import tracking
+from sparkles.commands import run_featurize, run_train, run_tune
 from sparkles.config import load_profile
-from sparkles.features import run_featurize
-from sparkles.jobs import run_train, run_tune
 from sparkles.predict import predict
 from sparkles.registry import promote
 from sparkles.session import build_session
@@ -66,7 +65,9 @@ print({k: trained["metrics"][k] for k in ("accuracy", "f1", "auc")})
 
 # COMMAND ----------
 
-tuned = run_tune(profile, spark, "grid", 0, profile.tune.metric)
+tuned = run_tune(
+    profile.model_copy(update={"tune": profile.tune.model_copy(update={"method": "grid"})}), spark
+)
 print(f"{tuned['trials']} trials; best {tuned['best']}")
 
 # COMMAND ----------
@@ -92,9 +93,7 @@ print(runs[[c for c in shown if c in runs]].to_string(index=False))
 
 # COMMAND ----------
 
-decision = promote(
-    profile, experiment, metric, profile.registry.model_name, profile.registry.min_improvement
-)
+decision = promote(profile, experiment)
 print(f"{decision.model_name} v{decision.version}: {decision.decision} ({decision.evaluation})")
 
 # COMMAND ----------

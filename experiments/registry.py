@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from sparkles import tracking
 from sparkles.config import load_profile
-from sparkles.features import ensure_sample
+from sparkles.data.sample import ensure_sample
 from sparkles.session import build_session
 
 profile = load_profile(

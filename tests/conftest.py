@@ -135,9 +135,8 @@ def registry_runs(spark, tmp_path_factory: pytest.TempPathFactory):
     regParam 10 with a pure L1 penalty zeroes every weight: a constant score, AUC exactly 0.5,
     below any model that learned something. That ordering holds whatever the split.
     """
+    from sparkles.commands import run_featurize, run_main, run_train
     from sparkles.config import load_profile
-    from sparkles.features import run_featurize
-    from sparkles.jobs import run_main, run_train
 
     folder = tmp_path_factory.mktemp("registry")
     path = str(write_profile(folder, data={"sample": {"images": 60, "seed": 8, "size": [128, 96]}}))
@@ -196,3 +195,18 @@ def pytest_report_header() -> str:
     import pyspark
 
     return f"pyspark {pyspark.__version__}, Python {sys.version.split()[0]}"
+
+
+def searching(profile, method: str = "grid", max_evals: int = 1, metric: str = "auc"):
+    """The profile with these search settings (what `sparkles tune`'s options set)."""
+    tune = profile.tune.model_copy(update={"method": method, "max_evals": max_evals,
+                                           "metric": metric})  # fmt: skip
+    return profile.model_copy(update={"tune": tune})
+
+
+def registering(profile, model_name: str, min_improvement: float = 0.0, metric: str = "auc"):
+    """The profile with these registry settings (what `sparkles promote`'s options set)."""
+    registry = profile.registry.model_copy(
+        update={"model_name": model_name, "min_improvement": min_improvement, "metric": metric}
+    )
+    return profile.model_copy(update={"registry": registry})

@@ -23,10 +23,10 @@ from pyspark.sql import functions as F
 
 from sparkles.cache import CommittedTables
 from sparkles.config import load_profile
-from sparkles.features import featurize
 from sparkles.predict import predict
 from sparkles.progress import input_bytes
 from sparkles.registry import best_run
+from sparkles.training_tables import featurize
 from tests.conftest import ROOT, write_profile
 from tests.images import encode, photo
 
@@ -64,7 +64,7 @@ def odd_folder(tmp_path: Path) -> Path:
         tmp_path, data={"sample": {"images": 30, "seed": 4, "size": [128, 96]}}
     )
     profile = load_profile(str(profile_file))
-    from sparkles.features import ensure_sample
+    from sparkles.data.sample import ensure_sample
 
     ensure_sample(profile)
     images, labels_csv = Path(profile.data.images), Path(profile.data.labels_csv)
@@ -192,7 +192,7 @@ SECOND_SESSION = textwrap.dedent(
     from pyspark.sql import SparkSession
 
     from sparkles.featurizer import DeepImageFeaturizer
-    from sparkles.models import get_spec
+    from sparkles.backbones import get_spec
     from sparkles.pipeline import stage_of
 
     work, photos = Path(sys.argv[1]), Path(sys.argv[2]).as_uri()
@@ -233,7 +233,7 @@ SECOND_SESSION = textwrap.dedent(
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlruns.db'}")
     with mlflow.start_run() as run:
         saved = PipelineModel.load((work / "saved").as_uri())
-        mlflow.spark.log_model(saved, artifact_path="model")
+        mlflow.spark.log_model(saved, name="model")
     loaded = mlflow.spark.load_model(f"runs:/{run.info.run_id}/model")
     stage = stage_of(loaded, DeepImageFeaturizer)
     by_mlflow = features(loaded, second)
@@ -289,7 +289,7 @@ def test_reads_scale_with_the_labelled_files(spark, tmp_path: Path) -> None:
         tmp_path, data={"sample": {"images": 16, "seed": 6, "size": [160, 120]}}
     )
     profile = load_profile(str(profile_file))
-    from sparkles.features import ensure_sample
+    from sparkles.data.sample import ensure_sample
 
     ensure_sample(profile)
     images = Path(profile.data.images)

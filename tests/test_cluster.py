@@ -25,8 +25,8 @@ import pytest
 
 from sparkles.classifiers import default_params
 from sparkles.config import load_profile
-from sparkles.features import featurize
 from sparkles.train import train
+from sparkles.training_tables import featurize
 from tests.conftest import free_port, write_profile
 
 pytestmark = pytest.mark.e2e

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparkles import feature_store
-from sparkles import features as features_module
+from sparkles import feature_store, training_tables
 from sparkles.cli import main as cli_main
 from sparkles.config import load_profile
+from sparkles.data.sample import ensure_sample
 from sparkles.feature_store import SEGMENTS, FeatureStore
-from sparkles.features import ensure_sample, featurize
+from sparkles.training_tables import featurize
 from tests.conftest import ROOT, write_profile
 from tests.images import encode, photo
 
@@ -47,7 +47,7 @@ def _forbid_the_cnn(monkeypatch) -> None:
     def no_cnn(*args, **kwargs):
         raise AssertionError("the featurizer ran")
 
-    monkeypatch.setattr(features_module.DeepImageFeaturizer, "_transform", no_cnn)
+    monkeypatch.setattr(training_tables.DeepImageFeaturizer, "_transform", no_cnn)
 
 
 def _features(result) -> dict[str, np.ndarray]:

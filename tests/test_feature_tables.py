@@ -13,11 +13,11 @@ import mlflow
 import pandas as pd
 import pytest
 
+from sparkles.commands import run_featurize, run_train, run_tune
 from sparkles.config import load_profile
-from sparkles.features import FEATURES_RUN_TAG, CacheMissingError, run_featurize
-from sparkles.jobs import run_train, run_tune
 from sparkles.progress import input_bytes
-from tests.conftest import import_trap, imports_by_this_project, write_profile
+from sparkles.training_tables import FEATURES_RUN_TAG, CacheMissingError
+from tests.conftest import import_trap, imports_by_this_project, searching, write_profile
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_tune_fits_on_the_table_and_reads_no_image(spark, featurized_then_moved)
     (`sparkles train` after the move: test_cold_train_imports_no_cnn_runtime.)"""
     path, avg, avg_run, _ = featurized_then_moved
     before = input_bytes(spark, scanning="binaryFile")
-    tuned = run_tune(load_profile(path), spark, "grid", 1, "auc")
+    tuned = run_tune(searching(load_profile(path)), spark)
     assert input_bytes(spark, scanning="binaryFile") == before
     assert tuned["features_run_id"] == avg_run
     _records_its_table(tuned["run_id"], avg, avg_run)
@@ -111,7 +111,7 @@ def test_no_matching_table_names_the_command_to_run(spark, featurized_then_moved
     path, *_ = featurized_then_moved
     other = load_profile(path, ["featurizer.pooling=none"])
     with pytest.raises(CacheMissingError, match="run `sparkles featurize`"):
-        run_tune(other, spark, "grid", 1, "auc")
+        run_tune(searching(other), spark)
 
 
 @pytest.mark.e2e
@@ -135,7 +135,7 @@ def test_cold_train_imports_no_cnn_runtime(featurized_then_moved, tmp_path: Path
 
 def test_the_features_key_covers_what_changes_a_feature(tmp_path: Path, monkeypatch) -> None:
     """Data and featurizer settings are in it; batch sizes and a relative spelling are not."""
-    from sparkles.features import features_key
+    from sparkles.training_tables import features_key
 
     path = str(write_profile(tmp_path))
     key = features_key(load_profile(path))

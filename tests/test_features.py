@@ -12,11 +12,13 @@ from urllib.parse import urlparse
 import mlflow
 import pytest
 
-from sparkles import features as features_module
+from sparkles import training_tables
 from sparkles.cache import STALE_AFTER_SECONDS, CommittedTables
+from sparkles.commands import run_featurize
 from sparkles.config import load_profile
-from sparkles.features import ensure_sample, featurize, run_featurize
+from sparkles.data.sample import ensure_sample
 from sparkles.runtimes import cpu_has_bf16
+from sparkles.training_tables import featurize
 from sparkles.weights import WeightsUnavailableError
 from tests.conftest import write_profile
 from tests.images import encode, photo
@@ -87,7 +89,7 @@ def test_a_second_run_reuses_every_image(spark, damaged, tmp_path: Path, monkeyp
     def no_cnn(*args, **kwargs):
         raise AssertionError("the featurizer ran on a cache hit")
 
-    monkeypatch.setattr(features_module.DeepImageFeaturizer, "_transform", no_cnn)
+    monkeypatch.setattr(training_tables.DeepImageFeaturizer, "_transform", no_cnn)
     second = featurize(profile, spark)
     assert second.reused
     assert second.fingerprint == first.fingerprint

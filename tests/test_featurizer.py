@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 
+from sparkles.backbones import get_spec
 from sparkles.data.images import read_image_files
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import decode_image
-from sparkles.models import get_spec
 from sparkles.pipeline import stage_of
 from sparkles.runtimes import (
     CONVERTED_ENV,

@@ -9,8 +9,8 @@ from typing import Annotated
 import pytest
 
 from sparkles.config import FeaturizerConfig, Setting, load_profile
-from sparkles.features import features_key, featurize_params
 from sparkles.featurizer import DeepImageFeaturizer, declare_settings
+from sparkles.training_tables import features_key, featurize_params
 from tests.conftest import write_profile
 
 

@@ -12,11 +12,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from sparkles.cli import main as cli_main
+from sparkles.commands import run_main, run_tune
 from sparkles.config import load_profile
-from sparkles.data.sample import BUS
-from sparkles.features import ensure_sample
-from sparkles.jobs import run_main, run_tune
-from tests.conftest import write_profile
+from sparkles.data.sample import BUS, ensure_sample
+from tests.conftest import searching, write_profile
 
 THREE = ["Car", "Tree", "Bus"]
 
@@ -82,7 +81,7 @@ def test_three_classes_tune_on_validation_auc(spark, three_classes: str) -> None
         update={"tune": profile.tune.model_copy(update={"grid": profile.tune.grid.model_copy(
             update=grid)})}
     )  # fmt: skip
-    outcome = run_tune(profile, spark, "grid", 2, "auc")
+    outcome = run_tune(searching(profile, max_evals=2), spark)
     assert outcome["trials"] == 2
     assert 0 <= outcome["best"]["val_auc"] <= 1
     assert 0 <= outcome["metrics"]["auc"] <= 1

@@ -11,7 +11,7 @@ import pytest
 
 from sparkles.config import load_profile
 from sparkles.registry import promote
-from tests.conftest import ROOT, write_profile
+from tests.conftest import ROOT, registering, write_profile
 
 NOTEBOOK_MODEL = "sparkles-notebook-model"
 
@@ -20,7 +20,7 @@ NOTEBOOK_MODEL = "sparkles-notebook-model"
 def notebook_env(registry_store, monkeypatch, tmp_path):
     path, _ = registry_store
     overrides = f"mlflow.experiment=reg-strong registry.model_name={NOTEBOOK_MODEL}"
-    promote(load_profile(path, overrides.split()), "reg-strong", "auc", NOTEBOOK_MODEL, 0.0)
+    promote(registering(load_profile(path, overrides.split()), NOTEBOOK_MODEL), "reg-strong")
     monkeypatch.setenv("SPARKLES_PROFILE", path)
     monkeypatch.setenv("SPARKLES_SET", overrides)
     monkeypatch.setenv("SPARKLES_NOTEBOOK_OUTPUT", str(tmp_path))

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sparkles.commands import run_featurize, run_train
 from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
 from sparkles.feature_store import open_training_table
-from sparkles.features import run_featurize
-from sparkles.jobs import run_train
 from sparkles.predict import OutputExistsError, predict
 from sparkles.progress import input_bytes
 from sparkles.registry import (
@@ -23,6 +22,7 @@ from sparkles.registry import (
     promote,
     rescore,
 )
+from tests.conftest import registering
 
 MODEL = "sparkles-test-model"
 
@@ -36,15 +36,15 @@ def test_champion_moves_only_for_a_better_challenger(spark, registry_store) -> N
     assert scores["useless"] == 0.5 < scores["strong"], scores
     profile = load_profile(path)
 
-    first = promote(profile, "reg-useless", "auc", MODEL, 0.0)
+    first = promote(registering(profile, MODEL), "reg-useless")
     assert first.decision == "first-champion" and _champion() == first.version
 
-    better = promote(profile, "reg-strong", "auc", MODEL, 0.0)
+    better = promote(registering(profile, MODEL), "reg-strong")
     assert better.decision == "promoted" and _champion() == better.version
     assert better.champion_score == pytest.approx(0.5)
     assert "same feature cache fingerprint and split" in better.evaluation
 
-    worse = promote(profile, "reg-useless", "auc", MODEL, 0.0)  # already v1, now the challenger
+    worse = promote(registering(profile, MODEL), "reg-useless")  # already v1, now the challenger
     assert worse.decision == "kept-champion" and worse.version == first.version
     assert _champion() == better.version
     client = mlflow.MlflowClient()
@@ -66,8 +66,8 @@ def test_min_improvement_is_required(spark, registry_store) -> None:
     path, scores = registry_store
     profile = load_profile(path)
     name = MODEL + "-strict"
-    promote(profile, "reg-useless", "auc", name, 0.0)
-    held = promote(profile, "reg-strong", "auc", name, scores["strong"] - 0.5 + 0.01)
+    promote(registering(profile, name), "reg-useless")
+    held = promote(registering(profile, name, scores["strong"] - 0.5 + 0.01), "reg-strong")
     assert held.decision == "kept-champion"
 
 
@@ -97,16 +97,16 @@ def test_promoting_from_an_empty_experiment_is_a_clear_error(registry_store) -> 
     profile = load_profile(path)
     mlflow.MlflowClient().create_experiment("empty-experiment")
     with pytest.raises(PromotionError, match="no FINISHED run with a scoring model"):
-        promote(profile, "empty-experiment", "auc", MODEL, 0.0)
+        promote(registering(profile, MODEL), "empty-experiment")
     with pytest.raises(PromotionError, match="does not exist"):
-        promote(profile, "no-such-experiment", "auc", MODEL, 0.0)
+        promote(registering(profile, MODEL), "no-such-experiment")
 
 
 def test_promote_names_the_experiments_that_hold_runs(registry_store) -> None:
     """`mlflow run .` without --experiment-name files runs in 'Default': promote says so."""
     path, _ = registry_store
     with pytest.raises(PromotionError) as caught:
-        promote(load_profile(path), "sparkles-nowhere", "auc", MODEL, 0.0)
+        promote(registering(load_profile(path), MODEL), "sparkles-nowhere")
     message = str(caught.value)
     assert "'sparkles-nowhere' does not exist" in message
     assert "'reg-strong'" in message and "'reg-useless'" in message
@@ -156,7 +156,7 @@ def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> Non
 def test_the_challenger_is_chosen_on_validation_metrics(registry_store) -> None:
     path, _ = registry_store
     profile = load_profile(path)
-    decision = promote(profile, "reg-strong", "auc", MODEL + "-val", 0.0)
+    decision = promote(registering(profile, MODEL + "-val", 0.0), "reg-strong")
     run = mlflow.get_run(decision.run_id)
     assert decision.selected_by == f"val_auc={run.data.metrics['val_auc']:.6g}"
     for name in ("val_auc", "val_accuracy", "val_f1", "auc"):
@@ -170,14 +170,14 @@ def test_random_weights_are_never_promoted_unless_allowed(registry_store) -> Non
     path, _ = registry_store
     strict = load_profile(path, ["registry.allow_random_weights=false"])
     with pytest.raises(PromotionError, match="random weights"):
-        promote(strict, "reg-strong", "auc", MODEL + "-strict", 0.0)
+        promote(registering(strict, MODEL + "-strict", 0.0), "reg-strong")
 
 
 def test_the_gate_compares_on_images_neither_model_trained_on(spark, registry_store) -> None:
     """Another split seed: each model trained on some of the other's test images."""
     path, _ = registry_store
     name = MODEL + "-gate"
-    first = promote(load_profile(path), "reg-strong", "auc", name, 0.0)
+    first = promote(registering(load_profile(path), name), "reg-strong")
     assert first.decision == "first-champion"
     other = load_profile(
         path,
@@ -187,7 +187,7 @@ def test_the_gate_compares_on_images_neither_model_trained_on(spark, registry_st
     run_featurize(other, spark)  # no CNN: the store has every image
     run_train(other, spark)
     before = input_bytes(spark, scanning="binaryFile")
-    decision = promote(other, "reg-seed7", "auc", name, 0.0)
+    decision = promote(registering(other, name), "reg-seed7")
     assert input_bytes(spark, scanning="binaryFile") == before  # one store: features, no images
     assert decision.evaluation.startswith("both re-scored on the images in both test splits")
     assert decision.evaluation.endswith("on their stored features")

@@ -101,10 +101,9 @@ def test_the_model_carries_the_projects_code_not_a_pip_requirement(
 def test_a_weights_file_is_stored_once_and_serves_both_flavours(spark, tmp_path: Path) -> None:
     """Weights given as a file: one copy in the logged model (the featurizer stage's), which
     the JVM-free flavour reads; both flavours give the same answers."""
+    from sparkles.backbones import get_spec, sha256_file
+    from sparkles.commands import run_featurize, run_train
     from sparkles.config import load_profile
-    from sparkles.features import run_featurize
-    from sparkles.jobs import run_train
-    from sparkles.models import get_spec, sha256_file
     from tests.conftest import write_profile
 
     weights = tmp_path / "mobilenet.weights.h5"

@@ -13,13 +13,13 @@ import pytest
 from hyperopt.pyll import stochastic
 
 from sparkles import classifiers
+from sparkles.commands import run_featurize, run_main, run_tune
 from sparkles.config import ConfigError, load_profile
 from sparkles.feature_store import open_training_table
-from sparkles.features import featurize, run_featurize
-from sparkles.jobs import run_main, run_tune
 from sparkles.serving import class_probabilities
 from sparkles.splits import split_params, train_and_test
-from tests.conftest import write_profile
+from sparkles.training_tables import featurize
+from tests.conftest import searching, write_profile
 
 KEEP_ALL = ["data.multi_label_policy=keep-all"]
 
@@ -80,7 +80,7 @@ def test_a_perceptron_is_searched_logged_and_served(spark, study, tmp_path) -> N
     grid = ["tune.mlp.grid.layers=[[8], [16, 8]]", "tune.mlp.grid.maxIter=[40]"]
     profile = load_profile(study[0], ["train.classifier=mlp", *grid])
     run_featurize(profile, spark)  # the drop policy's table (every image's features are stored)
-    outcome = run_tune(profile, spark, "grid", 0, "auc")
+    outcome = run_tune(searching(profile, max_evals=0), spark)
     assert outcome["trials"] == 2
     parent = mlflow.get_run(outcome["run_id"])
     assert parent.data.params["classifier"] == "mlp"

@@ -11,11 +11,11 @@ import mlflow
 import numpy as np
 import pytest
 
+from sparkles.commands import run_train
 from sparkles.config import load_profile
-from sparkles.features import CacheMissingError, featurize
-from sparkles.jobs import run_train
 from sparkles.pipeline import scoring_model
 from sparkles.train import train
+from sparkles.training_tables import CacheMissingError, featurize
 from tests.conftest import write_profile
 from tests.images import encode, photo
 
@@ -57,7 +57,7 @@ def test_same_data_and_seed_give_the_same_metrics(trained) -> None:
 
 def test_scoring_model_quarantines_bad_images(spark, trained, tmp_path: Path) -> None:
     profile, featurized, (first, _) = trained
-    from sparkles.features import build_featurizer
+    from sparkles.training_tables import build_featurizer
 
     model = scoring_model(build_featurizer(profile, featurized.weights), first.fitted)
     folder = tmp_path / "new"

@@ -6,13 +6,13 @@ import mlflow
 import pytest
 
 from sparkles import tune as tune_module
+from sparkles.commands import run_featurize, run_tune
 from sparkles.config import ConfigError, load_profile
-from sparkles.features import featurize, run_featurize
 from sparkles.featurizer import DeepImageFeaturizer
-from sparkles.jobs import run_tune
 from sparkles.splits import stratified_split
 from sparkles.train import train
-from tests.conftest import write_profile
+from sparkles.training_tables import featurize
+from tests.conftest import searching, write_profile
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _children(parent_id: str) -> list:
 
 
 def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> None:
-    outcome = run_tune(cached, spark, "grid", 1, "auc")
+    outcome = run_tune(searching(cached), spark)
     children = _children(outcome["run_id"])
     assert len(children) == 4
     points = {
@@ -108,7 +108,7 @@ def test_interrupted_search_keeps_finished_trials(spark, cached, monkeypatch) ->
         update={"tune": cached.tune.model_copy(update={"validation": "cv", "folds": 2})}
     )
     with pytest.raises(KeyboardInterrupt):
-        run_tune(cross_validated, spark, "grid", 1, "auc")
+        run_tune(searching(cross_validated), spark)
     parent = mlflow.search_runs(
         experiment_names=["sparkles-test"],
         filter_string="attributes.run_name = 'tune-grid'",

@@ -15,10 +15,10 @@ import urllib.request
 import mlflow
 import pytest
 
+from sparkles.commands import run_tune
 from sparkles.config import load_profile
-from sparkles.jobs import run_tune
 from sparkles.registry import promote
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, registering, searching
 
 MODEL = "sparkles-ui-model"
 SHOTS = ROOT / "test-artifacts"
@@ -39,8 +39,8 @@ def server(registry_runs, spark):
             "tune.grid.elasticNetParam=[0.0, 1.0]",
         ],
     )
-    tuned = run_tune(profile, spark, "grid", 1, "auc")
-    decision = promote(profile, "reg-strong", "auc", MODEL, 0.0)
+    tuned = run_tune(searching(profile), spark)
+    decision = promote(registering(profile, MODEL), "reg-strong")
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     store = profile.mlflow.tracking_uri

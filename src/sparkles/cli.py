@@ -65,7 +65,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from sparkles import tracking
-    from sparkles.features import ensure_sample
+    from sparkles.data.sample import ensure_sample
 
     profile = _profile(args)
     ensure_sample(profile)
@@ -79,8 +79,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_featurize(args: argparse.Namespace) -> int:
-    from sparkles.features import run_featurize, summary
+    from sparkles.commands import run_featurize
     from sparkles.session import build_session
+    from sparkles.training_tables import summary
 
     profile = _profile(args)
     spark = build_session(profile)
@@ -108,17 +109,17 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sparkles.jobs import run_train
+    from sparkles.commands import run_train
     from sparkles.session import build_session
 
     profile = _profile(args, TRAIN_OPTIONS)
     spark = build_session(profile, defaults=SHORT_COMMAND)
-    print(json.dumps(run_train(profile, spark, args.features or None), indent=2))
+    print(json.dumps(run_train(profile, spark, args.features), indent=2))
     return 0
 
 
 def cmd_main(args: argparse.Namespace) -> int:
-    from sparkles.jobs import run_main
+    from sparkles.commands import run_main
     from sparkles.session import build_session
 
     profile = _profile(args, TRAIN_OPTIONS)
@@ -127,17 +128,13 @@ def cmd_main(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from sparkles.jobs import run_tune
+    from sparkles.commands import run_tune
     from sparkles.session import build_session
 
     profile = _profile(args, TUNE_OPTIONS)
-    settings = profile.tune
     # a search runs no TensorFlow: give each core its own task
-    spark = build_session(profile, {"spark.task.cpus": str(settings.task_cpus)}, SHORT_COMMAND)
-    outcome = run_tune(
-        profile, spark, settings.method, settings.max_evals, settings.metric,
-        args.features or None,
-    )  # fmt: skip
+    task_cpus = {"spark.task.cpus": str(profile.tune.task_cpus)}
+    outcome = run_tune(profile, build_session(profile, task_cpus, SHORT_COMMAND), args.features)
     print(json.dumps(outcome, indent=2))
     return 0
 
@@ -147,15 +144,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     from sparkles.registry import promote
 
-    profile = _profile(args, PROMOTE_OPTIONS)
-    registry = profile.registry
-    decision = promote(
-        profile,
-        experiment=args.experiment or profile.mlflow.experiment,
-        metric=registry.metric,
-        model_name=registry.model_name,
-        min_improvement=registry.min_improvement,
-    )
+    decision = promote(_profile(args, PROMOTE_OPTIONS), args.experiment or None)
     print(json.dumps(asdict(decision), indent=2))
     return 0
 
@@ -179,8 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_eda(args: argparse.Namespace) -> int:
-    from sparkles.eda import run_eda
-    from sparkles.features import ensure_sample
+    from sparkles.commands import run_eda
+    from sparkles.data.sample import ensure_sample
     from sparkles.session import build_session
 
     profile = _profile(args)
@@ -252,7 +241,7 @@ def _add_openimages(commands: argparse._SubParsersAction) -> None:
 
 def _add_features_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--features", default=None, metavar="RUN_ID",
+        "--features", default=None, type=lambda text: text or None, metavar="RUN_ID",
         help="the featurize (or main) run whose training table to fit on (default: the newest "
         "one matching the profile's data and featurizer settings)",
     )  # fmt: skip

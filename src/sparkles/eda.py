@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -25,11 +23,9 @@ from pyspark.sql import functions as F
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import squareform
 
-from sparkles import plots, tracking
-from sparkles.config import Profile
+from sparkles import plots
 from sparkles.data.images import read_image_files
 from sparkles.data.openimages import read_class_descriptions, read_image_labels
-from sparkles.names import EDA_ARTIFACTS
 
 
 @dataclass
@@ -259,20 +255,3 @@ def write_report(result: EdaResult, folder: Path) -> dict[str, Path]:
     (folder / "eda_summary.json").write_text(json.dumps(result.summary, indent=2))
     (folder / "eda_summary.md").write_text(markdown(result.summary))
     return result.plots
-
-
-def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) -> EdaResult:
-    """Compute, write the folder, and log everything to an MLflow run named ``eda``."""
-    settings, data = profile.eda, profile.data
-    with tracking.run(profile, "eda"):
-        result = compute(
-            spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n,
-            settings.top_k, data.images if settings.image_sizes else None, data.image_glob,
-        )  # fmt: skip
-        folder = Path(output or settings.output_dir or tempfile.mkdtemp(prefix="sparkles-eda-"))
-        write_report(result, folder)
-        mlflow.log_params({"eda_top_n": settings.top_n, "eda_top_k": settings.top_k})
-        numbers = {k: v for k, v in result.summary.items() if isinstance(v, int | float)}
-        mlflow.log_metrics({f"eda_{k}": float(v) for k, v in numbers.items()})
-        mlflow.log_artifacts(str(folder), artifact_path=EDA_ARTIFACTS)
-    return result

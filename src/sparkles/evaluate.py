@@ -13,7 +13,8 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkles.pipeline import LABEL_INDEX, PREDICTION, PREDICTION_INDEX
+from sparkles.names import PREDICTION
+from sparkles.pipeline import LABEL_INDEX, PREDICTION_INDEX
 
 
 @dataclass
@@ -28,6 +29,11 @@ class Evaluation:
     @property
     def positive(self) -> str:
         return self.labels[-1]
+
+    def most_confident_mistakes(self, limit: int) -> pd.DataFrame:
+        """The ``limit`` misclassified test rows with the highest P(predicted class)."""
+        wrong = self.predictions[self.predictions.label != self.predictions[PREDICTION]]
+        return wrong.nlargest(limit, "confidence")
 
 
 def _multiclass(frame: DataFrame, metric: str, **extra: float) -> float:

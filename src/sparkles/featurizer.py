@@ -35,10 +35,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from sparkles import storage
+from sparkles.backbones import CnnSpec, get_spec, sha256_file
 from sparkles.code import ship_to_executors
 from sparkles.config import FeaturizerConfig, Setting
 from sparkles.imaging import PREPROCESS_VERSION
-from sparkles.models import CnnSpec, get_spec, sha256_file
 from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
 from sparkles.runtimes import (
     ImageBatchFeaturizer,

@@ -25,6 +25,7 @@ from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from PIL import Image
 from pyspark.ml import PipelineModel
 
+from sparkles.code import package_dir
 from sparkles.names import CLASSIFIER_FILE, MODEL_ARTIFACT, SERVING_DATA, SETTINGS_FILE, WEIGHTS_DIR
 from sparkles.serving import signature
 
@@ -72,12 +73,27 @@ def save_model(
     mlflow_model.save(str(root / MLMODEL_FILE_NAME))
 
 
+def model_requirements() -> list[str]:
+    """Third-party packages pinned from this environment; this project's own code travels in the
+    model (``code_paths``), never as a pip requirement. Given explicitly, because MLflow's
+    inference loads the model in a fresh process (a second Spark start, ~10 s) and still misses
+    TF, which loads lazily."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in (
+        "pyspark", "pyarrow", "mlflow", "numpy", "pandas",
+        "tensorflow-cpu", "tensorflow", "keras", "openvino", "pillow",
+    ):  # fmt: skip
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
 def log_model(
-    spark_model: PipelineModel,
-    settings: dict[str, Any],
-    classifier: dict[str, Any],
-    pip_requirements: list[str],
-    code_paths: list[str],
+    spark_model: PipelineModel, settings: dict[str, Any], classifier: dict[str, Any]
 ) -> ModelInfo:
     """Log the model as ``model`` in the active run.
 
@@ -92,7 +108,7 @@ def log_model(
         spark_model=spark_model,
         settings=settings,
         classifier=classifier,
-        pip_requirements=pip_requirements,
-        code_paths=code_paths,
+        pip_requirements=model_requirements(),
+        code_paths=[str(package_dir())],
         validate_serving_input=False,
     )

@@ -2,8 +2,8 @@
 distribution, misclassified images), searches, and the EDA's label and image-size charts.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot: no GUI backend, no global
-figure state) and written by ``save_figure``. The functions take results, never Spark work,
-except ``plot_misclassified``, which reads the few images it shows.
+figure state) and written by ``save_figure``. The functions take results, never Spark work
+or file reads (the misclassified gallery is handed the bytes of the images it shows).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from sparkles.classifiers import SearchAxes, loggable
 from sparkles.names import PREDICTION
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
     from sparkles.evaluate import Evaluation
     from sparkles.tune import Search
 
@@ -91,24 +89,9 @@ def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
     return save_figure(figure, path)
 
 
-def plot_misclassified(
-    evaluation: Evaluation, spark: SparkSession, path: Path, limit: int = 12
-) -> Path:
-    """The most confidently wrong test images (by P(predicted class)), truth and P in titles.
-
-    The only image files train and tune read (at most ``limit``): one no longer where it was
-    featurized is drawn as its title alone.
-    """
-    from sparkles import storage
-    from sparkles.data.images import read_contents
-
-    wrong = evaluation.predictions[
-        evaluation.predictions.label != evaluation.predictions[PREDICTION]
-    ]
-    wrong = wrong.nlargest(limit, "confidence")
-    present = [path for path in wrong.path if storage.exists(spark, path)]
-    rows = read_contents(spark, present).collect() if present else []
-    contents = {row.path: bytes(row.content) for row in rows}
+def plot_misclassified(wrong: pd.DataFrame, contents: dict[str, bytes], path: Path) -> Path:
+    """Misclassified test images (rows of ``Evaluation.most_confident_mistakes``), truth and
+    P(predicted class) in titles; one whose bytes ``contents`` lacks is drawn as its title."""
     columns = 4
     count = max(len(wrong), 1)
     rows_needed = (count + columns - 1) // columns

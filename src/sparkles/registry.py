@@ -231,13 +231,13 @@ def rescore(
     return scores
 
 
-def promote(
-    profile: Profile,
-    experiment: str,
-    metric: str,
-    model_name: str,
-    min_improvement: float,
-) -> Decision:
+def promote(profile: Profile, experiment: str | None = None) -> Decision:
+    """Register the best run of ``experiment`` (default: the profile's) as ``challenger``, and
+    move ``champion`` to it if it beats the champion (the profile's ``registry`` settings)."""
+    settings = profile.registry
+    experiment = experiment or profile.mlflow.experiment
+    metric, model_name = settings.metric, settings.model_name
+    min_improvement = settings.min_improvement
     tracking.configure(profile)
     client = mlflow.MlflowClient()
     challenger_run = best_run(experiment, metric, profile.registry.allow_random_weights)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from sparkles.backbones import CnnSpec, sha256_file
 from sparkles.imaging import BadImage, decode_image
-from sparkles.models import CnnSpec, sha256_file
 
 RUNTIMES = ("keras", "openvino")
 CONVERTED_ENV = "SPARKLES_OPENVINO_CACHE"

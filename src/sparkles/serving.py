@@ -22,8 +22,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from sparkles.backbones import get_spec
 from sparkles.classifiers import kind_of_numbers
-from sparkles.models import get_spec
 from sparkles.names import (
     CLASSIFIER_FILE,
     ERROR,

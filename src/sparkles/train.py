@@ -20,12 +20,11 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 
-from sparkles import classifiers, logged_model, plots
+from sparkles import classifiers, logged_model, plots, storage
 from sparkles import evaluate as ev
-from sparkles.code import package_dir
 from sparkles.config import Profile
+from sparkles.data.images import read_contents
 from sparkles.feature_store import TrainingTable
-from sparkles.features import FeaturizeResult, build_featurizer
 from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
 from sparkles.pipeline import (
     class_labels,
@@ -36,7 +35,8 @@ from sparkles.pipeline import (
     training_pipeline,
 )
 from sparkles.splits import split_params, train_and_test
-from sparkles.tune import validate, validation_folds
+from sparkles.training_tables import FeaturizeResult, build_featurizer
+from sparkles.validation import validate, validation_folds
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +122,12 @@ def _fit_and_test(
     return TrainResult(fitted, evaluation, counts, fit_seconds)
 
 
-def model_requirements() -> list[str]:
-    """Third-party packages pinned from this environment; this project's own code travels in the
-    model (``code_paths``), never as a pip requirement. Given explicitly, because MLflow's
-    inference loads the model in a fresh process (a second Spark start, ~10 s) and still misses
-    TF, which loads lazily."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for package in (
-        "pyspark", "pyarrow", "mlflow", "numpy", "pandas",
-        "tensorflow-cpu", "tensorflow", "keras", "openvino", "pillow",
-    ):  # fmt: skip
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            continue
-    return pins
+def gallery_images(spark: SparkSession, paths: list[str]) -> dict[str, bytes]:
+    """The bytes of the few images the misclassified gallery shows: the only image files train
+    and tune read. One no longer where it was featurized is left out (drawn as its title)."""
+    present = [path for path in paths if storage.exists(spark, path)]
+    rows = read_contents(spark, present).collect() if present else []
+    return {row.path: bytes(row.content) for row in rows}
 
 
 def log_training(
@@ -148,10 +137,27 @@ def log_training(
     featurized: FeaturizeResult,
     params: classifiers.Params,
 ) -> None:
-    """Everything a reader of the run needs: params, metrics, plots, predictions, the model."""
+    """Everything a reader of the run needs: params, metrics, the training table, plots,
+    predictions, and the model that scores images."""
+    _log_params_and_metrics(result, profile, params)
+    _log_training_table(featurized)
+    _log_evaluation(result, spark, profile.train.gallery_size)
+    log.info("logged metrics and plots; logging the model")
+    featurizer = build_featurizer(profile, featurized.weights, featurized.precision)
+    logged_model.log_model(
+        scoring_model(featurizer, result.fitted),
+        featurizer.setting_values(),
+        classifier_parameters(result.fitted),
+    )
+    mlflow.set_tag(SCORING_TAG, "true")
+
+
+def _log_params_and_metrics(
+    result: TrainResult, profile: Profile, params: classifiers.Params
+) -> None:
+    """By Spark's own Param names: distinct from the MLproject parameters (reg_param, ...),
+    which MLflow logs as given (often empty, meaning "the profile's value")."""
     settings = profile.train
-    # Spark's own Param names: distinct from the MLproject parameters (reg_param, ...), which
-    # MLflow logs as given (often empty, meaning "the profile's value").
     fixed = classifiers.kind_of(settings).fixed_params(settings)
     mlflow.log_params(
         {"classifier": settings.classifier, **fixed, **classifiers.loggable(params),
@@ -159,28 +165,27 @@ def log_training(
     )  # fmt: skip
     mlflow.log_metrics(result.metrics)
     mlflow.set_tag(CLASSES_TAG, ",".join(result.evaluation.labels))
+
+
+def _log_training_table(featurized: FeaturizeResult) -> None:
+    """The table fitted on, as the run's dataset input (no Spark job: MLflow's ``from_spark``
+    would count its rows)."""
     table = featurized.table
     source = SparkDatasetSource(path=table.entry.table)
-    name = f"features-{featurized.fingerprint}"  # no Spark job: MLflow's from_spark counts rows
+    name = f"features-{featurized.fingerprint}"
     mlflow.log_input(MetaDataset(source, name=name, digest=table.fingerprint[:8]), "training")
+
+
+def _log_evaluation(result: TrainResult, spark: SparkSession, gallery_size: int) -> None:
+    """The plots and the test predictions, under ``evaluation/``."""
+    evaluation = result.evaluation
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        plots.plot_roc(result.evaluation, out / "roc_curve.png")
-        plots.plot_confusion(result.evaluation, out / "confusion_matrix.png")
+        plots.plot_roc(evaluation, out / "roc_curve.png")
+        plots.plot_confusion(evaluation, out / "confusion_matrix.png")
         plots.plot_label_distribution(result.split_counts, out / "label_distribution.png")
-        plots.plot_misclassified(
-            result.evaluation, spark, out / "misclassified.png", settings.gallery_size
-        )
-        result.evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
+        wrong = evaluation.most_confident_mistakes(gallery_size)
+        shown = gallery_images(spark, list(wrong.path))
+        plots.plot_misclassified(wrong, shown, out / "misclassified.png")
+        evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
         mlflow.log_artifacts(folder, artifact_path=EVALUATION_ARTIFACTS)
-
-    log.info("logged metrics and plots; logging the model")
-    featurizer = build_featurizer(profile, featurized.weights, featurized.precision)
-    logged_model.log_model(
-        scoring_model(featurizer, result.fitted),
-        featurizer.setting_values(),
-        classifier_parameters(result.fitted),
-        model_requirements(),
-        [str(package_dir())],
-    )
-    mlflow.set_tag(SCORING_TAG, "true")

@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 from pyspark.sql import SparkSession
 
 from sparkles import storage
+from sparkles.backbones import CnnSpec, sha256_file
 from sparkles.config import is_uri
 from sparkles.errors import UserError
-from sparkles.models import CnnSpec, sha256_file
 
 
 class WeightsUnavailableError(UserError, RuntimeError):

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from sparkles.config import Profile
+
+log = logging.getLogger(__name__)
 
 CAR, TREE, BUS = "/m/0k4j", "/m/07j7r", "/m/01bjv"
 # Real Open Images MIDs; v5's class-descriptions-boxable.csv has no header row.
@@ -210,3 +215,18 @@ def generate_sample(
     with classes_csv.open("w", newline="") as handle:
         csv.writer(handle).writerows(CLASSES.items())
     return SamplePaths(labels_csv, classes_csv, images)
+
+
+def ensure_sample(profile: Profile) -> None:
+    """Generate the bundled synthetic sample on first use, if the profile asks for it."""
+    sample, data = profile.data.sample, profile.data
+    if sample is None or Path(data.labels_csv).exists():
+        return
+    log.info(
+        "generating the bundled sample (%d synthetic images) in %s", sample.images, data.images
+    )
+    generate_sample(
+        Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
+        count=sample.images, seed=sample.seed, size=sample.size,
+        classes=classes_to_draw(sample.classes, data.classes),
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The commands that make MLflow runs: train alone, main (featurize → train), and tune.
+"""Every command that makes an MLflow run, side by side: featurize, train, main (featurize →
+train), tune and eda. Each opens its run here and calls the modules that do the work.
 
 One run per `main`, not a parent with children: the runs table then has one row per trained
 model, with its metrics, its cache fingerprint and its weights side by side, which is what people
@@ -18,7 +19,11 @@ from pyspark.sql import SparkSession
 
 from sparkles import classifiers, plots, tracking
 from sparkles.config import Profile
-from sparkles.features import (
+from sparkles.eda import EdaResult, compute, write_report
+from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
+from sparkles.splits import split_params, train_and_test
+from sparkles.train import log_training, read_once, train
+from sparkles.training_tables import (
     FeaturizeResult,
     committed_features,
     featurize,
@@ -26,9 +31,6 @@ from sparkles.features import (
     log_featurize,
     summary,
 )
-from sparkles.names import BEST_RUN_TAG, TRIALS_TAG, TUNING_ARTIFACTS
-from sparkles.splits import split_params, train_and_test
-from sparkles.train import log_training, read_once, train
 from sparkles.tune import search
 
 log = logging.getLogger(__name__)
@@ -77,21 +79,13 @@ def run_main(profile: Profile, spark: SparkSession, refresh: bool = False) -> di
     return {"run_id": active.info.run_id, **outcome}
 
 
-def run_tune(
-    profile: Profile,
-    spark: SparkSession,
-    method: str,
-    max_evals: int,
-    metric: str,
-    features: str | None = None,
-) -> dict[str, Any]:
-    """A parent run with one nested run per trial; the winner is refit and tested in the parent.
+def run_tune(profile: Profile, spark: SparkSession, features: str | None = None) -> dict[str, Any]:
+    """The profile's search (``tune``: method, max_evals, metric): a parent run with one nested
+    run per trial; the winner is refit and tested in the parent.
 
     Reads a committed training table only (as ``run_train``): a search never reads an image.
     """
-    profile = profile.model_copy(
-        update={"tune": profile.tune.model_copy(update={"method": method, "metric": metric})}
-    )
+    method, max_evals, metric = profile.tune.method, profile.tune.max_evals, profile.tune.metric
     with tracking.run(profile, f"tune-{method}") as active:
         profile, featurized, source = committed_features(
             profile, spark, active.info.experiment_id, features
@@ -129,3 +123,27 @@ def run_tune(
         "trials": len(found.trials),
         **outcome,
     }  # fmt: skip
+
+
+def run_featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
+    with tracking.run(profile, "featurize"):
+        result = featurize(profile, spark, refresh)
+        log_featurize(result, spark, profile)
+    return result
+
+
+def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) -> EdaResult:
+    """Compute, write the folder, and log everything to an MLflow run named ``eda``."""
+    settings, data = profile.eda, profile.data
+    with tracking.run(profile, "eda"):
+        result = compute(
+            spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n,
+            settings.top_k, data.images if settings.image_sizes else None, data.image_glob,
+        )  # fmt: skip
+        folder = Path(output or settings.output_dir or tempfile.mkdtemp(prefix="sparkles-eda-"))
+        write_report(result, folder)
+        mlflow.log_params({"eda_top_n": settings.top_n, "eda_top_k": settings.top_k})
+        numbers = {k: v for k, v in result.summary.items() if isinstance(v, int | float)}
+        mlflow.log_metrics({f"eda_{k}": float(v) for k, v in numbers.items()})
+        mlflow.log_artifacts(str(folder), artifact_path=EDA_ARTIFACTS)
+    return result

@@ -25,12 +25,13 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkles import storage, tracking
+from sparkles import storage
+from sparkles.backbones import get_spec, sha256_file
 from sparkles.cache import CacheEntry, fingerprint, manifest_rows
 from sparkles.config import FeaturizerConfig, Profile
 from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
-from sparkles.data.sample import classes_to_draw, generate_sample
+from sparkles.data.sample import ensure_sample
 from sparkles.errors import UserError
 from sparkles.feature_store import (
     EMPTY_SHA,
@@ -42,7 +43,6 @@ from sparkles.feature_store import (
 )
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import PREPROCESS_VERSION
-from sparkles.models import get_spec, sha256_file
 from sparkles.names import (
     CACHE_FINGERPRINT_TAG,
     CACHE_PATH_TAG,
@@ -89,21 +89,6 @@ class FeaturizeResult:
     @property
     def images_per_second(self) -> float:
         return self.counts.get("computed_images", 0) / self.seconds if self.seconds else 0.0
-
-
-def ensure_sample(profile: Profile) -> None:
-    """Generate the bundled synthetic sample on first use, if the profile asks for it."""
-    sample, data = profile.data.sample, profile.data
-    if sample is None or Path(data.labels_csv).exists():
-        return
-    log.info(
-        "generating the bundled sample (%d synthetic images) in %s", sample.images, data.images
-    )
-    generate_sample(
-        Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
-        count=sample.images, seed=sample.seed, size=sample.size,
-        classes=classes_to_draw(sample.classes, data.classes),
-    )  # fmt: skip
 
 
 def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
@@ -432,13 +417,6 @@ def log_features_source(result: FeaturizeResult, run: Run) -> None:
     mlflow.set_tags({**tags, CACHE_REUSED_TAG: "true", FEATURES_RUN_TAG: run.info.run_id})
     mlflow.log_params({k: v for k, v in run.data.params.items() if _is_featurize_param(k)})
     mlflow.log_metrics({f"count_{k}": float(v) for k, v in result.counts.items()})
-
-
-def run_featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
-    with tracking.run(profile, "featurize"):
-        result = featurize(profile, spark, refresh)
-        log_featurize(result, spark, profile)
-    return result
 
 
 def summary(result: FeaturizeResult) -> dict[str, Any]:
