@@ -55,6 +55,23 @@ print(json.dumps({"rows": [list(r) for r in rows], "code": sparkles.__file__}))
 
 
 @pytest.mark.e2e
+def test_the_architecture_page_has_one_line_per_module() -> None:
+    """docs/architecture.md's module map names every module of the package, and no other."""
+    import re
+
+    package = ROOT / "src" / "sparkles"
+    modules = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    table = page.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([\w/]+\.py)` \|", table, flags=re.M)
+    assert len(rows) == len(set(rows)), "a module has two rows"
+    assert set(rows) == modules
+
+
 def test_a_logged_model_scores_where_the_project_is_not_installed(
     registry_store, tmp_path: Path
 ) -> None:

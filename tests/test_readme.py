@@ -1,4 +1,4 @@
-"""A command the README shows is a promise: every one runs here exactly as written.
+"""A command the README (or docs/) shows is a promise: every one runs here exactly as written.
 
 The workflow test copies the project to a fresh folder and runs the README's command lines, as
 written, through bash in one tracking store and one feature cache, as a new user would after
@@ -6,8 +6,8 @@ written, through bash in one tracking store and one feature cache, as a new user
 points main, featurize, train, tune (grid and hyperopt), promote, predict and eda, the Python
 example and `mlflow ui`. `download` runs through `mlflow run` against a loopback server, and
 docs/development.md's quick loops run in a copy of the project as cloned. A last test fails
-when the README gains a command that no test runs and that is not marked as needing the network
-or AWS.
+when README.md or a page of docs/ gains a command that no test runs and that is not marked as
+needing the network or AWS (on its line, or for a whole block on the block's first line).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from tests.conftest import ROOT
 from tests.test_download import ID, Server, server  # noqa: F401 (a fixture)
 
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+CONTRIBUTING = ROOT / "docs" / "development.md"
 SOURCE = Path(__file__).read_text()
 TUNE = "mlflow run . -e tune --env-manager local --experiment-name sparkles"
 MARKS = ("needs network", "needs AWS")
@@ -61,12 +63,37 @@ def shell_lines(text: str) -> list[str]:
     return lines
 
 
-def readme_commands() -> list[str]:
-    return [line for lang, text in readme_blocks() if lang == "bash" for line in shell_lines(text)]
+def block_marked(text: str) -> bool:
+    """A block whose first line is a comment carrying a mark: every line of it needs that."""
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    return first.startswith("#") and marked(first)
+
+
+def documented_commands(documents: list[Path] = DOCUMENTS) -> list[tuple[str, bool]]:
+    """(line, in a marked block) of every command line of the documents' bash blocks."""
+    return [
+        (line, block_marked(text))
+        for document in documents
+        for lang, text in readme_blocks(document)
+        if lang == "bash"
+        for line in shell_lines(text)
+    ]
+
+
+def readme_commands(documents: list[Path] = DOCUMENTS) -> list[str]:
+    """The command lines a test may run: every bash block's, but those of marked blocks."""
+    return [line for line, in_marked_block in documented_commands(documents) if not in_marked_block]
 
 
 def readme_python() -> list[str]:
-    return [text for lang, text in readme_blocks() if lang == "python"]
+    return [
+        text for document in DOCUMENTS for lang, text in readme_blocks(document) if lang == "python"
+    ]
+
+
+def contributing_lines() -> list[str]:
+    """docs/development.md's loops: run by test_the_contributing_loops_run_as_written."""
+    return [bare(line) for line in readme_commands([CONTRIBUTING])]
 
 
 def bare(line: str) -> str:
@@ -111,7 +138,7 @@ class Workspace:
         (self.root / ".venv").symlink_to(Path(sys.prefix))
         self.setup = [
             line
-            for line in readme_commands()
+            for line in readme_commands([README])
             if line.startswith(("export MLFLOW_", "source .venv/bin/activate"))
         ]
         self.log: list[str] = []
@@ -333,12 +360,7 @@ def test_the_contributing_loops_run_as_written(tmp_path: Path) -> None:
     """docs/development.md's quick loops, as written, in a fresh copy: each runs tests, and
     every one passes (`make test` is CI's own command)."""
     space = Workspace(tmp_path, test_sized=False)
-    lines = [
-        bare(line)
-        for lang, text in readme_blocks(ROOT / "docs" / "development.md")
-        if lang == "bash"
-        for line in shell_lines(text)
-    ]
+    lines = contributing_lines()
     assert "make test-fast" in lines
     for line in lines:
         if line == "make test":
@@ -370,16 +392,17 @@ def test_download_entry_point_as_written(tmp_path: Path, server: Server) -> None
 
 
 def test_every_readme_command_is_run_by_a_test_or_marked() -> None:
-    """The README cannot gain a command that nothing runs."""
+    """Neither the README nor a page of docs/ can gain a command that nothing runs."""
     quoted = re.findall(r"""command\(f?(?:"([^"]+)"|'([^']+)')\)""", SOURCE)
     prefixes = [double or single for double, single in quoted]
     run_here = {command(prefix.replace("{TUNE}", TUNE)) for prefix in prefixes}
+    contributing = set(contributing_lines())
     unaccounted = []
-    for line in readme_commands():
-        setup = line.startswith(("export MLFLOW_", "source "))  # every workflow step runs them
-        if setup or marked(line) or bare(line) in ELSEWHERE:
+    for line, in_marked_block in documented_commands():
+        setup = line.startswith(("export MLFLOW_", "source .venv/"))  # every workflow step runs it
+        if setup or in_marked_block or marked(line) or bare(line) in ELSEWHERE:
             continue
-        if line not in run_here:
+        if line not in run_here and bare(line) not in contributing:
             unaccounted.append(line)
     for text in readme_python():
         first = text.splitlines()[0]
