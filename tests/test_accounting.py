@@ -233,7 +233,7 @@ SECOND_SESSION = textwrap.dedent(
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlruns.db'}")
     with mlflow.start_run() as run:
         saved = PipelineModel.load((work / "saved").as_uri())
-        mlflow.spark.log_model(saved, name="model")
+        mlflow.spark.log_model(saved, artifact_path="model")
     loaded = mlflow.spark.load_model(f"runs:/{run.info.run_id}/model")
     stage = stage_of(loaded, DeepImageFeaturizer)
     by_mlflow = features(loaded, second)
