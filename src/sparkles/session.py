@@ -22,6 +22,26 @@ PORTABLE_DEFAULTS = {
 }
 
 
+# In local mode a failed task's exception is logged, with its Java trace, by each of these on
+# its way to the driver, where it is raised again (and said once: in one line for a user's
+# error, in full otherwise). Their echoes buried the one line that says what to do.
+TASK_FAILURE_ECHOES = (
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.util.Utils",
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+)
+
+
+def _quiet_task_failure_echoes(spark: SparkSession) -> None:
+    if os.environ.get("SPARKLES_SPARK_LOG_LEVEL"):  # asked for a level: keep every logger's
+        return
+    jvm = spark.sparkContext._jvm
+    level = jvm.org.apache.logging.log4j.Level.OFF
+    for name in TASK_FAILURE_ECHOES:
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
+
+
 def build_session(
     profile: Profile, extra: dict[str, str] | None = None, defaults: dict[str, str] | None = None
 ) -> SparkSession:
@@ -43,5 +63,7 @@ def build_session(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SPARKLES_SPARK_LOG_LEVEL", "WARN"))
+    if spark.sparkContext.master.startswith("local"):
+        _quiet_task_failure_echoes(spark)
     log.info("Spark %s up (%s)", spark.version, spark.sparkContext.master)
     return spark
