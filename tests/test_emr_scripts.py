@@ -72,28 +72,19 @@ def _submit(*entry_points: str, **env: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def _added_steps(done: subprocess.CompletedProcess) -> list[str]:
-    line = next(line for line in done.stderr.splitlines() if "add-steps" in line)
-    return shlex.split(line.removeprefix("steps: "))
-
-
-def test_submit_steps_runs_each_entry_point_with_mlflow_on_the_primary_node() -> None:
+def test_submit_steps_runs_each_entry_point_through_the_emr_backend() -> None:
     settings = {"CLUSTER_ID": "j-1", "SPARKLES_S3": "s3://b/p",
                 "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}  # fmt: skip
     done = _submit(**settings)
     assert done.returncode == 0, done.stderr
-    args = _added_steps(done)
-    assert args[args.index("--cluster-id") + 1] == "j-1"
-    steps = args[args.index("--steps") + 1 : args.index("--query")]
-    assert len(steps) == 3
-    for step, entry in zip(steps, ("main", "tune", "promote"), strict=True):
-        assert step.startswith(f"Type=CUSTOM_JAR,Name=sparkles-{entry},")
-        assert "Jar=command-runner.jar,Args=[bash,-c," in step
-        assert f"mlflow run . -e {entry} --env-manager local" in step
-        assert "-P profile=emr" in step and "/opt/sparkles/venv/bin" in step
-    assert "s3://b/p/emr/project.tar.gz" in done.stdout
-    one = _added_steps(_submit("tune", **settings))
-    assert len(one[one.index("--steps") + 1 : one.index("--query")]) == 1
+    lines = [shlex.split(line) for line in done.stdout.splitlines()]
+    assert [line[line.index("-e") + 1] for line in lines] == ["main", "tune", "promote"]
+    for line in lines:
+        assert line[:3] == ["mlflow", "run", str(ROOT)]
+        assert line[line.index("--backend") + 1] == "emr"
+        assert line[line.index("--backend-config") + 1] == str(ROOT / "conf" / "emr-backend.json")
+        assert "profile=emr" in line and "sparkles-emr" in line
+    assert len(_submit("tune", **settings).stdout.splitlines()) == 1
     unknown = _submit("deploy", **settings)
     assert unknown.returncode == 2 and "unknown entry point 'deploy'" in unknown.stderr
     assert _submit(SPARKLES_S3="s3://b/p").returncode != 0  # no cluster id

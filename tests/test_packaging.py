@@ -54,7 +54,6 @@ print(json.dumps({"rows": [list(r) for r in rows], "code": sparkles.__file__}))
 """
 
 
-@pytest.mark.e2e
 def test_the_architecture_page_has_one_line_per_module() -> None:
     """docs/architecture.md's module map names every module of the package, and no other."""
     import re
@@ -72,6 +71,7 @@ def test_the_architecture_page_has_one_line_per_module() -> None:
     assert set(rows) == modules
 
 
+@pytest.mark.e2e
 def test_a_logged_model_scores_where_the_project_is_not_installed(
     registry_store, tmp_path: Path
 ) -> None:

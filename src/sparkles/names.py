@@ -49,6 +49,10 @@ BEST_RUN_TAG = "sparkles.best_run_id"
 TRIALS_TAG = "sparkles.trials"
 SCORING_TAG = "sparkles.model.scores_images"  # on runs that logged a model scoring image bytes
 PROMOTION_TAG_PREFIX = "sparkles.promotion."
+# set by `mlflow run --backend emr` (emr_backend): where the run's step runs
+EMR_CLUSTER_TAG = "sparkles.emr.cluster_id"
+EMR_STEP_TAG = "sparkles.emr.step_id"
+EMR_PROJECT_TAG = "sparkles.emr.project"  # the project archive in S3
 
 # --- artifacts ---------------------------------------------------------------------------------
 MODEL_ARTIFACT = "model"  # the one logged model: Spark and python_function flavours

@@ -8,6 +8,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from sparkles.code import ship_to_executors
 from sparkles.config import Profile
 
 log = logging.getLogger(__name__)
@@ -65,5 +66,7 @@ def build_session(
     spark.sparkContext.setLogLevel(os.environ.get("SPARKLES_SPARK_LOG_LEVEL", "WARN"))
     if spark.sparkContext.master.startswith("local"):
         _quiet_task_failure_echoes(spark)
+    else:  # executors run the driver's code, not whatever version their nodes installed
+        ship_to_executors(spark)
     log.info("Spark %s up (%s)", spark.version, spark.sparkContext.master)
     return spark
