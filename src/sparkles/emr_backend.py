@@ -51,7 +51,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparkles.config import expand_environment
+from sparkles.config import ConfigError, expand_environment
 from sparkles.errors import UserError
 from sparkles.names import EMR_CLUSTER_TAG, EMR_PROJECT_TAG, EMR_STEP_TAG, ERROR_TAG
 
@@ -148,6 +148,8 @@ def load_config(backend_config: dict[str, Any] | None) -> EmrBackendConfig:
     }
     try:
         return EmrBackendConfig.model_validate(expand_environment(ours, "--backend-config"))
+    except ConfigError as err:  # a ${VAR} that is not set
+        raise EmrError(str(err)) from None
     except ValidationError as err:
         lines = [
             f"--backend-config: key '{'.'.join(map(str, e['loc'])) or '(top level)'}': {e['msg']}"
@@ -159,7 +161,7 @@ def load_config(backend_config: dict[str, Any] | None) -> EmrBackendConfig:
 def check_tracking_uri(uri: str) -> None:
     """The step logs into the caller's run from the cluster: both must reach one server."""
     scheme = uri.split(":", 1)[0] if re.match(r"^[a-zA-Z][\w+.-]*:", uri) else ""
-    if scheme in ("", "file", "sqlite"):
+    if scheme in ("file", "sqlite") or (not scheme and uri != "databricks"):
         raise EmrError(
             f"the tracking URI {uri!r} is local to this machine, but the EMR step logs into the "
             "same run from the cluster: use a tracking server both reach (MLFLOW_TRACKING_URI="
