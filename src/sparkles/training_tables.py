@@ -57,6 +57,7 @@ from sparkles.names import (
     FEATURIZER_TAG,
     PRECISION_REQUESTED_TAG,
     PRECISION_TAG,
+    QUARANTINE_REASON,
     RUNTIME_TAG,
     WEIGHTS_IDENTITY_TAG,
     WEIGHTS_PATH_TAG,
@@ -267,7 +268,7 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
     mlflow.log_metrics(metrics)
     quarantine = result.table.quarantine().select("path", "image_id", "label", ERROR)
     with tempfile.TemporaryDirectory() as folder:
-        quarantine.toPandas().rename(columns={"featurize_error": "reason"}).to_csv(
+        quarantine.toPandas().rename(columns={ERROR: QUARANTINE_REASON}).to_csv(
             Path(folder, "quarantine.csv"), index=False
         )
         Path(folder, "featurize_counts.json").write_text(json.dumps(result.counts, indent=2))
