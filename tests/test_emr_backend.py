@@ -19,13 +19,12 @@ import subprocess
 import sys
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, mlflow_server
 from tests.test_readme import COPY_IGNORE, command
 
 pytestmark = pytest.mark.e2e  # `mlflow run` and `mlflow server` as processes
@@ -105,28 +104,9 @@ def aws():
 def tracking(tmp_path_factory: pytest.TempPathFactory):
     """`mlflow server` on loopback: the tracking server the laptop and the cluster share."""
     folder = tmp_path_factory.mktemp("tracking")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-         "--artifacts-destination", str(folder / "artifacts")],
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=1).read() == b"OK":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not become healthy in 2 minutes")
-        yield uri
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    with mlflow_server(store, "--artifacts-destination", str(folder / "artifacts")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import html
-import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 
 import mlflow
 import pytest
@@ -18,7 +14,7 @@ import pytest
 from sparkles.commands import run_tune
 from sparkles.config import load_profile
 from sparkles.registry import promote
-from tests.conftest import ROOT, free_port, registering, searching
+from tests.conftest import ROOT, mlflow_server, registering, searching
 
 MODEL = "sparkles-ui-model"
 SHOTS = ROOT / "test-artifacts"
@@ -41,28 +37,8 @@ def server(registry_runs, spark):
     )
     tuned = run_tune(searching(profile), spark)
     decision = promote(registering(profile, MODEL), "reg-strong")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    store = profile.mlflow.tracking_uri
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{base}/health", timeout=1).read() == b"OK":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not become healthy in 60 s")
+    with mlflow_server(profile.mlflow.tracking_uri) as base:
         yield base, profile, tuned, decision
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def render(url: str, screenshot: str) -> str:
