@@ -34,13 +34,14 @@ lint: install
 	ruff format --check .
 
 # Two lanes, one per core: the README workflow (a chain of short-lived `mlflow run` processes,
-# mostly one core each), docs/development.md's loops, the standalone-cluster test and the EMR
-# backend's (moto on loopback) run beside
+# mostly one core each), docs/development.md's loops, the standalone-cluster test, the EMR
+# backend's (moto on loopback) and the second-session weights test (a subprocess) run beside
 # the rest of the suite (which they balance: ~13 and ~17 minutes); their log is printed when
 # both end. Exit status 5 ("no tests collected", e.g. under -k) is not a failure of a lane.
 WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
   tests/test_readme.py::test_the_contributing_loops_run_as_written tests/test_cluster.py \
-  tests/test_emr_backend.py
+  tests/test_emr_backend.py \
+  tests/test_accounting.py::test_weights_reach_a_second_session_and_a_non_local_default_fs
 test: lint
 	@mkdir -p test-artifacts
 	@started=$$(date +%s); \

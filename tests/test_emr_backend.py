@@ -114,10 +114,6 @@ def project(tmp_path: Path) -> Path:
     """The project as a user's checkout holds it, with files git would ignore beside it."""
     root = tmp_path / "sparkles"
     shutil.copytree(ROOT, root, ignore=COPY_IGNORE)
-    shutil.rmtree(root / "src")  # COPY_IGNORE leaves out every folder called data
-    shutil.copytree(
-        ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
     (root / "mlruns.db").write_text("a local store: ignored, never uploaded")
     return root
 

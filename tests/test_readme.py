@@ -44,10 +44,17 @@ ELSEWHERE = {
     "python experiments/eda.py": "tests/test_notebooks.py runs every notebook as __main__",
     "python experiments/end_to_end.py": "tests/test_notebooks.py runs it on a fresh profile",
 }
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv*", "data", "mlruns*", "mlartifacts", ".cache", "eda", "predictions",
+_GENERATED = shutil.ignore_patterns(
+    ".git", ".venv*", "mlruns*", "mlartifacts", ".cache", "eda", "predictions",
     "test-artifacts", "__pycache__", ".pytest_cache", "*.egg-info", ".ruff_cache",
 )  # fmt: skip
+
+
+def COPY_IGNORE(folder: str, names: list[str]) -> set[str]:
+    """What a fresh clone would not have: generated state, and the project's top-level data/
+    (the sample), never src/sparkles/data/."""
+    ignored = set(_GENERATED(folder, names))
+    return ignored | ({"data"} & set(names) if Path(folder) == ROOT else set())
 
 
 def readme_blocks(document: Path = README) -> list[tuple[str, str]]:
