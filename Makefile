@@ -36,7 +36,7 @@ lint: install
 # Two lanes, one per core: the README workflow (a chain of short-lived `mlflow run` processes,
 # mostly one core each), docs/development.md's loops, the standalone-cluster test, the EMR
 # backend's (moto on loopback), the second-session weights test and the killed-append test
-# (subprocesses) run beside the rest of the suite (~18 and ~19 minutes); their log is printed
+# (subprocesses) run beside the rest of the suite (~20 minutes each); their log is printed
 # when both end. The unit tier runs once, in lane 2: docs/development.md's `make test-fast`,
 # run as written by the contributing-loops test (a failure there fails that test), so lane 1
 # leaves it out. Exit status 5 ("no tests collected", e.g. under -k) is not a lane's failure.
