@@ -149,6 +149,11 @@ class Setting:
     stored_as: str | None = None
     scale: int = 1
 
+    @property
+    def logged(self) -> bool:
+        """A featurize run logs it as a param: it reaches the CNN or its weights."""
+        return self.param is not None or self.features is not None
+
 
 class FeaturizerConfig(_Strict):
     """The featurizer's settings, declared once (see ``Setting``)."""

@@ -51,7 +51,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparkles.config import ConfigError, expand_environment
+from sparkles.config import USERINFO, ConfigError, expand_environment
 from sparkles.errors import UserError
 from sparkles.names import EMR_CLUSTER_TAG, EMR_PROJECT_TAG, EMR_STEP_TAG, ERROR_TAG
 
@@ -77,9 +77,6 @@ class EmrError(UserError, ExecutionException):
     """What stops a run before its step starts, said in one line: a --backend-config that
     cannot be used (naming the key), a tracking server the cluster cannot reach, AWS refusing.
     ``mlflow run`` prints an ExecutionException's message without a traceback."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
 
 
 class NewCluster(BaseModel):
@@ -167,7 +164,7 @@ def check_tracking_uri(uri: str) -> None:
             "same run from the cluster: use a tracking server both reach (MLFLOW_TRACKING_URI="
             "http://…, e.g. a server on the primary node through an SSM port forward; docs/emr.md)"
         )
-    if re.match(r"^[a-zA-Z][\w+.-]*://[^/@\s]+@", uri):
+    if USERINFO.search(uri):
         raise EmrError(
             "the tracking URI carries credentials, which a step's arguments would show in the "
             "EMR console: give them to the cluster as MLFLOW_TRACKING_TOKEN or a netrc file"
@@ -318,7 +315,7 @@ def _wait_here(submitted: EmrSubmittedRun) -> None:
     if not completed:
         raise EmrError(
             f"run {submitted.run_id}: step {submitted.step_id} on {submitted.cluster_id} ended "
-            f"{submitted.step_state()} (its output: the run's {LOG_ARTIFACTS}/ artifacts)"
+            f"{submitted.final_state} (its output: the run's {LOG_ARTIFACTS}/ artifacts)"
         )
     log.info("=== run %s: step %s completed ===", submitted.run_id, submitted.step_id)
 
@@ -414,6 +411,7 @@ class EmrSubmittedRun(SubmittedRun):
         super().__init__()
         self._run_id, self.cluster_id, self.step_id = run_id, cluster_id, step_id
         self.config, self.emr, self.s3 = config, emr, s3
+        self.final_state: str | None = None  # the step's state once wait() saw it end
 
     @property
     def run_id(self) -> str:
@@ -436,6 +434,7 @@ class EmrSubmittedRun(SubmittedRun):
             time.sleep(self.config.poll_seconds)
             state = self.step_state()
         log.info("step %s: %s", self.step_id, state)
+        self.final_state = state
         self._attach_logs()
         if STATES[state] == RunStatus.KILLED:
             self.end_run(RunStatus.KILLED)

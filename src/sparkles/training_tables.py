@@ -282,7 +282,7 @@ def featurize_params(profile: Profile, precision: str) -> dict[str, Any]:
     logged = {
         field: getattr(settings, field)
         for field, setting in type(settings).settings().items()
-        if setting.param is not None or setting.features is not None
+        if setting.logged
     }
     data = profile.data
     return {**logged, "precision": precision, "classes": ",".join(data.classes),
@@ -290,10 +290,8 @@ def featurize_params(profile: Profile, precision: str) -> dict[str, Any]:
 
 
 def _is_featurize_param(name: str) -> bool:
-    settings = FeaturizerConfig.settings()
-    return name in DATA_PARAMS or (
-        name in settings and (settings[name].param or settings[name].features) is not None
-    )
+    setting = FeaturizerConfig.settings().get(name)
+    return name in DATA_PARAMS or (setting is not None and setting.logged)
 
 
 def features_key(profile: Profile) -> str:
