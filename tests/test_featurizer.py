@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pyspark.ml import Pipeline, PipelineModel
 
-from sparkles.backbones import get_spec
+from sparkles.backbones import ImagenetFile, get_spec
 from sparkles.data.images import read_image_files
 from sparkles.featurizer import DeepImageFeaturizer
 from sparkles.imaging import decode_image
@@ -163,7 +163,8 @@ def test_missing_weights_file_names_the_path(spark, tmp_path: Path) -> None:
 
 
 def test_unreachable_imagenet_weights_say_how_to_provide_them(tmp_path: Path) -> None:
-    spec = dataclasses.replace(get_spec("MobileNetV2"), weights_file="sparkles-test-absent.h5")
+    absent = ImagenetFile("sparkles-test-absent.h5", "http://127.0.0.1:9/unused", None)
+    spec = dataclasses.replace(get_spec("MobileNetV2"), imagenet_file=absent)
     with pytest.raises(WeightsUnavailableError) as err:
         resolve_weights(spec, "imagenet", mirror="http://127.0.0.1:9/", cache_dir=str(tmp_path))
     message = str(err.value)
@@ -176,8 +177,9 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path: Path) -> None:
     """The real download path (keras get_file), served from loopback instead of Google Cloud."""
     served = tmp_path / "served"
     served.mkdir()
-    spec = dataclasses.replace(get_spec("MobileNetV2"), weights_file="sparkles-test.weights.h5")
-    spec.build(None, "avg", seed=5).save_weights(str(served / spec.weights_file))
+    test_file = ImagenetFile("sparkles-test.weights.h5", "http://127.0.0.1:9/unused", None)
+    spec = dataclasses.replace(get_spec("MobileNetV2"), imagenet_file=test_file)
+    spec.build(None, "avg", seed=5).save_weights(str(served / test_file.name))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -189,7 +191,7 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path: Path) -> None:
     finally:
         server.shutdown()
     assert resolved.kind == "imagenet"
-    assert Path(resolved.local_path).read_bytes() == (served / spec.weights_file).read_bytes()
+    assert Path(resolved.local_path).read_bytes() == (served / test_file.name).read_bytes()
     assert resolved.identity.startswith("sha256:")
 
 

@@ -1,20 +1,46 @@
-"""The keras.applications CNNs the featurizer knows: input size, preprocessing, weights file.
+"""Every ImageNet CNN in ``keras.applications``, by its name, headless.
 
-Weight file names and origins are Keras' own, so ``weights: imagenet`` downloads exactly what
-``keras.applications.X(weights="imagenet", include_top=False)`` would, into the same cache.
+Nothing here is a hand-written table: a model's input size, preprocessing and ImageNet weights
+file are what ``keras.applications`` itself uses. Keras keeps them inside each constructor (the
+``default_size`` it hands ``imagenet_utils.obtain_input_shape``, the file name it hands
+``file_utils.get_file``), so ``describe`` calls the constructor and stops it at that call:
+the input size costs no model build, the weights file one build with no weights (once per
+process, and only when ``weights: imagenet`` is resolved). ``weights: imagenet`` therefore
+downloads exactly what ``keras.applications.X(weights="imagenet", include_top=False)`` would,
+into the same cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-KERAS_WEIGHTS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+from sparkles.errors import UserError
+
+# For the models whose constructor does not say (MobileNetV3): their weights files are named
+# for 224 px (Keras' docs), and imagenet_utils' smallest input elsewhere is 32 px.
+OPEN_SIZE_DEFAULT, MIN_SIZE_DEFAULT = 224, 32
+
+
+@dataclass(frozen=True)
+class ImagenetFile:
+    """Keras' ImageNet weights file for a headless model: its name, where Keras fetches it, and
+    Keras' checksum for it (md5 or sha256; None where Keras has none)."""
+
+    name: str
+    origin: str
+    file_hash: str | None
+
+    def origin_from(self, mirror: str | None) -> str:
+        return mirror.rstrip("/") + "/" + self.name if mirror else self.origin
 
 
 @dataclass(frozen=True)
@@ -22,20 +48,16 @@ class CnnSpec:
     """One keras.applications model, headless."""
 
     name: str
-    module: str  # keras.applications submodule that holds preprocess_input
-    input_size: tuple[int, int]  # (height, width)
-    weights_file: str  # Keras' file name for the include_top=False ImageNet weights
-    weights_subdir: str  # folder under KERAS_WEIGHTS_BASE
-    weights_md5: str | None  # Keras' own checksum for that file, where it has one
+    family: str  # the keras.applications module holding it and its preprocess_input
+    input_size: tuple[int, int]  # (height, width): the size its ImageNet weights were trained at
+    min_size: int  # the smallest input Keras accepts for it
+    imagenet_file: ImagenetFile | None = None  # None: asked of Keras on first use
 
-    def weights_origin(self, mirror: str | None = None) -> str:
-        base = (
-            mirror.rstrip("/") + "/" if mirror else KERAS_WEIGHTS_BASE + self.weights_subdir + "/"
-        )
-        return base + self.weights_file
+    def imagenet(self) -> ImagenetFile:
+        return self.imagenet_file or _imagenet_file(self.name, self.input_size)
 
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
-        return importlib.import_module(f"keras.applications.{self.module}").preprocess_input
+        return importlib.import_module(f"keras.src.applications.{self.family}").preprocess_input
 
     def build(self, weights: str | None, pooling: str, seed: int = 0) -> Any:
         """The headless model; ``weights=None`` gives seeded random weights (tests, offline)."""
@@ -43,13 +65,90 @@ class CnnSpec:
 
         if weights is None:
             keras.utils.set_random_seed(seed)
-        constructor = getattr(keras.applications, self.name)
-        return constructor(
+        return _constructor(self.name)(
             include_top=False,
             weights=weights,
             input_shape=(*self.input_size, 3),
             pooling=None if pooling == "none" else pooling,
         )
+
+
+class _Stop(Exception):
+    """Raised from inside a Keras constructor once it has said what we asked."""
+
+
+@contextlib.contextmanager
+def _intercept(module: Any, attribute: str, seen: dict[str, Any]) -> Iterator[None]:
+    """While open, a call of ``module.attribute`` records its arguments by name and stops."""
+    original = getattr(module, attribute)
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        seen.update(inspect.signature(original).bind(*args, **kwargs).arguments)
+        raise _Stop
+
+    setattr(module, attribute, record)
+    try:
+        yield
+    except _Stop:
+        pass
+    finally:
+        setattr(module, attribute, original)
+
+
+def available() -> list[str]:
+    """The model names ``keras.applications`` exports."""
+    import keras
+
+    return sorted(
+        name
+        for name in dir(keras.applications)
+        if name[0].isupper()
+        and getattr(getattr(keras.applications, name), "__module__", "").startswith(
+            "keras.src.applications."
+        )
+    )
+
+
+class UnknownModelError(UserError, ValueError):
+    """A model name keras.applications does not have; the message lists the ones it has."""
+
+
+def _constructor(name: str) -> Callable[..., Any]:
+    import keras
+
+    if name not in available():
+        raise UnknownModelError(
+            f"featurizer.model: keras.applications has no model {name!r}; it has "
+            f"{', '.join(available())}"
+        )
+    return getattr(keras.applications, name)
+
+
+@functools.cache
+def get_spec(name: str) -> CnnSpec:
+    """The model called ``name`` in keras.applications; its input size is Keras' default."""
+    from keras.src.applications import imagenet_utils
+
+    constructor = _constructor(name)
+    seen: dict[str, Any] = {}
+    with _intercept(imagenet_utils, "obtain_input_shape", seen):
+        constructor(include_top=False, weights=None)
+    # a model that never asks (MobileNetV3 takes any size) was trained at ImageNet's usual size
+    size = int(seen.get("default_size", OPEN_SIZE_DEFAULT))
+    family = constructor.__module__.rsplit(".", 1)[1]
+    return CnnSpec(name, family, (size, size), int(seen.get("min_size", MIN_SIZE_DEFAULT)))
+
+
+@functools.cache
+def _imagenet_file(name: str, input_size: tuple[int, int]) -> ImagenetFile:
+    from keras.src.utils import file_utils
+
+    seen: dict[str, Any] = {}
+    with _intercept(file_utils, "get_file", seen):
+        _constructor(name)(include_top=False, weights="imagenet", input_shape=(*input_size, 3))
+    if not seen:
+        raise ValueError(f"keras.applications.{name} fetches no ImageNet weights file")
+    return ImagenetFile(seen["fname"], seen["origin"], seen.get("file_hash"))
 
 
 def sha256_file(path: str) -> str:
@@ -59,49 +158,3 @@ def sha256_file(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-MODELS: dict[str, CnnSpec] = {
-    spec.name: spec
-    for spec in (
-        CnnSpec(
-            "InceptionV3",
-            "inception_v3",
-            (299, 299),
-            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "inception_v3",
-            "bcbd6486424b2319ff4ef7d526e38f63",
-        ),
-        CnnSpec(
-            "Xception",
-            "xception",
-            (299, 299),
-            "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "xception",
-            "b0042744bf5b25fce3cb969f33bebb97",
-        ),
-        CnnSpec(
-            "ResNet50",
-            "resnet50",
-            (224, 224),
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            "resnet",
-            "4d473c1dd8becc155b73f8504c6f6626",
-        ),
-        CnnSpec(
-            "MobileNetV2",
-            "mobilenet_v2",
-            (224, 224),
-            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-            "mobilenet_v2",
-            None,
-        ),
-    )
-}
-
-
-def get_spec(name: str) -> CnnSpec:
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; supported: {sorted(MODELS)}") from None

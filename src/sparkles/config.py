@@ -140,7 +140,9 @@ class Setting:
     features key), ``"weights"`` if it does so through the weights file (whose identity joins the
     store key in its place), None if it never does. ``stored_as`` names it in the store key and
     the served model's settings (default: the field's name); ``scale`` converts the profile's
-    unit to the Param's (MB → bytes).
+    unit to the Param's (MB → bytes). ``when``: (another field, its value) — the setting only
+    matters then (int8's calibration), and joins the keys and the run's params only then, so
+    the keys of every other configuration stay as they were.
     """
 
     param: str | None
@@ -148,11 +150,16 @@ class Setting:
     doc: str
     stored_as: str | None = None
     scale: int = 1
+    when: tuple[str, Any] | None = None
 
     @property
     def logged(self) -> bool:
         """A featurize run logs it as a param: it reaches the CNN or its weights."""
         return self.param is not None or self.features is not None
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether it matters under these field values (see ``when``)."""
+        return self.when is None or values.get(self.when[0]) == self.when[1]
 
 
 class FeaturizerConfig(_Strict):
@@ -170,20 +177,33 @@ class FeaturizerConfig(_Strict):
     allow_random_weights: Annotated[
         bool, Setting(None, None, "fall back to random weights when none can be fetched")
     ] = False
-    random_seed: Annotated[int, Setting("seed", "weights", "seed for random weights", "seed")] = 0
+    random_seed: Annotated[
+        int, Setting("seed", "weights", "seed of random weights and the calibration sample", "seed")
+    ] = 0
     pooling: Annotated[
         Literal["avg", "max", "none"],
         Setting("pooling", "key", "avg, max, or none (unpooled, as sparkdl)"),
     ] = "avg"
-    # OpenVINO f32: Keras' features to ~1e-8, faster; bf16 only where the CPU has it (README)
+    # OpenVINO f32: Keras' features to ~1e-8, faster; bf16 only where the CPU has it; int8:
+    # NNCF-quantized on OpenVINO (docs/performance.md)
     runtime: Annotated[
         Literal["keras", "openvino"],
         Setting("runtime", "key", "keras, or openvino (same model, compiled)"),
     ] = "openvino"
     precision: Annotated[
-        Literal["f32", "bf16"],
-        Setting("precision", "key", "f32, or bf16 where the CPU has bf16 instructions"),
-    ] = "f32"
+        Literal["f32", "bf16", "int8"],
+        Setting(
+            "precision", "key",
+            "f32; bf16 where the CPU has bf16 instructions; int8 (OpenVINO, calibrated)",
+        ),
+    ] = "f32"  # fmt: skip
+    calibration_images: Annotated[
+        int,
+        Setting(
+            "calibrationImages", "key", "labelled images int8 is calibrated on (seeded sample)",
+            when=("precision", "int8"),
+        ),
+    ] = Field(default=300, ge=1)  # fmt: skip
     batch_size: Annotated[int, Setting("batchSize", None, "images per model call")] = Field(
         default=32, ge=1
     )
@@ -199,6 +219,15 @@ class FeaturizerConfig(_Strict):
     max_pixels: Annotated[
         int, Setting("maxPixels", "key", "more pixels is a decompression bomb")
     ] = Field(default=89_478_485, gt=0)
+
+    @model_validator(mode="after")
+    def _int8_on_openvino(self) -> FeaturizerConfig:
+        if self.precision == "int8" and self.runtime != "openvino":
+            raise ValueError(
+                "precision: int8 runs on OpenVINO only (NNCF quantizes the OpenVINO model); set "
+                "featurizer.runtime: openvino or featurizer.precision: f32"
+            )
+        return self
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlparse
 
 import numpy as np
 from pyspark import SparkFiles, keyword_only
@@ -37,15 +38,21 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from sparkles import storage
 from sparkles.backbones import CnnSpec, get_spec, sha256_file
 from sparkles.code import ship_to_executors
-from sparkles.config import FeaturizerConfig, Setting
+from sparkles.config import FeaturizerConfig, Setting, is_uri
 from sparkles.imaging import PREPROCESS_VERSION
 from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
+from sparkles.quantize import (
+    MODEL_XML,
+    QUANTIZED_DIR,
+    calibration_identity,
+    quantized_model,
+)
 from sparkles.runtimes import (
     ImageBatchFeaturizer,
     compile_cnn,
     precision_that_runs,
 )
-from sparkles.weights import ResolvedWeights, resolve_weights
+from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 
 _RESULT = StructType(
     [StructField("features", ArrayType(FloatType())), StructField("error", StringType())]
@@ -72,10 +79,11 @@ def _forget_applications(keep: str | None = None) -> None:
 atexit.register(_forget_applications)
 
 
-def _ship(spark: SparkSession, local_path: str) -> str:
-    """Make a driver-side weights file readable on every executor; returns its SparkFiles name.
+def _ship(spark: SparkSession, local_path: str, stem: str | None = None) -> str:
+    """Make a driver-side file readable on every executor; returns its SparkFiles name.
 
-    The name carries the file's hash, so two different files called ``weights.h5`` never clash.
+    The name carries the file's hash (or ``stem``: files that must sit side by side, as an
+    OpenVINO model's .xml and .bin, share one), so two files called ``weights.h5`` never clash.
     """
     application = spark.sparkContext.applicationId
     _forget_applications(keep=application)
@@ -83,7 +91,7 @@ def _ship(spark: SparkSession, local_path: str) -> str:
     if key not in _shipped:
         if application not in _ship_dirs:
             _ship_dirs[application] = Path(tempfile.mkdtemp(prefix="sparkles-ship-"))
-        name = f"{key[1][:16]}-{Path(local_path).name}"
+        name = f"{stem or key[1][:16]}-{Path(local_path).name}"
         staged = _ship_dirs[application] / name
         shutil.copyfile(local_path, staged)
         spark.sparkContext.addFile(str(staged))
@@ -94,6 +102,7 @@ def _ship(spark: SparkSession, local_path: str) -> str:
 def _make_predict_fn(
     spec: CnnSpec,
     shipped_weights: str | None,
+    shipped_quantized: str | None,
     pooling: str,
     seed: int,
     runtime: str,
@@ -116,8 +125,11 @@ def _make_predict_fn(
         except RuntimeError:
             pass
         weights = SparkFiles.get(shipped_weights) if shipped_weights else None
+        quantized = SparkFiles.get(shipped_quantized) if shipped_quantized else None
         started = time.monotonic()
-        cnn = compile_cnn(spec, weights, pooling, seed, runtime, precision, threads)
+        cnn = compile_cnn(
+            spec, weights, pooling, seed, runtime, precision, threads, quantized=quantized
+        )
         # Lands in the executor's log: one line per Python worker that built a model.
         print(
             f"sparkles: built {spec.name} on {runtime} at {precision} in "
@@ -140,18 +152,28 @@ def _make_predict_fn(
 _udfs: dict[tuple, Any] = {}
 
 
-def _featurize_udf(spark: SparkSession, spec: CnnSpec, shipped: str | None, *settings: Any) -> Any:
+def _featurize_udf(
+    spark: SparkSession, spec: CnnSpec, shipped: str | None, quantized: str | None, *settings: Any
+) -> Any:
     """One UDF per Spark application and configuration: predict_batch_udf keys its per-worker
     model cache by the UDF, so reusing it lets a later transform reuse a model already built."""
-    key = (spark.sparkContext.applicationId, spec, shipped, *settings)
+    key = (spark.sparkContext.applicationId, spec, shipped, quantized, *settings)
     if key not in _udfs:
         *model_settings, batch_size = settings
-        make = _make_predict_fn(spec, shipped, *model_settings)
+        make = _make_predict_fn(spec, shipped, quantized, *model_settings)
         # Nondeterministic: Spark must not inline the UDF into each column that reads it.
         _udfs[key] = predict_batch_udf(
             make, return_type=_RESULT, batch_size=batch_size
         ).asNondeterministic()
     return _udfs[key]
+
+
+def calibration_sample(images: DataFrame, sha: str, seed: int, count: int) -> DataFrame:
+    """int8's calibration images: the ``count`` distinct ones (by content hash ``sha``) first in
+    a seeded order of their hashes, computed in the JVM: the same images whatever the
+    listing's order or partitioning, another set for another seed."""
+    order = F.sha2(F.concat(F.lit(f"{seed}:"), F.col(sha)), 256)
+    return images.dropDuplicates([sha]).orderBy(order).limit(count)
 
 
 class _Writer(DefaultParamsWriter):
@@ -164,6 +186,11 @@ class _Writer(DefaultParamsWriter):
         if resolved.local_path:
             target = f"{path.rstrip('/')}/{WEIGHTS_DIR}/{Path(resolved.local_path).name}"
             storage.copy_from_local(self.sparkSession, resolved.local_path, target)
+        quantized = featurizer.local_quantized_model(self.sparkSession)
+        if quantized:
+            for file in (quantized, quantized.with_suffix(".bin")):
+                target = f"{path.rstrip('/')}/{QUANTIZED_DIR}/{file.name}"
+                storage.copy_from_local(self.sparkSession, str(file), target)
 
 
 class _Reader(DefaultParamsReader):
@@ -178,6 +205,11 @@ class _Reader(DefaultParamsReader):
             # copies a model before loading it), not the driver's disk.
             weights = storage.qualified(self.sparkSession, f"{folder}/{names[0]}")
             featurizer.set(featurizer.weights, weights)
+        quantized = f"{path.rstrip('/')}/{QUANTIZED_DIR}/{MODEL_XML}"
+        if featurizer.isSet(featurizer.quantizedModel):
+            featurizer.set(
+                featurizer.quantizedModel, storage.qualified(self.sparkSession, quantized)
+            )
         return featurizer
 
 
@@ -237,6 +269,18 @@ class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
         "'imagenet', 'random', or a weights file path/URI",
         TypeConverters.toString,
     )
+    quantizedModel = Param(
+        Params._dummy(),
+        "quantizedModel",
+        "precision int8: the quantized OpenVINO model.xml (path/URI, model.bin beside it)",
+        TypeConverters.toString,
+    )
+    calibrationSet = Param(
+        Params._dummy(),
+        "calibrationSet",
+        "precision int8: identity of the images and NNCF settings quantizedModel came from",
+        TypeConverters.toString,
+    )
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -251,6 +295,20 @@ class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
     def getWeights(self) -> str:
         return self.getOrDefault(self.weights)
 
+    def getQuantizedModel(self) -> str | None:
+        return self.getOrDefault(self.quantizedModel) if self.isSet(self.quantizedModel) else None
+
+    def getCalibrationSet(self) -> str | None:
+        return self.getOrDefault(self.calibrationSet) if self.isSet(self.calibrationSet) else None
+
+    def _field_values(self) -> dict[str, Any]:
+        """Profile field name → value, for the settings a Param carries."""
+        return {
+            field: self.getOrDefault(setting.param)
+            for field, setting in self.config_model.settings().items()
+            if setting.param is not None
+        }
+
     def setting_values(self) -> dict[str, Any]:
         """``stored_as`` → value of every Param-carried setting: the served model's settings."""
         return {
@@ -264,12 +322,14 @@ class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
         changes a feature, the model's input size, the weights' identity (which stands for the
         weights settings) and the preprocessing version."""
         spec = get_spec(self.getModelName())
-        values = self.setting_values()
+        values = self._field_values()
         key = {
-            setting.stored_as or field: values[setting.stored_as or field]
+            setting.stored_as or field: values[field]
             for field, setting in self.config_model.settings().items()
-            if setting.features == "key"
+            if setting.features == "key" and setting.applies(values)
         }
+        if self.getPrecision() == "int8":
+            key["calibration"] = self.getCalibrationSet()
         return {**key, "model": spec.name, "input_size": list(spec.input_size),
                 "weights": weights_identity, "preprocess": PREPROCESS_VERSION}  # fmt: skip
 
@@ -331,6 +391,42 @@ class DeepImageFeaturizer(
             self.spec(), self.getWeights(), self.getOrDefault("seed"), spark=spark
         )
 
+    def local_quantized_model(self, spark: SparkSession) -> Path | None:
+        """The int8 model's model.xml on the driver (model.bin beside it), fetched from its URI
+        through Hadoop's FileSystem where it is not a local file (a saved model on HDFS, a
+        feature store on S3)."""
+        location = self.getQuantizedModel()
+        if location is None:
+            return None
+        if not is_uri(location) or location.startswith("file:"):
+            local = Path(urlparse(location).path if location.startswith("file:") else location)
+            if not (local.is_file() and local.with_suffix(".bin").is_file()):
+                raise WeightsUnavailableError(
+                    f"quantized model {location} (and its .bin) not found: featurize again"
+                )
+            return local
+        folder = Path(tempfile.mkdtemp(prefix="sparkles-int8-"))
+        for suffix in (".xml", ".bin"):
+            source = location.removesuffix(".xml") + suffix
+            storage.copy_to_local(spark, source, str(folder / f"model{suffix}"))
+        return folder / MODEL_XML
+
+    def calibrate(self, dataset: DataFrame) -> DeepImageFeaturizer:
+        """Quantize this featurizer's CNN to int8 on a seeded sample of ``dataset``'s images
+        (``calibrationImages`` of them, ``calibration_sample``) and set
+        ``quantizedModel``/``calibrationSet``: the int8 model made once, here, on the driver."""
+        hashed = dataset.select(F.sha2(F.col(self.getInputCol()), 256).alias("sha"), "*")
+        chosen = calibration_sample(hashed, "sha", self.getSeed(), self.getCalibrationImages())
+        sample = chosen.select("sha", self.getInputCol()).collect()
+        identity = calibration_identity([row.sha for row in sample])
+        contents = [bytes(row[self.getInputCol()] or b"") for row in sample]
+        resolved = self.resolve_weights(dataset.sparkSession)
+        xml = quantized_model(
+            self.spec(), resolved.local_path, self.getPooling(), self.getSeed(), contents,
+            identity, (self.getMaxFileBytes(), self.getMaxPixels()),
+        )  # fmt: skip
+        return self.setParams(quantizedModel=str(xml), calibrationSet=identity)
+
     def precision_that_runs(self) -> str:
         """The precision this transform will run: bf16 becomes f32, with a warning, on a driver
         whose CPU lacks it (executors are checked again when they build the model)."""
@@ -346,8 +442,20 @@ class DeepImageFeaturizer(
         spark = dataset.sparkSession
         resolved = self.resolve_weights(spark)
         shipped = _ship(spark, resolved.local_path) if resolved.local_path else None
+        quantized = None
+        if self.getPrecision() == "int8":
+            xml = self.local_quantized_model(spark)
+            if xml is None:
+                raise ValueError(
+                    "precision int8 runs a quantized model: call calibrate(images) first, or "
+                    "set quantizedModel"
+                )
+            stem = sha256_file(str(xml))[:16]
+            _ship(spark, str(xml.with_suffix(".bin")), stem)
+            quantized = _ship(spark, str(xml), stem)
         featurize = _featurize_udf(
-            spark, self.spec(), shipped, self.getPooling(), self.getSeed(), self.getRuntime(),
+            spark, self.spec(), shipped, quantized, self.getPooling(), self.getSeed(),
+            self.getRuntime(),
             self.precision_that_runs(), self.getMaxFileBytes(), self.getMaxPixels(),
             self.getBatchSize(),
         )  # fmt: skip

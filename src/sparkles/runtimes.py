@@ -3,8 +3,9 @@
 Both start from the one Keras model (``CnnSpec.build``), so weights, pooling and preprocessing
 are shared and only the executor differs. OpenVINO at f32 gives Keras' features to ~1e-8, faster;
 bf16 halves the arithmetic on CPUs with bf16 instructions (AVX512_BF16, AMX) at ~3e-3 relative
-error. The precision asked for is not always the precision that runs: a CPU without bf16 runs
-f32, and every record (cache key, run params) holds what ran (docs/architecture.md).
+error; int8 runs the NNCF-quantized model (``quantize``) on any x86 CPU, fastest with VNNI.
+The precision asked for is not always the precision that runs: a CPU without bf16 runs f32,
+and every record (cache key, run params) holds what ran (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sparkles.imaging import BadImage, decode_image
 
 RUNTIMES = ("keras", "openvino")
 CONVERTED_ENV = "SPARKLES_OPENVINO_CACHE"
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "int8")
 
 
 class PrecisionUnavailableError(RuntimeError):
@@ -74,8 +75,10 @@ def compile_cnn(
     precision: str,
     threads: int = 0,
     native_only: bool = True,
+    quantized: str | None = None,
 ) -> CompiledCnn:
-    """Build the headless CNN and compile it for ``runtime`` at ``precision``.
+    """Build the headless CNN and compile it for ``runtime`` at ``precision``; int8 compiles
+    ``quantized`` (its ``model.xml``, ``model.bin`` beside it), made by ``quantize``.
 
     ``precision`` is the one the driver resolved: an executor that cannot run it fails here,
     in seconds, rather than writing f32 features under a bf16 cache key. ``native_only=False``
@@ -89,9 +92,11 @@ def compile_cnn(
             f"featurizer precision {precision} was chosen on the driver, but {reason} on this "
             f"executor; set featurizer.precision=f32 or run on CPUs that have bf16"
         )
+    if precision == "int8" and (runtime != "openvino" or quantized is None):
+        raise ValueError("int8 runs a quantized OpenVINO model: runtime openvino and its file")
     if runtime == "keras":
         return _keras(spec, weights, pooling, seed, precision)
-    return _openvino(spec, weights, pooling, seed, precision, threads)
+    return _openvino(spec, weights, pooling, seed, precision, threads, quantized)
 
 
 def _keras(
@@ -119,7 +124,7 @@ def converted_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"sparkles-openvino-{os.getuid()}"
 
 
-def _converted(spec: CnnSpec, weights: str | None, pooling: str, seed: int) -> Any:
+def converted_model(spec: CnnSpec, weights: str | None, pooling: str, seed: int) -> Any:
     """The Keras model converted to OpenVINO, from this machine's cache when an earlier worker
     converted the same (model, weights content, pooling, OpenVINO version): converting costs
     ~10 s per worker for InceptionV3, reading the saved model well under one."""
@@ -147,13 +152,23 @@ def _converted(spec: CnnSpec, weights: str | None, pooling: str, seed: int) -> A
 
 
 def _openvino(
-    spec: CnnSpec, weights: str | None, pooling: str, seed: int, precision: str, threads: int
+    spec: CnnSpec,
+    weights: str | None,
+    pooling: str,
+    seed: int,
+    precision: str,
+    threads: int,
+    quantized: str | None,
 ) -> CompiledCnn:
     import keras
     import openvino as ov
 
-    model = _converted(spec, weights, pooling, seed)
+    if quantized:
+        model = ov.Core().read_model(quantized, str(Path(quantized).with_suffix(".bin")))
+    else:
+        model = converted_model(spec, weights, pooling, seed)
     dim = int(np.prod([d.get_length() for d in model.output(0).get_partial_shape()[1:]]))
+    # int8 layers run int8 whatever the hint; what stays unquantized runs f32, not bf16
     wanted = ov.Type.bf16 if precision == "bf16" else ov.Type.f32
     config: dict[str, Any] = {
         "INFERENCE_PRECISION_HINT": wanted,

@@ -40,22 +40,20 @@ class ResolvedWeights:
 def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
     import keras
 
-    origin = spec.weights_origin(mirror)
+    file = spec.imagenet()
+    origin = file.origin_from(mirror)
     if cache_dir:  # Keras silently falls back to /tmp/.keras when the folder does not exist yet
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     try:  # Keras reports downloads on stdout, which belongs to our JSON summaries
         with contextlib.redirect_stdout(sys.stderr):
             return keras.utils.get_file(
-                spec.weights_file,
-                origin,
-                cache_subdir="models",
-                file_hash=spec.weights_md5,
+                file.name, origin, cache_subdir="models", file_hash=file.file_hash,
                 cache_dir=cache_dir,
-            )
+            )  # fmt: skip
     except Exception as err:  # keras raises a bare Exception for fetch failures
         raise WeightsUnavailableError(
             f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
-            f"downloaded from {origin}: {err}. Provide the file {spec.weights_file} one way: "
+            f"downloaded from {origin}: {err}. Provide the file {file.name} one way: "
             f"put it in ~/.keras/models/ (or $KERAS_HOME/models/), set featurizer.weights to its "
             f"path or s3:// URI, or set featurizer.weights_mirror to a server that has it."
         ) from err
