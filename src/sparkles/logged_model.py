@@ -27,6 +27,7 @@ from pyspark.ml import PipelineModel
 
 from sparkles.code import package_dir
 from sparkles.names import CLASSIFIER_FILE, MODEL_ARTIFACT, SERVING_DATA, SETTINGS_FILE, WEIGHTS_DIR
+from sparkles.quantize import MODEL_XML, QUANTIZED_DIR
 from sparkles.serving import signature
 
 
@@ -48,7 +49,7 @@ def save_model(
     **_: Any,  # what Model.log passes on (validate_serving_input)
 ) -> None:
     """Both flavours into ``path``: Spark's own save, then the pyfunc flavour re-pointed at the
-    JVM-free loader and the weights file the featurizer stage saved."""
+    JVM-free loader and the weights file (and int8 model) the featurizer stage saved."""
     example = input_example()
     mlflow.spark.save_model(
         spark_model,
@@ -65,7 +66,10 @@ def save_model(
     data = root / SERVING_DATA
     data.mkdir()
     weights = str(found[0].relative_to(root)) if found else None  # none: seeded random weights
-    (data / SETTINGS_FILE).write_text(json.dumps({**settings, "weights_file": weights}, indent=2))
+    int8 = sorted(root.glob(f"sparkml/stages/*/{QUANTIZED_DIR}/{MODEL_XML}"))  # precision int8
+    quantized = str(int8[0].relative_to(root)) if int8 else None
+    files = {"weights_file": weights, "quantized_model": quantized}
+    (data / SETTINGS_FILE).write_text(json.dumps({**settings, **files}, indent=2))
     (data / CLASSIFIER_FILE).write_text(json.dumps(classifier, indent=2))
     pyfunc = mlflow_model.flavors[mlflow.pyfunc.FLAVOR_NAME]
     pyfunc[mlflow.pyfunc.MAIN] = "sparkles.serving"

@@ -41,6 +41,7 @@ WEIGHTS_IDENTITY_TAG = "sparkles.weights.identity"
 WEIGHTS_PATH_TAG = "sparkles.weights.path"  # the weights file the CNN ran with, on that driver
 RUNTIME_TAG = "sparkles.featurizer.runtime"
 PRECISION_TAG = "sparkles.featurizer.precision"
+CALIBRATION_TAG = "sparkles.featurizer.calibration"  # int8: the calibration set's identity
 PRECISION_REQUESTED_TAG = "sparkles.featurizer.precision_requested"
 # the tag prefixes a train/tune run copies from the run that committed its table
 FEATURE_SOURCE_PREFIXES = ("sparkles.cache.", "sparkles.weights.", "sparkles.featurizer.")

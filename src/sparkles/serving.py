@@ -47,7 +47,11 @@ class ImageScorer:
     class, ``featurize_error`` (null predictions and probabilities where it is set)."""
 
     def __init__(
-        self, settings: dict[str, Any], classifier: dict[str, Any], weights: str | None
+        self,
+        settings: dict[str, Any],
+        classifier: dict[str, Any],
+        weights: str | None,
+        quantized: str | None = None,
     ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.classifier = classifier
@@ -59,7 +63,7 @@ class ImageScorer:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         cnn = compile_cnn(
             spec, weights, settings["pooling"], settings["seed"], settings["runtime"],
-            precision, threads,
+            precision, threads, quantized=quantized,
         )  # fmt: skip
         self.featurize = ImageBatchFeaturizer(
             cnn, spec, settings["max_file_bytes"], settings["max_pixels"], threads
@@ -92,12 +96,18 @@ class ImageScorer:
 def _load_pyfunc(data_path: str) -> ImageScorer:
     """The ``python_function`` flavour of the model a training run logs (``logged_model``):
     ``data_path`` holds settings.json and classifier.json; the weights file is the one inside
-    the Spark flavour's featurizer stage, named in settings.json relative to the model."""
+    the Spark flavour's featurizer stage (and, for int8, its quantized model), named in
+    settings.json relative to the model."""
     folder = Path(data_path)
     settings = json.loads((folder / SETTINGS_FILE).read_text())
     classifier = json.loads((folder / CLASSIFIER_FILE).read_text())
-    weights = settings.get("weights_file")
-    return ImageScorer(settings, classifier, str(folder.parent / weights) if weights else None)
+    weights, quantized = settings.get("weights_file"), settings.get("quantized_model")
+    return ImageScorer(
+        settings,
+        classifier,
+        str(folder.parent / weights) if weights else None,
+        str(folder.parent / quantized) if quantized else None,
+    )
 
 
 class ImageScoringModel(mlflow.pyfunc.PythonModel):

@@ -35,7 +35,7 @@ from sparkles.pipeline import (
     training_pipeline,
 )
 from sparkles.splits import split_params, train_and_test
-from sparkles.training_tables import FeaturizeResult, build_featurizer
+from sparkles.training_tables import FeaturizeResult, stored_featurizer
 from sparkles.validation import validate, validation_folds
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def log_training(
     _log_training_table(featurized)
     _log_evaluation(result, spark, profile.train.gallery_size)
     log.info("logged metrics and plots; logging the model")
-    featurizer = build_featurizer(profile, featurized.weights, featurized.precision)
+    featurizer = stored_featurizer(profile, featurized)
     logged_model.log_model(
         scoring_model(featurizer, result.fitted),
         featurizer.setting_values(),

@@ -41,13 +41,14 @@ from sparkles.feature_store import (
     TrainingTable,
     open_training_table,
 )
-from sparkles.featurizer import DeepImageFeaturizer
+from sparkles.featurizer import DeepImageFeaturizer, calibration_sample
 from sparkles.imaging import PREPROCESS_VERSION
 from sparkles.names import (
     CACHE_FINGERPRINT_TAG,
     CACHE_PATH_TAG,
     CACHE_REUSED_TAG,
     CACHE_TABLE_TAG,
+    CALIBRATION_TAG,
     COMMAND_TAG,
     ERROR,
     FEATURE_SOURCE_PREFIXES,
@@ -64,6 +65,7 @@ from sparkles.names import (
     WEIGHTS_USED_TAG,
 )
 from sparkles.progress import spark_progress
+from sparkles.quantize import MODEL_XML, QUANTIZED_DIR, calibration_identity
 from sparkles.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class FeaturizeResult:
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     runtime: str = "openvino"
+    calibration: str | None = None  # int8: the calibration set's identity (quantize)
 
     @property
     def images_per_second(self) -> float:
@@ -121,6 +124,47 @@ def build_featurizer(
     )
 
 
+def stored_featurizer(profile: Profile, result: FeaturizeResult) -> DeepImageFeaturizer:
+    """The featurizer that made ``result``'s features: int8 runs the quantized model kept in
+    its store (``quantize``), not a new calibration."""
+    featurizer = build_featurizer(profile, result.weights, result.precision)
+    if result.precision == "int8":
+        featurizer.setParams(
+            calibrationSet=result.calibration, quantizedModel=_quantized_in(result.table.store)
+        )
+    return featurizer
+
+
+def _quantized_in(store: FeatureStore) -> str:
+    return f"{store.root}/{QUANTIZED_DIR}/{MODEL_XML}"
+
+
+def _calibrate(featurizer: DeepImageFeaturizer, identities: DataFrame, count: int) -> list[str]:
+    """Choose int8's calibration images among the labelled ones and set the featurizer's
+    calibration identity; returns their paths (read only if the store lacks the model)."""
+    readable = identities.where(F.col(SHA) != EMPTY_SHA).groupBy(SHA)
+    readable = readable.agg(F.min("path").alias("path"))
+    sample = calibration_sample(readable, SHA, featurizer.getSeed(), count).collect()
+    featurizer.setParams(calibrationSet=calibration_identity([row[SHA] for row in sample]))
+    return [row.path for row in sample]
+
+
+def _quantize_into(
+    spark: SparkSession, store: FeatureStore, featurizer: DeepImageFeaturizer, paths: list[str]
+) -> None:
+    """The store's int8 model if it has one (made by an earlier run, maybe on another
+    machine), else one quantized here on the calibration images and kept in the store."""
+    target = _quantized_in(store)
+    if not storage.exists(spark, target):
+        contents = read_contents(spark, paths).select("content")
+        featurizer.calibrate(contents)
+        local = featurizer.local_quantized_model(spark)
+        with storage.reporting(target):
+            for file in (local.with_suffix(".bin"), local):  # the .xml last: it marks it done
+                storage.copy_from_local(spark, str(file), target.removesuffix(".xml") + file.suffix)
+    featurizer.setParams(quantizedModel=target)
+
+
 def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
     """The profile's labelled images with their features; the CNN runs only on images the
     feature store lacks (``refresh``: on all of them, and their new rows win)."""
@@ -136,12 +180,16 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
     # bf16 and f32 features never share a store: its key holds the precision that runs
     precision = featurizer.precision_that_runs()
     featurizer.setParams(precision=precision)
-    store = FeatureStore.for_settings(
-        spark, profile.cache.dir, featurizer.store_key(weights.identity)
-    )
     identities = _identities(spark, matched.matched, matched.empty)
     identities = identities.persist(StorageLevel.MEMORY_AND_DISK)  # the hashes, read once
     try:
+        if precision == "int8":
+            calibration = _calibrate(featurizer, identities, settings.calibration_images)
+        store = FeatureStore.for_settings(
+            spark, profile.cache.dir, featurizer.store_key(weights.identity)
+        )
+        if precision == "int8":
+            _quantize_into(spark, store, featurizer, calibration)
         new = _images_to_compute(identities, store.images([] if refresh else store.live_segments()))
         segment, seconds = None, 0.0
         if new:
@@ -161,8 +209,9 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
     counts = {**counts, **written, "computed_images": len(new)}
     reused = not new
     return FeaturizeResult(
-        key, table, reused, weights, precision, counts, seconds, settings.runtime
-    )
+        key, table, reused, weights, precision, counts, seconds, settings.runtime,
+        featurizer.getCalibrationSet(),
+    )  # fmt: skip
 
 
 def _identities(spark: SparkSession, files: DataFrame, empty: DataFrame) -> DataFrame:
@@ -244,7 +293,7 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
     """Counts, timings, weights and the quarantine list into the active MLflow run, and the tags
     by which train/tune find its training table."""
     settings = profile.featurizer
-    mlflow.log_params(featurize_params(profile, result.precision))
+    mlflow.log_params(featurize_params(profile, result.precision, result.calibration))
     mlflow.set_tags(
         {
             FEATURES_KEY_TAG: features_key(profile),
@@ -259,6 +308,7 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
             RUNTIME_TAG: settings.runtime,
             PRECISION_TAG: result.precision,
             PRECISION_REQUESTED_TAG: settings.precision,
+            **({CALIBRATION_TAG: result.calibration} if result.calibration else {}),
         }
     )
     metrics = {f"count_{k}": float(v) for k, v in result.counts.items()}
@@ -275,23 +325,29 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         mlflow.log_artifacts(folder, artifact_path=FEATURIZE_ARTIFACTS)
 
 
-def featurize_params(profile: Profile, precision: str) -> dict[str, Any]:
+def featurize_params(
+    profile: Profile, precision: str, calibration: str | None = None
+) -> dict[str, Any]:
     """A featurize run's params: the profile's featurizer settings that reach the CNN or its
-    weights (with the precision that ran) and the data's classes and multi-label policy."""
+    weights (with the precision that ran; int8's calibration set), and the data's classes and
+    multi-label policy."""
     settings = profile.featurizer
+    values = {**settings.model_dump(), "precision": precision}
     logged = {
-        field: getattr(settings, field)
+        field: values[field]
         for field, setting in type(settings).settings().items()
-        if setting.logged
+        if setting.logged and setting.applies(values)
     }
+    if calibration:
+        logged["calibration_set"] = calibration
     data = profile.data
-    return {**logged, "precision": precision, "classes": ",".join(data.classes),
+    return {**logged, "classes": ",".join(data.classes),
             "multi_label_policy": data.multi_label_policy}  # fmt: skip
 
 
 def _is_featurize_param(name: str) -> bool:
     setting = FeaturizerConfig.settings().get(name)
-    return name in DATA_PARAMS or (setting is not None and setting.logged)
+    return name in DATA_PARAMS or name == "calibration_set" or bool(setting and setting.logged)
 
 
 def features_key(profile: Profile) -> str:
@@ -299,7 +355,8 @@ def features_key(profile: Profile) -> str:
     through this featurizer. train/tune use the newest table committed under the same key."""
     data = profile.data
     settings = profile.featurizer
-    shaping = {field for field, s in type(settings).settings().items() if s.features}
+    values = settings.model_dump()
+    shaping = {f for f, s in type(settings).settings().items() if s.features and s.applies(values)}
     featurizer = settings.model_dump(include=shaping)
     parts = {
         "labels_csv": storage.qualify(data.labels_csv),
@@ -400,6 +457,7 @@ def committed_features(
         tags[CACHE_FINGERPRINT_TAG], table, True, _weights_of(run, profile, spark),
         tags.get(PRECISION_TAG, profile.featurizer.precision), counts,
         runtime=tags.get(RUNTIME_TAG, profile.featurizer.runtime),
+        calibration=tags.get(CALIBRATION_TAG),
     )  # fmt: skip
     log.info(
         "fitting on the training table of %s run %s (%s rows, %s); no image is read",
@@ -427,6 +485,7 @@ def summary(result: FeaturizeResult) -> dict[str, Any]:
         "weights": asdict(result.weights),
         "runtime": result.runtime,
         "precision": result.precision,
+        "calibration": result.calibration,
         "counts": result.counts,
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 2),
