@@ -1,7 +1,8 @@
 """Benchmark: featurization speed per runtime × precision, against bare Keras and the hardware.
 
 In one run, on N generated JPEGs of Open Images size (~1024×768, real JPEG compression), for
-every runtime (keras, openvino) × precision (f32, bf16 where the CPU has it):
+every runtime (keras, openvino) × precision (f32, bf16 where the CPU has it; int8 on openvino,
+NNCF-calibrated on the images as `featurize` does):
   bare: PIL decode + preprocess_input + the compiled CNN, one process, all cores, and the
         largest difference of its features from bare Keras f32;
   sparkles: binaryFile → DeepImageFeaturizer → Parquet on the local profile, cold and warm;
@@ -11,11 +12,13 @@ the 2019 study's 41,620 images.
 
     python bench/featurize.py                 # N = 128 (and 8N = 1024)
     python bench/featurize.py --n 16 --scale 2   # smoke size
+    python bench/featurize.py --rows openvino:f32,openvino:int8   # some rows only
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -85,13 +88,22 @@ def bare(images: Path, model_name: str, batch: int, runtime: str, precision: str
     features (compared with bare Keras f32 by the caller)."""
     from sparkles.backbones import get_spec
     from sparkles.imaging import decode_image
+    from sparkles.quantize import calibration_identity, quantized_model
     from sparkles.runtimes import compile_cnn
 
     spec = get_spec(model_name)
-    cnn = compile_cnn(spec, None, "avg", 0, runtime, precision, os.cpu_count() or 0)
-    preprocess = spec.preprocess()
     files = sorted(images.glob("*.jpg"))
     limits = {"max_bytes": 50 << 20, "max_pixels": 89_478_485}
+    quantized = None
+    if precision == "int8":  # calibrated as featurize does: up to 300 of the images
+        contents = [path.read_bytes() for path in files[:300]]
+        identity = calibration_identity([hashlib.sha256(c).hexdigest() for c in contents])
+        limit_pair = (limits["max_bytes"], limits["max_pixels"])
+        quantized = str(quantized_model(spec, None, "avg", 0, contents, identity, limit_pair))
+    cnn = compile_cnn(
+        spec, None, "avg", 0, runtime, precision, os.cpu_count() or 0, quantized=quantized
+    )
+    preprocess = spec.preprocess()
 
     def run(paths: list[Path]) -> np.ndarray:
         for start in range(0, len(paths), batch):
@@ -196,6 +208,9 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="profile override for the sparkles runs, e.g. spark.conf.spark.driver.memory=2g",
     )  # fmt: skip
+    parser.add_argument(
+        "--rows", default="", help="runtime:precision,... to run (default: every one that can)"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -214,7 +229,11 @@ def main() -> None:
     gflops_hw = matmul_gflops()
     gflop = model_gflop(get_spec(args.model).build(None, "avg"))
     allowed = gflops_hw / gflop
-    runnable = [(r, p) for r in RUNTIMES for p in PRECISIONS if p == "f32" or cpu_has_bf16()]
+    every = [(r, p) for r in RUNTIMES for p in PRECISIONS if p != "int8" or r == "openvino"]
+    runnable = [(r, p) for r, p in every if p != "bf16" or cpu_has_bf16()]
+    if args.rows:
+        chosen = {tuple(row.split(":")) for row in args.rows.split(",")}
+        runnable = [row for row in runnable if row in chosen | {("keras", "f32")}]
     # on the scale×N images: long enough that a rate is stable (N alone swings by ±5%)
     bares = {c: bare(large / "img", args.model, args.batch_size, *c) for c in runnable}
     reference = bares[("keras", "f32")]
@@ -232,13 +251,15 @@ def main() -> None:
     )
     print(
         "| runtime | precision | bare images/s | vs bare Keras f32 | max abs diff (relative) "
-        f"| sparkles pass N | pass {args.scale}N | pass/bare Keras | pass/matmul-allowed "
+        f"| sparkles pass N | pass {args.scale}N | pass/bare (same runtime) | pass/bare Keras "
+        "| pass/matmul-allowed "
         f"| whole command N | peak RSS N / {args.scale}N | {SEED_IMAGES:,} images |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for runtime, precision in [(r, p) for r in RUNTIMES for p in PRECISIONS]:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for runtime, precision in every:
         if (runtime, precision) not in runnable:
-            print(f"| {runtime} | {precision} | not run: this CPU has no bf16 |" + " |" * 9)
+            why = "not asked for" if args.rows else "this CPU has no bf16"
+            print(f"| {runtime} | {precision} | not run: {why} |" + " |" * 10)
             continue
         measured = bares[(runtime, precision)]
         diff = np.abs(measured["first"] - reference["first"]).max()
@@ -251,7 +272,8 @@ def main() -> None:
         print(
             f"| {runtime} | {precision} | {measured['rate']:.1f} "
             f"| {measured['rate'] / reference['rate']:.2f} | {diff:.1e} ({relative:.1e}) "
-            f"| {at_n['warm_pass']:.1f} | {passed:.1f} | {passed / reference['rate']:.2f} "
+            f"| {at_n['warm_pass']:.1f} | {passed:.1f} | {passed / measured['rate']:.2f} "
+            f"| {passed / reference['rate']:.2f} "
             f"| {passed / allowed:.2f} | {at_n['warm']:.1f} | {rss_n:.2f} / {rss_8n:.2f} GiB "
             f"| {SEED_IMAGES / passed / 3600:.2f} h |",
             flush=True,
