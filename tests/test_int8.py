@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from sparkles import featurizer as featurizer_module
+from sparkles.backbones import get_spec, sha256_file
 from sparkles.commands import run_featurize, run_train
 from sparkles.config import ConfigError, load_profile
 from sparkles.names import MODEL_ARTIFACT, PREDICTION, probability_column
@@ -23,8 +24,13 @@ INT8 = {"model": "ResNet50", "precision": "int8", "calibration_images": 12}
 
 
 def test_int8_runs_featurize_train_and_both_flavours(spark, tmp_path: Path, monkeypatch) -> None:
+    """With the weights given as a file: the logged model holds one copy of it and the
+    quantized model, in the featurizer stage, which the JVM-free flavour reads."""
     monkeypatch.setenv("SPARKLES_OPENVINO_CACHE", str(tmp_path / "converted"))
-    profile = load_profile(str(write_profile(tmp_path, featurizer=INT8)))
+    weights = tmp_path / "resnet.weights.h5"
+    get_spec("ResNet50").build(None, "avg", 5).save_weights(weights)
+    settings = {**INT8, "weights": str(weights)}
+    profile = load_profile(str(write_profile(tmp_path, featurizer=settings)))
     featurized = run_featurize(profile, spark)
     counts = featurized.counts
     assert featurized.precision == "int8" and counts["featurized"] == counts["rows_in"] > 12
@@ -60,6 +66,14 @@ def test_int8_runs_featurize_train_and_both_flavours(spark, tmp_path: Path, monk
 
     outcome = run_train(profile, spark)
     uri = f"runs:/{outcome['run_id']}/{MODEL_ARTIFACT}"
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
+    digest = sha256_file(str(weights))
+    copies = [p for p in local.rglob("*") if p.is_file() and sha256_file(str(p)) == digest]
+    assert len(copies) == 1 and "sparkml/stages" in str(copies[0])
+    served_settings = json.loads((local / "serving" / "settings.json").read_text())
+    assert local / served_settings["weights_file"] == copies[0]
+    quantized = local / served_settings["quantized_model"]
+    assert quantized.read_bytes() == (store / "int8" / "model.xml").read_bytes()
     paths = sorted(str(p) for p in Path(profile.data.images).glob("*.jpg"))[:6]
     frame = pd.DataFrame({"path": paths, "content": [Path(p).read_bytes() for p in paths]})
     served = mlflow.pyfunc.load_model(uri).predict(frame).set_index("path")

@@ -98,40 +98,6 @@ def test_the_model_carries_the_projects_code_not_a_pip_requirement(
     assert settings["weights_file"] is None  # seeded random weights: no file at all
 
 
-def test_a_weights_file_is_stored_once_and_serves_both_flavours(spark, tmp_path: Path) -> None:
-    """Weights given as a file: one copy in the logged model (the featurizer stage's), which
-    the JVM-free flavour reads; both flavours give the same answers."""
-    from sparkles.backbones import get_spec, sha256_file
-    from sparkles.commands import run_featurize, run_train
-    from sparkles.config import load_profile
-    from tests.conftest import write_profile
-
-    weights = tmp_path / "mobilenet.weights.h5"
-    get_spec("MobileNetV2").build(None, "avg", 5).save_weights(weights)
-    path = str(write_profile(tmp_path, featurizer={"weights": str(weights)}))
-    run_featurize(load_profile(path), spark)
-    outcome = run_train(load_profile(path), spark)
-    uri = f"runs:/{outcome['run_id']}/{MODEL_ARTIFACT}"
-    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "model")))
-    digest = sha256_file(str(weights))
-    copies = [p for p in local.rglob("*") if p.is_file() and sha256_file(str(p)) == digest]
-    assert len(copies) == 1 and "sparkml/stages" in str(copies[0])
-    settings = json.loads((local / "serving" / "settings.json").read_text())
-    assert local / settings["weights_file"] == copies[0]
-    paths = sorted(str(p) for p in Path(load_profile(path).data.images).glob("*.jpg"))[:8]
-    frame = pd.DataFrame({"path": paths, "content": [Path(p).read_bytes() for p in paths]})
-    got = mlflow.pyfunc.load_model(uri).predict(frame).set_index("path")
-    model = mlflow.spark.load_model(uri)
-    images = spark.read.format("binaryFile").load(paths).select("path", "content")
-    for row in model.transform(images).select("path", "prediction", "probability").collect():
-        answer = got.loc[row.path.removeprefix("file:")]
-        assert answer[PREDICTION] == row.prediction
-        np.testing.assert_allclose(
-            [answer[probability_column(c)] for c in ("Car", "Tree")], row.probability.toArray(),
-            atol=1e-5,
-        )  # fmt: skip
-
-
 @pytest.mark.e2e
 def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -> None:
     run, paths, folder = served_run
