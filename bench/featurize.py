@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sparkles.runtimes import WORKER_TIMINGS_ENV, WORKER_TIMINGS_PREFIX
+
 SEED_IMAGES = 41_620
+PASS_MARK = "sparkles-bench: pass "
 
 
 def generate(folder: Path, count: int) -> Path:
@@ -141,10 +144,12 @@ def sparkles_pass(folder: str, out: str, model_name: str, overrides: str) -> dic
     spark = build_session(profile)
     timings: dict[str, float] = {}
     for name in ("cold", "warm"):
+        print(f"{PASS_MARK}{name}", file=sys.stderr, flush=True)
         result = featurize(profile, spark, refresh=True)
         rows = result.counts["rows_in"]
         timings[name] = rows / (time.perf_counter() - started)
         timings[f"{name}_pass"] = rows / result.seconds
+        timings[f"{name}_pass_seconds"] = result.seconds
         started = time.perf_counter()
     spark.stop()
     return {"images": rows, **timings}
@@ -178,9 +183,12 @@ def peak_rss_of_pass(
 ) -> tuple[float, dict]:
     """Run one sparkles pass in a fresh process and sample its whole tree's RSS."""
     command = [sys.executable, __file__, "--child", images, out, model_name, json.dumps(overrides)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+    log = Path(tempfile.mkdtemp(prefix="sparkles-bench-pass-")) / "stderr.log"
+    environment = {**os.environ, WORKER_TIMINGS_ENV: "1"}
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=environment
+        )
     peak = 0
     done = threading.Event()
 
@@ -195,7 +203,23 @@ def peak_rss_of_pass(
     output, _ = process.communicate()
     done.set()
     watcher.join()
-    return peak / 2**30, json.loads(output.strip().splitlines()[-1])
+    result = json.loads(output.strip().splitlines()[-1])
+    result["warm_worker"] = warm_worker_seconds(log.read_text())
+    return peak / 2**30, result
+
+
+def warm_worker_seconds(stderr: str) -> dict[str, float]:
+    """The Python worker's own seconds in the warm pass (its cumulative timings at the end,
+    less those at the end of the cold pass): decode, CNN, and all of its UDF calls."""
+    totals: dict[str, dict[str, float]] = {"cold": {}, "warm": {}}
+    current = "cold"
+    for line in stderr.splitlines():
+        if line.startswith(PASS_MARK):
+            current = line.removeprefix(PASS_MARK).strip()
+        elif line.startswith(WORKER_TIMINGS_PREFIX):
+            totals[current] = json.loads(line.removeprefix(WORKER_TIMINGS_PREFIX))
+    cold, warm = totals["cold"], totals["warm"]
+    return {key: warm.get(key, 0.0) - cold.get(key, 0.0) for key in warm}
 
 
 def main() -> None:
@@ -256,6 +280,7 @@ def main() -> None:
         f"| whole command N | peak RSS N / {args.scale}N | {SEED_IMAGES:,} images |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    where: list[str] = []
     for runtime, precision in every:
         if (runtime, precision) not in runnable:
             why = "not asked for" if args.rows else "this CPU has no bf16"
@@ -278,6 +303,22 @@ def main() -> None:
             f"| {SEED_IMAGES / passed / 3600:.2f} h |",
             flush=True,
         )
+        worker, seconds = at_8n["warm_worker"], at_8n["warm_pass_seconds"]
+        images = worker.get("images") or 1
+        bare_ms = 1000 / measured["rate"]
+        parts = [worker.get(k, 0.0) for k in ("decode_s", "cnn_s", "udf_s")]
+        decode, cnn, udf = (1000 * v / images for v in parts)
+        outside = 1000 * (seconds - parts[2]) / images
+        where.append(
+            f"| {runtime} | {precision} | {1000 * seconds / images:.1f} | {bare_ms:.1f} "
+            f"| {decode:.1f} | {cnn:.1f} | {udf - decode - cnn:.1f} | {outside:.1f} |"
+        )
+    print(
+        f"\nWhere the warm {args.scale}N pass spends each image (ms; worker figures from the "
+        "Python worker's own clocks)\n\n| runtime | precision | pass | bare | decode | CNN "
+        "| rest of the UDF call | outside the Python worker |\n|---|---|---|---|---|---|---|---|"
+    )
+    print("\n".join(where))
     print(
         "\n(rates in images/s, warm; a pass is the CNN stage and its Parquet write, the whole "
         "command adds label ingest, file matching and the fingerprint; RSS is the whole process "

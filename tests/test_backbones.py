@@ -40,6 +40,7 @@ def test_every_family_is_covered_and_sizes_are_keras_own() -> None:
         get_spec("InceptionV4")
 
 
+@pytest.mark.conversion
 @pytest.mark.parametrize("name", sorted(ONE_PER_FAMILY.values()))
 def test_openvino_answers_as_keras_for_each_family(name: str) -> None:
     import openvino as ov

@@ -14,42 +14,44 @@ from sparkles.training_tables import features_key, featurize_params
 from tests.conftest import write_profile
 
 
-class CalibratedConfig(FeaturizerConfig):
-    """The one line a new setting takes (here: int8's calibration sample size)."""
+class FilteredConfig(FeaturizerConfig):
+    """The one line a new setting takes (here: a hypothetical resampling filter)."""
 
-    calibration_images: Annotated[
-        int, Setting("calibrationImages", "key", "images int8 is calibrated on")
-    ] = 300
+    resize_filter: Annotated[
+        str, Setting("resizeFilter", "key", "PIL filter images are resized with")
+    ] = "bilinear"
 
 
-@declare_settings(CalibratedConfig)
-class CalibratedFeaturizer(DeepImageFeaturizer):
+@declare_settings(FilteredConfig)
+class FilteredFeaturizer(DeepImageFeaturizer):
     """How the test binds the extended declaration without editing the module's."""
 
 
-def _profile(tmp_path, calibration: int):
+def _profile(tmp_path, resize_filter: str):
     profile = load_profile(str(write_profile(tmp_path)))
-    settings = CalibratedConfig(**profile.featurizer.model_dump(), calibration_images=calibration)
+    settings = FilteredConfig(**profile.featurizer.model_dump(), resize_filter=resize_filter)
     return profile.model_copy(update={"featurizer": settings})
 
 
 def test_a_new_setting_reaches_the_params_the_key_the_run_and_the_served_model(tmp_path) -> None:
-    few, many = _profile(tmp_path, 16), _profile(tmp_path, 300)
-    featurizer = CalibratedFeaturizer.from_profile(few.featurizer, "random")
+    box, bilinear = _profile(tmp_path, "box"), _profile(tmp_path, "bilinear")
+    featurizer = FilteredFeaturizer.from_profile(box.featurizer, "random")
     # a Spark Param with its getter and the profile model's default
-    assert featurizer.getCalibrationImages() == 16
-    assert CalibratedFeaturizer().getCalibrationImages() == 300
-    assert "calibrationImages: images int8 is calibrated on" in featurizer.explainParams()
-    # the feature store's key: features made on another sample never mix
+    assert featurizer.getResizeFilter() == "box"
+    assert FilteredFeaturizer().getResizeFilter() == "bilinear"
+    assert "resizeFilter: PIL filter images are resized with" in featurizer.explainParams()
+    # the feature store's key: features made another way never mix
     key = featurizer.store_key("random:seed=0")
-    assert key["calibration_images"] == 16
-    other = CalibratedFeaturizer.from_profile(many.featurizer, "random").store_key("random:seed=0")
-    assert {k for k in key if key[k] != other[k]} == {"calibration_images"}
+    assert key["resize_filter"] == "box"
+    other = FilteredFeaturizer.from_profile(bilinear.featurizer, "random")
+    assert {k for k, v in other.store_key("random:seed=0").items() if key[k] != v} == {
+        "resize_filter"
+    }
     # the profile's features key, which train/tune look a table up by
-    assert features_key(few) != features_key(many)
+    assert features_key(box) != features_key(bilinear)
     # the featurize run's params, and the served model's settings.json
-    assert featurize_params(few, "f32")["calibration_images"] == 16
-    assert featurizer.setting_values()["calibration_images"] == 16
+    assert featurize_params(box, "f32")["resize_filter"] == "box"
+    assert featurizer.setting_values()["resize_filter"] == "box"
 
 
 def test_settings_that_cannot_change_a_feature_stay_out_of_the_keys(tmp_path) -> None:
@@ -64,9 +66,10 @@ def test_settings_that_cannot_change_a_feature_stay_out_of_the_keys(tmp_path) ->
     # what the served model is rebuilt from: every Param-carried setting, in profile units' names
     assert featurizer.setting_values() == {
         "model": "MobileNetV2", "seed": 0, "pooling": "avg", "runtime": "openvino",
-        "precision": "f32", "batch_size": 16, "max_file_bytes": 50 * 2**20,
-        "max_pixels": 89_478_485,
+        "precision": "f32", "calibration_images": 300, "batch_size": 16,
+        "max_file_bytes": 50 * 2**20, "max_pixels": 89_478_485,
     }  # fmt: skip
+    assert "calibration_images" not in key  # int8's alone (tests/test_int8.py)
 
 
 def test_params_are_checked_as_the_profile_model_checks_them() -> None:

@@ -8,6 +8,7 @@ be decoded get a null vector and a reason in ``errorCol`` instead of failing the
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import sys
@@ -48,6 +49,8 @@ from sparkles.quantize import (
     quantized_model,
 )
 from sparkles.runtimes import (
+    WORKER_TIMINGS_ENV,
+    WORKER_TIMINGS_PREFIX,
     ImageBatchFeaturizer,
     compile_cnn,
     precision_that_runs,
@@ -139,9 +142,16 @@ def _make_predict_fn(
             flush=True,
         )
         featurize = ImageBatchFeaturizer(cnn, spec, max_bytes, max_pixels, threads)
+        measured = bool(os.environ.get(WORKER_TIMINGS_ENV))
+        timings = {**featurize.seconds, "udf_s": 0.0} if measured else None
 
         def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
+            started = time.perf_counter()
             features, errors = featurize(contents)
+            if timings is not None:
+                timings.update(featurize.seconds)
+                timings["udf_s"] += time.perf_counter() - started
+                print(f"{WORKER_TIMINGS_PREFIX}{json.dumps(timings)}", file=sys.stderr, flush=True)
             return {"features": features, "error": errors}
 
         return predict
@@ -368,8 +378,9 @@ class DeepImageFeaturizer(
         return cls(weights=weights, **{**values, **params})
 
     def _validate(self) -> None:
-        """The profile model's own checks (allowed values, ranges) on the Params' values."""
-        get_spec(self.getModelName())
+        """The profile model's own checks (allowed values, ranges) on the Params' values. The
+        model name is checked where the model is needed (``spec()``): asking Keras would import
+        it, and train, tune and predict build this stage without ever running a CNN."""
         for field, setting in self.config_model.settings().items():
             if setting.param is None:
                 continue
@@ -387,9 +398,9 @@ class DeepImageFeaturizer(
         return get_spec(self.getModelName())
 
     def resolve_weights(self, spark: SparkSession | None = None) -> ResolvedWeights:
-        return resolve_weights(
-            self.spec(), self.getWeights(), self.getOrDefault("seed"), spark=spark
-        )
+        # only ImageNet weights need the model's description (its Keras file name)
+        spec = self.spec() if self.getWeights() == "imagenet" else None
+        return resolve_weights(spec, self.getWeights(), self.getOrDefault("seed"), spark=spark)
 
     def local_quantized_model(self, spark: SparkSession) -> Path | None:
         """The int8 model's model.xml on the driver (model.bin beside it), fetched from its URI

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from sparkles.backbones import CnnSpec, sha256_file
 from sparkles.imaging import BadImage, decode_image
 
 RUNTIMES = ("keras", "openvino")
+# Set in a Python worker's environment: after each batch it prints its cumulative seconds
+# (decode, CNN, the whole UDF call) on one line, for bench/featurize.py's breakdown of a pass.
+WORKER_TIMINGS_ENV = "SPARKLES_WORKER_TIMINGS"
+WORKER_TIMINGS_PREFIX = "sparkles: worker timings "
 CONVERTED_ENV = "SPARKLES_OPENVINO_CACHE"
 PRECISIONS = ("f32", "bf16", "int8")
 
@@ -206,6 +211,7 @@ class ImageBatchFeaturizer:
         self.limits = (max_bytes, max_pixels)
         self.preprocess = spec.preprocess()
         self.decoders = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="sparkles-decode")
+        self.seconds = {"images": 0.0, "decode_s": 0.0, "cnn_s": 0.0}  # cumulative
 
     def _decode(self, content: bytes | None) -> np.ndarray | str:
         """Pixels, or the reason the image is quarantined."""
@@ -217,11 +223,16 @@ class ImageBatchFeaturizer:
     def __call__(self, contents: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
         """(features (n, dim) float32, zero where quarantined; reasons (n,) object, None where
         featurized)."""
+        started = time.perf_counter()
         decoded = list(self.decoders.map(self._decode, contents))
         errors = np.array([d if isinstance(d, str) else None for d in decoded], dtype=object)
         good = np.array([error is None for error in errors], dtype=bool)
         features = np.zeros((len(decoded), self.cnn.dim), dtype=np.float32)
+        decoded_at = time.perf_counter()
         if good.any():
             pixels = np.stack([d for d in decoded if not isinstance(d, str)])
             features[good] = self.cnn(self.preprocess(pixels.astype(np.float32)))
+        self.seconds["images"] += len(contents)
+        self.seconds["decode_s"] += decoded_at - started
+        self.seconds["cnn_s"] += time.perf_counter() - decoded_at
         return features, errors

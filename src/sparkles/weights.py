@@ -82,7 +82,7 @@ def _file(spark: SparkSession | None, location: str) -> str:
 
 
 def resolve_weights(
-    spec: CnnSpec,
+    spec: CnnSpec | None,
     weights: str,
     seed: int = 0,
     mirror: str | None = None,
@@ -93,6 +93,8 @@ def resolve_weights(
     if weights == "random":
         return ResolvedWeights(weights, "random", None, f"random:seed={seed}")
     if weights == "imagenet":
+        if spec is None:
+            raise ValueError("ImageNet weights are resolved for a model: give its CnnSpec")
         path = _imagenet(spec, mirror, cache_dir)
         return ResolvedWeights(weights, "imagenet", path, "sha256:" + sha256_file(path))
     path = _file(spark, weights)
