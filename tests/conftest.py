@@ -99,6 +99,7 @@ def write_profile(folder: Path, **sections: dict) -> Path:
             "conf": {
                 "spark.task.cpus": 2,
                 "spark.sql.shuffle.partitions": 4,
+                "spark.sql.sources.parallelPartitionDiscovery.threshold": 1_000_000,  # local.yaml
                 "spark.sql.execution.arrow.maxRecordsPerBatch": 32,
                 "spark.ui.enabled": False,
                 # tests sum every stage's input bytes (progress.input_bytes): keep them all
