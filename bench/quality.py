@@ -10,6 +10,7 @@ images/s (Spark tasks, model build included).
     python bench/quality.py --images DIR --labels CSV --classes CSV --weights FILE \\
         --model MobileNetV2
     python bench/quality.py ... --weights random --model InceptionV3   # speed, random weights
+    python bench/quality.py ... --rows openvino:f32,openvino:int8   # some rows (and Keras f32)
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="profile override, e.g. featurizer.calibration_images=100",
     )  # fmt: skip
+    parser.add_argument(
+        "--rows", default="", help="runtime:precision,... to run (keras:f32, the reference, always)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -75,7 +79,9 @@ def main() -> None:
     ]  # fmt: skip
     spark = None
     results, reference = [], None
-    for runtime, precision in combinations(cpu_has_bf16()):
+    chosen = {tuple(row.split(":")) for row in args.rows.split(",") if row} | {("keras", "f32")}
+    rows = [row for row in combinations(cpu_has_bf16()) if not args.rows or row in chosen]
+    for runtime, precision in rows:
         profile = load_profile(
             "local", [*base, f"featurizer.runtime={runtime}", f"featurizer.precision={precision}"]
         )
