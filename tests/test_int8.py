@@ -111,3 +111,24 @@ def test_int8_on_keras_is_a_profile_error_naming_the_key(tmp_path: Path) -> None
     path = write_profile(tmp_path, featurizer={"precision": "int8", "runtime": "keras"})
     with pytest.raises(ConfigError, match=r"featurizer.*precision: int8 runs on OpenVINO only"):
         load_profile(str(path))
+
+
+def test_the_kept_int8_model_is_per_weights(tmp_path: Path, monkeypatch) -> None:
+    """Two weights, the same calibration images: two quantized models, never one reused."""
+    import dataclasses
+
+    from sparkles.quantize import quantized_model
+    from tests.images import encode, photo
+
+    monkeypatch.setenv("SPARKLES_OPENVINO_CACHE", str(tmp_path))
+    spec = dataclasses.replace(get_spec("ResNet50"), input_size=(32, 32))
+    contents = [encode(photo(64, 48, seed=s)) for s in range(2)]
+    files = []
+    for seed in (1, 2):
+        weights = tmp_path / f"resnet-{seed}.weights.h5"
+        spec.build(None, "avg", seed).save_weights(weights)
+        files.append(
+            quantized_model(spec, str(weights), "avg", 0, contents, "same", (1 << 26, 1 << 26))
+        )
+    assert files[0] != files[1]
+    assert files[0].with_suffix(".bin").read_bytes() != files[1].with_suffix(".bin").read_bytes()

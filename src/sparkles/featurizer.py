@@ -8,6 +8,7 @@ be decoded get a null vector and a reason in ``errorCol`` instead of failing the
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -215,8 +216,8 @@ class _Reader(DefaultParamsReader):
             # copies a model before loading it), not the driver's disk.
             weights = storage.qualified(self.sparkSession, f"{folder}/{names[0]}")
             featurizer.set(featurizer.weights, weights)
-        quantized = f"{path.rstrip('/')}/{QUANTIZED_DIR}/{MODEL_XML}"
-        if featurizer.isSet(featurizer.quantizedModel):
+        if featurizer.isSet(featurizer.quantizedModel):  # int8: the stage's own copy
+            quantized = f"{path.rstrip('/')}/{QUANTIZED_DIR}/{MODEL_XML}"
             featurizer.set(
                 featurizer.quantizedModel, storage.qualified(self.sparkSession, quantized)
             )
@@ -461,7 +462,9 @@ class DeepImageFeaturizer(
                     "precision int8 runs a quantized model: call calibrate(images) first, or "
                     "set quantizedModel"
                 )
-            stem = sha256_file(str(xml))[:16]
+            # one stem for the pair, from both files: two models may share an .xml
+            both = sha256_file(str(xml)) + sha256_file(str(xml.with_suffix(".bin")))
+            stem = hashlib.sha256(both.encode()).hexdigest()[:16]
             _ship(spark, str(xml.with_suffix(".bin")), stem)
             quantized = _ship(spark, str(xml), stem)
         featurize = _featurize_udf(

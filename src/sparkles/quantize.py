@@ -24,7 +24,7 @@ import numpy as np
 
 from sparkles.backbones import CnnSpec
 from sparkles.imaging import BadImage, decode_image
-from sparkles.runtimes import converted_dir, converted_model
+from sparkles.runtimes import converted_dir, converted_model, model_key
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def quantized_model(
     import nncf
     import openvino as ov
 
-    key = json.dumps([spec.name, list(spec.input_size), pooling, identity, "int8"])
-    folder = converted_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
+    folder = converted_dir() / model_key(spec, weights, pooling, seed, "int8", identity)
     if (folder / MODEL_XML).is_file() and (folder / MODEL_BIN).is_file():
         return folder / MODEL_XML
     preprocess = spec.preprocess()

@@ -129,15 +129,21 @@ def converted_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"sparkles-openvino-{os.getuid()}"
 
 
+def model_key(spec: CnnSpec, weights: str | None, pooling: str, seed: int, *more: str) -> str:
+    """A converted model's folder name: the model, its input size, pooling, the weights'
+    content (or random seed), and ``more`` (OpenVINO's version; int8's calibration)."""
+    identity = sha256_file(weights) if weights else f"random:seed={seed}"
+    key = json.dumps([spec.name, list(spec.input_size), pooling, identity, *more])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def converted_model(spec: CnnSpec, weights: str | None, pooling: str, seed: int) -> Any:
     """The Keras model converted to OpenVINO, from this machine's cache when an earlier worker
     converted the same (model, weights content, pooling, OpenVINO version): converting costs
     ~10 s per worker for InceptionV3, reading the saved model well under one."""
     import openvino as ov
 
-    identity = sha256_file(weights) if weights else f"random:seed={seed}"
-    key = json.dumps([spec.name, list(spec.input_size), pooling, identity, ov.__version__])
-    folder = converted_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
+    folder = converted_dir() / model_key(spec, weights, pooling, seed, ov.__version__)
     if (folder / "model.xml").is_file():
         try:
             return ov.Core().read_model(folder / "model.xml")
