@@ -39,7 +39,8 @@ lint: install
 # (subprocesses) run beside the rest of the suite (~20 minutes each); their log is printed
 # when both end. The unit tier runs once, in lane 2: docs/development.md's `make test-fast`,
 # run as written by the contributing-loops test (a failure there fails that test), so lane 1
-# leaves it out. Exit status 5 ("no tests collected", e.g. under -k) is not a lane's failure.
+# leaves it out, and tests/test_splits.py too (that loop's second line runs it). Exit status 5
+# ("no tests collected", e.g. under -k) is not a lane's failure.
 WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
   tests/test_readme.py::test_the_contributing_loops_run_as_written tests/test_cluster.py \
   tests/test_emr_backend.py \
@@ -51,7 +52,7 @@ test: lint
 	( python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(WORKFLOW); code=$$?; \
 	  echo "lane 2 took $$(( $$(date +%s) - started )) s"; exit $$code ) \
 	  > test-artifacts/readme-workflow.log 2>&1 & workflow=$$!; \
-	python -m pytest -m "not unit or conversion" $(PYTEST_ARGS) $(addprefix --deselect ,$(WORKFLOW)); rest=$$?; \
+	python -m pytest -m "not unit or conversion" $(PYTEST_ARGS) $(addprefix --deselect ,$(WORKFLOW) tests/test_splits.py); rest=$$?; \
 	lane1=$$(( $$(date +%s) - started )); \
 	wait $$workflow; lane=$$?; \
 	echo "=== lane 2: $(WORKFLOW) (exit $$lane) ==="; cat test-artifacts/readme-workflow.log; \

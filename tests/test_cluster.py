@@ -1,8 +1,9 @@
 """A real Spark standalone cluster on loopback: a master and two workers from the pyspark package.
 
 Through spark://127.0.0.1:…, `featurize` loses a worker (killed by PID while it featurizes) and
-still commits every row once, with local mode's features; `main` on what is left of the cluster
-then trains on those stored features and gets local mode's metrics.
+still commits every row once, with local mode's features. (Training on a cluster is pyspark.ml's
+own code on the stored features; it is not repeated here: the CNN's Python workers on executors
+are what a cluster changes for this project.)
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import pandas as pd
 import pyspark
 import pytest
 
-from sparkles.classifiers import default_params
 from sparkles.config import load_profile
-from sparkles.train import train
 from sparkles.training_tables import featurize
 from tests.conftest import free_port, write_profile
 
@@ -99,14 +98,6 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
 
 
-def _run(command: str, profile: Path) -> dict:
-    done = subprocess.run(
-        _cli(command, profile), capture_output=True, text=True, timeout=600, env=_env()
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
-
-
 def _committed(folder: Path) -> pd.DataFrame:
     """Every committed table under ``folder``: each meta.json names its table."""
     metas = sorted(folder.glob("*/meta.json"))
@@ -125,11 +116,10 @@ def _features(cache: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def reference(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Local mode, in this test session: the features and metrics a cluster must reproduce."""
+    """Local mode, in this test session: the features a cluster must reproduce."""
     folder = tmp_path_factory.mktemp("local")
     profile = load_profile(str(write_profile(folder, data={"sample": SAMPLE}, featurizer=CNN)))
     featurized = featurize(profile, spark)
-    trained = train(profile, spark, featurized.table, default_params(profile.train))
     return {
         "data": {
             "labels_csv": profile.data.labels_csv,
@@ -138,7 +128,6 @@ def reference(spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
         },
         "features": _features(folder / "cache"),
         "counts": featurized.counts,
-        "metrics": trained.metrics,
     }
 
 
@@ -203,13 +192,3 @@ def test_a_lost_worker_costs_no_row_and_the_cluster_equals_local_mode(
     (meta,) = (tmp_path / "cache").glob("*/segments/*/meta.json")
     assert json.loads(meta.read_text())["rows"] == counts["computed_images"] == counts["rows_in"]
     _assert_same_features(tmp_path, reference)
-
-    # `main` on the surviving worker: the stored features, no CNN, local mode's model
-    outcome = _run("main", profile)
-    assert outcome["featurize"]["counts"]["reused"] == counts["rows_in"]
-    same = ("rows_in", "featurized", "quarantined", "files", "matched_files", "labeled_images")
-    for key in same:
-        assert outcome["featurize"]["counts"][key] == reference["counts"][key], key
-    assert outcome["metrics"]["count_test"] == reference["metrics"]["count_test"]
-    for metric in ("accuracy", "f1", "auc"):
-        assert outcome["metrics"][metric] == pytest.approx(reference["metrics"][metric], abs=1e-6)

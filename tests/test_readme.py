@@ -212,19 +212,27 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     # MLproject entry points, the block as written (init again is harmless).
     space.run(command("sparkles init"))
     before = _ids(space)
-    space.run(command("mlflow run . --env-manager local --experiment-name sparkles -P reg_param"))
-    (tuned_by_hand,) = _new_runs(space, before)
+    space.run(command("mlflow run . -e featurize"))
+    (featurized,) = _new_runs(space, before)
+    assert featurized.data.params["batch_size"] == "16"
+    assert featurized.data.tags["sparkles.cache.reused"] == "true"  # batch size: same features
     fingerprint = "sparkles.cache.fingerprint"
-    assert tuned_by_hand.data.tags[fingerprint] == quick.data.tags[fingerprint]
-    assert tuned_by_hand.data.tags["sparkles.cache.reused"] == "true"
-    assert tuned_by_hand.data.params["regParam"] == "0.1"
-    assert tuned_by_hand.data.params["elasticNetParam"] == "0.0"
+    assert featurized.data.tags[fingerprint] == quick.data.tags[fingerprint]
+    counts = featurized.data.metrics
+    assert counts["count_rows_in"] == counts["count_featurized"] + counts["count_quarantined"] > 0
+
+    before = _ids(space)
+    space.run(command("mlflow run . -e train"))
+    (trained,) = _new_runs(space, before)
+    assert trained.data.tags["mlflow.project.entryPoint"] == "train"
+    assert trained.data.params["regParam"] == "0.1"
+    assert trained.data.params["elasticNetParam"] == "0.0"
     # the one test image per row: every metric is recomputed from it
     local = mlflow.artifacts.download_artifacts(
-        run_id=tuned_by_hand.info.run_id, artifact_path="evaluation", dst_path=str(tmp_path / "ev")
+        run_id=trained.info.run_id, artifact_path="evaluation", dst_path=str(tmp_path / "ev")
     )
     predictions = pd.read_csv(Path(local) / "test_predictions.csv")
-    metrics = tuned_by_hand.data.metrics
+    metrics = trained.data.metrics
     assert len(predictions) == metrics["count_test"]
     assert metrics["accuracy"] == pytest.approx(
         accuracy_score(predictions.label, predictions.prediction), abs=1e-9
@@ -234,23 +242,9 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     )
     truth = (predictions.label == "Tree").astype(int)
     assert metrics["auc"] == pytest.approx(roc_auc_score(truth, predictions.score), abs=1e-9)
-    artifacts = {f.path for f in client().list_artifacts(tuned_by_hand.info.run_id, "evaluation")}
+    artifacts = {f.path for f in client().list_artifacts(trained.info.run_id, "evaluation")}
     for plot in ("roc_curve", "confusion_matrix", "misclassified", "label_distribution"):
         assert f"evaluation/{plot}.png" in artifacts
-
-    before = _ids(space)
-    space.run(command("mlflow run . -e featurize"))
-    (featurized,) = _new_runs(space, before)
-    assert featurized.data.params["batch_size"] == "16"
-    assert featurized.data.tags["sparkles.cache.reused"] == "true"  # batch size: same features
-    counts = featurized.data.metrics
-    assert counts["count_rows_in"] == counts["count_featurized"] + counts["count_quarantined"] > 0
-
-    before = _ids(space)
-    space.run(command("mlflow run . -e train"))
-    (trained,) = _new_runs(space, before)
-    assert trained.data.tags["mlflow.project.entryPoint"] == "train"
-    assert trained.data.params["regParam"] == trained.data.params["elasticNetParam"] == "1.0"
 
     # Tuning: trials are children of the launcher's run; the parent's params come from the refit.
     for method, line in (

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.evaluation import BinaryClassificationEvaluator, MulticlassClassificationEvaluator
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from sparkles.names import PREDICTION
 from sparkles.pipeline import LABEL_INDEX, PREDICTION_INDEX
@@ -36,60 +42,53 @@ class Evaluation:
         return wrong.nlargest(limit, "confidence")
 
 
-def _multiclass(frame: DataFrame, metric: str, **extra: float) -> float:
-    evaluator = MulticlassClassificationEvaluator(
-        labelCol=LABEL_INDEX, predictionCol=PREDICTION_INDEX, metricName=metric, **extra
-    )
-    return float(evaluator.evaluate(frame))
+def _score_columns(n_classes: int) -> list[Column]:
+    """``true_index``, ``predicted_index``, and what AUC ranks: of two classes the margin
+    raw[1] − raw[0] (monotone in P(class 1) for both classifiers — Spark's own raw[1] is that
+    only for logistic regression, whose raw is [−m, m] — and free of the ties a probability
+    saturating at 1.0 would make); of more, ``p<k>`` = P(class k)."""
+    columns = [
+        F.col(LABEL_INDEX).cast("int").alias("true_index"),
+        F.col(PREDICTION_INDEX).cast("int").alias("predicted_index"),
+    ]
+    if n_classes == 2:
+        raw = vector_to_array("rawPrediction")
+        return [*columns, (raw[1] - raw[0]).alias("margin")]
+    probability = vector_to_array("probability")
+    return [*columns, *[probability[k].alias(f"p{k}") for k in range(n_classes)]]
 
 
-def one_vs_rest_auc(scored: DataFrame, index: int) -> float:
-    """Area under ROC of class ``index`` against all others, scored by its probability."""
-    frame = scored.select(
-        vector_to_array("probability")[index].alias("_score"),
-        (F.col(LABEL_INDEX) == index).cast("double").alias("_truth"),
-    )
-    evaluator = BinaryClassificationEvaluator(
-        rawPredictionCol="_score", labelCol="_truth", metricName="areaUnderROC"
-    )
-    return float(evaluator.evaluate(frame))
+def _auc(truth: np.ndarray, score: np.ndarray) -> float:
+    """Area under ROC; 0.0 where ``truth`` holds one class only (as Spark's evaluator said)."""
+    return float(roc_auc_score(truth, score)) if len(np.unique(truth)) == 2 else 0.0
+
+
+def _headline(scores: pd.DataFrame, n_classes: int) -> dict[str, float]:
+    truth, predicted = scores.true_index.to_numpy(), scores.predicted_index.to_numpy()
+    if n_classes == 2:
+        auc = _auc(truth, scores.margin.to_numpy())
+    else:
+        auc = np.mean([_auc(truth == k, scores[f"p{k}"].to_numpy()) for k in range(n_classes)])
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, average="weighted", zero_division=0)),
+        "auc": float(auc),
+    }
 
 
 def headline_metrics(scored: DataFrame, n_classes: int) -> dict[str, float]:
-    """Accuracy, weighted F1 (as the 2019 study) and AUC of a scored set.
+    """Accuracy, weighted F1 (as the 2019 study) and AUC of a scored set, in one Spark job.
 
     AUC: of two classes, the binary one; of more, the unweighted (macro) mean of every class's
-    one-vs-rest AUC (scikit-learn's ``roc_auc_score(multi_class="ovr", average="macro")``).
+    one-vs-rest AUC (``roc_auc_score(multi_class="ovr", average="macro")``). scikit-learn's
+    metrics on the collected scores (a scored set is a fraction of the labelled images): they
+    define what Spark's evaluators did, where each metric was a Spark job of its own.
     """
-    metrics = {"accuracy": _multiclass(scored, "accuracy"), "f1": _multiclass(scored, "f1")}
-    if n_classes == 2:
-        # scored by the margin raw[1] − raw[0]: monotone in P(class 1) for both classifiers
-        # (Spark's own raw[1] is that only for logistic regression, whose raw is [−m, m]), and
-        # free of the ties a probability saturating at 1.0 would make
-        raw = vector_to_array("rawPrediction")
-        frame = scored.select(
-            (raw[1] - raw[0]).alias("_margin"), F.col(LABEL_INDEX).cast("double").alias("_truth")
-        )
-        auc = BinaryClassificationEvaluator(
-            rawPredictionCol="_margin", labelCol="_truth", metricName="areaUnderROC"
-        )
-        metrics["auc"] = float(auc.evaluate(frame))
-    else:
-        metrics["auc"] = float(np.mean([one_vs_rest_auc(scored, k) for k in range(n_classes)]))
-    return metrics
+    return _headline(scored.select(*_score_columns(n_classes)).toPandas(), n_classes)
 
 
 def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
     """Metrics on a scored test set (output of the classifier model, with ``label_index``)."""
-    scored = scored.cache()
-    metrics = {
-        **headline_metrics(scored, len(labels)),
-        "weighted_precision": _multiclass(scored, "weightedPrecision"),
-        "weighted_recall": _multiclass(scored, "weightedRecall"),
-    }
-    for index, name in enumerate(labels):
-        metrics[f"precision_{name}"] = _multiclass(scored, "precisionByLabel", metricLabel=index)
-        metrics[f"recall_{name}"] = _multiclass(scored, "recallByLabel", metricLabel=index)
     probability = vector_to_array("probability")
     predictions = scored.select(
         "image_id",
@@ -99,11 +98,23 @@ def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
         probability[len(labels) - 1].alias("score"),
         F.array_max(probability).alias("confidence"),
         *[probability[k].alias(f"probability_{name}") for k, name in enumerate(labels)],
-        F.col(LABEL_INDEX).cast("int").alias("true_index"),
-        F.col(PREDICTION_INDEX).cast("int").alias("predicted_index"),
+        *_score_columns(len(labels)),
     ).toPandas()
-    scored.unpersist()
-    confusion = np.zeros((len(labels), len(labels)), dtype=int)
-    np.add.at(confusion, (predictions.true_index, predictions.predicted_index), 1)
+    metrics = _headline(predictions, len(labels))
+    classes = list(range(len(labels)))
+    truth, predicted = predictions.true_index, predictions.predicted_index
+    precision, recall, _, _ = precision_recall_fscore_support(
+        truth, predicted, labels=classes, zero_division=0
+    )
+    weighted = precision_recall_fscore_support(
+        truth, predicted, labels=classes, average="weighted", zero_division=0
+    )
+    metrics.update(weighted_precision=float(weighted[0]), weighted_recall=float(weighted[1]))
+    for index, name in enumerate(labels):
+        metrics[f"precision_{name}"] = float(precision[index])
+        metrics[f"recall_{name}"] = float(recall[index])
     metrics["count_test"] = float(len(predictions))
-    return Evaluation(metrics, labels, predictions.drop(columns=["true_index"]), confusion)
+    confusion = confusion_matrix(truth, predicted, labels=classes)
+    scoring_only = ["true_index", "margin", *(f"p{k}" for k in classes)]
+    kept = predictions.drop(columns=scoring_only, errors="ignore")
+    return Evaluation(metrics, labels, kept, confusion)

@@ -6,10 +6,11 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 from tqdm import tqdm
 
@@ -39,19 +40,46 @@ def input_bytes(spark: SparkSession, scanning: str | None = None) -> int:
     """Bytes Spark has read from storage in this application so far (the UI's "Input"); with
     ``scanning`` (a data source: ``binaryFile`` is image files), only by the stages of SQL
     queries whose physical plan scans that source."""
-    stages = _stages(spark)
-    if scanning is not None:
-        executions = _as_list(
-            spark, spark._jsparkSession.sharedState().statusStore().executionsList()
-        )
-        ids = {
-            int(stage)
-            for execution in executions
-            if f"Scan {scanning} " in execution.physicalPlanDescription()
-            for stage in _as_list(spark, execution.stages())
-        }
-        stages = [stage for stage in stages if stage.stageId() in ids]
-    return sum(int(stage.inputBytes()) for stage in stages)
+    if scanning is None:
+        return sum(int(stage.inputBytes()) for stage in _stages(spark))
+    return sum(int(stage.inputBytes()) for stage in _stage_data(spark, _scanning(spark, scanning)))
+
+
+# (application, source) -> (executions classified, the last one's id, their scanning stages).
+# A finished query's plan and stages never change: each is read once, not on every call (a long
+# session, such as the test suite's, runs thousands, and each plan is kilobytes through Py4J).
+_SCANS: dict[tuple[str, str], tuple[int, int, frozenset[int]]] = {}
+
+
+def _scanning(spark: SparkSession, source: str) -> set[int]:
+    """Stage ids of the SQL queries whose physical plan scans ``source``."""
+    store = spark._jsparkSession.sharedState().statusStore()
+    key = (spark.sparkContext.applicationId, source)
+    done, last, settled_ids = _SCANS.get(key, (0, -1, frozenset()))
+    previous = _as_list(spark, store.executionsList(done - 1, 1)) if done else []
+    if done and [execution.executionId() for execution in previous] != [last]:
+        done, last, settled_ids = 0, -1, frozenset()  # the store evicted old queries: again
+    ids, settled = set(settled_ids), True
+    for execution in _as_list(spark, store.executionsList(done, 2**31 - 1)):
+        if f"Scan {source} " in execution.physicalPlanDescription():
+            ids.update(int(stage) for stage in _as_list(spark, execution.stages()))
+        settled = settled and execution.completionTime().isDefined()
+        if settled:  # finished, as is every query before it: never read again
+            done, last = done + 1, execution.executionId()
+            _SCANS[key] = (done, last, frozenset(ids))
+    return ids
+
+
+def _stage_data(spark: SparkSession, stage_ids: Iterable[int]) -> list:
+    """The last attempt of each of these stages that Spark's status store still holds."""
+    store = spark.sparkContext._jsc.sc().statusStore()
+    found = []
+    for stage_id in stage_ids:
+        try:
+            found.append(store.lastStageAttempt(stage_id))
+        except Py4JJavaError:  # evicted (spark.ui.retainedStages)
+            continue
+    return found
 
 
 def jobs_run(spark: SparkSession) -> int:
@@ -67,7 +95,7 @@ def _records_read(spark: SparkSession, group: str) -> int:
         for job_id in tracker.getJobIdsForGroup(group)
         for stage_id in (getattr(tracker.getJobInfo(job_id), "stageIds", None) or [])
     }
-    return sum(int(stage.inputRecords()) for stage in _stages(spark) if stage.stageId() in ids)
+    return sum(int(stage.inputRecords()) for stage in _stage_data(spark, ids))
 
 
 def _task_counts(spark: SparkSession, group: str) -> tuple[int, int]:
