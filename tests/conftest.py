@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -82,11 +83,16 @@ def import_trap(folder: Path, packages: list[str]) -> dict[str, str]:
     return {"PYTHONPATH": str(folder / "trap"), "SPARKLES_TRAP_MARK": str(folder / "imported")}
 
 
+# A frame in this package's code: src/sparkles/… or a logged model's code/sparkles/…; not any
+# path that merely passes a folder named sparkles (a clone named so holds .venv/…, tests/…)
+OUR_FRAME = re.compile(r'File "[^"]*/sparkles/(?:[A-Za-z_]\w*/)*[A-Za-z_]\w*\.py"')
+
+
 def imports_by_this_project(folder: Path) -> list[str]:
     """The recorded import stacks (of ``import_trap(folder, ...)``) that run through our code."""
     mark = folder / "imported"
     attempts = mark.read_text().split("\n---\n") if mark.exists() else []
-    return [stack for stack in attempts if "/sparkles/" in stack]
+    return [stack for stack in attempts if OUR_FRAME.search(stack)]
 
 
 def write_profile(folder: Path, **sections: dict) -> Path:

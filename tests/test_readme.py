@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, import_trap, imports_by_this_project
 from tests.test_download import ID, Server, server  # noqa: F401 (a fixture)
 
 README = ROOT / "README.md"
@@ -221,8 +221,14 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     counts = featurized.data.metrics
     assert counts["count_rows_in"] == counts["count_featurized"] + counts["count_quarantined"] > 0
 
+    # A cold train, with TensorFlow, Keras and OpenVINO unimportable: it runs no CNN, so this
+    # project's code must not import one (an import is recorded, then fails)
     before = _ids(space)
-    space.run(command("mlflow run . -e train"))
+    traps = import_trap(tmp_path, ["tensorflow", "keras", "openvino"])
+    done = space.run(command("mlflow run . -e train"), env=traps)
+    ours = imports_by_this_project(tmp_path)
+    assert not ours, f"this project's code imported a CNN runtime:\n{ours[0]}"
+    assert "Traceback" not in done.stderr and "Error while sending" not in done.stderr
     (trained,) = _new_runs(space, before)
     assert trained.data.tags["mlflow.project.entryPoint"] == "train"
     assert trained.data.params["regParam"] == "0.1"
