@@ -59,15 +59,18 @@ def _scanning(spark: SparkSession, source: str) -> set[int]:
     previous = _as_list(spark, store.executionsList(done - 1, 1)) if done else []
     if done and [execution.executionId() for execution in previous] != [last]:
         done, last, settled_ids = 0, -1, frozenset()  # the store evicted old queries: again
-    ids, settled = set(settled_ids), True
+    ids, unsettled, running_before = set(settled_ids), set(), False
     for execution in _as_list(spark, store.executionsList(done, 2**31 - 1)):
-        if f"Scan {source} " in execution.physicalPlanDescription():
-            ids.update(int(stage) for stage in _as_list(spark, execution.stages()))
-        settled = settled and execution.completionTime().isDefined()
-        if settled:  # finished, as is every query before it: never read again
+        scans = f"Scan {source} " in execution.physicalPlanDescription()
+        stages = {int(stage) for stage in _as_list(spark, execution.stages())} if scans else set()
+        running_before = running_before or not execution.completionTime().isDefined()
+        if running_before:  # running, or after one that is: read again on the next call
+            unsettled |= stages
+        else:  # finished, as is every query before it: never read again
+            ids |= stages
             done, last = done + 1, execution.executionId()
-            _SCANS[key] = (done, last, frozenset(ids))
-    return ids
+    _SCANS[key] = (done, last, frozenset(ids))
+    return ids | unsettled
 
 
 def _stage_data(spark: SparkSession, stage_ids: Iterable[int]) -> list:
