@@ -170,11 +170,13 @@ class Workspace:
         self, line: str, env: dict[str, str] | None = None, activate: bool = True
     ) -> subprocess.CompletedProcess:
         script = "\n".join(["set -euo pipefail", *(self.setup if activate else []), line])
+        started = time.monotonic()
         done = subprocess.run(
             ["bash", "-c", script], cwd=self.root, env=user_environment(env),
             capture_output=True, text=True, timeout=900,
         )  # fmt: skip
-        self.log.append(f"$ {line}\n-> {done.returncode}")
+        self.log.append(f"{time.monotonic() - started:6.1f} s  exit {done.returncode}  $ {line}")
+        print(self.log[-1])  # pytest shows it for a failed test, and under -s
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         return done
 

@@ -67,23 +67,23 @@ def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> No
     assert artifacts == {"tuning/search.png"}
 
 
-def _search(spark, profile, seed: int, monkeypatch) -> list[tuple[float, float]]:
-    def no_cnn(self, dataset):
-        raise AssertionError("the CNN ran during a search")
-
-    monkeypatch.setattr(DeepImageFeaturizer, "_transform", no_cnn)
+def _search(profile, train_set, seed: int) -> list[tuple[float, float]]:
     profile = profile.model_copy(update={"tune": profile.tune.model_copy(update={"seed": seed})})
-    table = featurize(profile, spark).table  # stored: no CNN
-    train_set, _ = stratified_split(table.features(), 0.2, profile.train.seed)
     with mlflow.start_run():
         found = tune_module.search(profile, train_set, 2, "hyperopt", 3)
     return [(t.params["regParam"], t.params["elasticNetParam"]) for t in found.trials]
 
 
 def test_hyperopt_is_bounded_repeatable_and_never_runs_the_cnn(spark, cached, monkeypatch) -> None:
-    first = _search(spark, cached, 7, monkeypatch)
-    again = _search(spark, cached, 7, monkeypatch)
-    other = _search(spark, cached, 8, monkeypatch)
+    def no_cnn(self, dataset):
+        raise AssertionError("the CNN ran during a search")
+
+    monkeypatch.setattr(DeepImageFeaturizer, "_transform", no_cnn)
+    table = featurize(cached, spark).table  # stored: no CNN
+    train_set, _ = stratified_split(table.features(), 0.2, cached.train.seed)
+    first = _search(cached, train_set, 7)
+    again = _search(cached, train_set, 7)
+    other = _search(cached, train_set, 8)
     assert len(first) == 3
     assert first == again
     assert first != other
