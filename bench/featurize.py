@@ -3,7 +3,7 @@
 In one run, on N generated JPEGs of Open Images size (~1024×768, real JPEG compression), for
 every runtime (keras, openvino) × precision (f32, bf16 where the CPU has it; int8 on openvino,
 NNCF-calibrated on the images as `featurize` does):
-  bare: PIL decode + preprocess_input + the compiled CNN, one process, all cores, and the
+  bare: PIL decode + the compiled CNN (preprocess_input included), one process, all cores, and the
         largest difference of its features from bare Keras f32;
   sparkles: binaryFile → DeepImageFeaturizer → Parquet on the local profile, cold and warm;
 plus the machine's dense matmul GFLOP/s (TensorFlow), the model's GFLOP per image counted from
@@ -87,7 +87,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
 
 
 def bare(images: Path, model_name: str, batch: int, runtime: str, precision: str) -> dict:
-    """images/s for decode + preprocess + the CNN in this process, and the first batch's
+    """images/s for decode + the CNN (with its preprocessing) in this process, and the first batch's
     features (compared with bare Keras f32 by the caller)."""
     from sparkles.backbones import get_spec
     from sparkles.imaging import decode_image
@@ -106,7 +106,6 @@ def bare(images: Path, model_name: str, batch: int, runtime: str, precision: str
     cnn = compile_cnn(
         spec, None, "avg", 0, runtime, precision, os.cpu_count() or 0, quantized=quantized
     )
-    preprocess = spec.preprocess()
 
     def run(paths: list[Path]) -> np.ndarray:
         for start in range(0, len(paths), batch):
@@ -114,7 +113,7 @@ def bare(images: Path, model_name: str, batch: int, runtime: str, precision: str
             pixels = np.stack(
                 [decode_image(path.read_bytes(), spec.input_size, **limits) for path in chunk]
             )
-            features = cnn(preprocess(pixels.astype(np.float32)))
+            features = cnn(pixels.astype(np.float32))  # preprocessing: in the CNN
             if start == 0:
                 first = features
         return first

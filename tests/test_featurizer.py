@@ -23,6 +23,7 @@ from sparkles.runtimes import (
     compile_cnn,
     converted_dir,
     cpu_has_bf16,
+    model_key,
 )
 from sparkles.weights import WeightsUnavailableError, resolve_weights
 from tests.images import bad_variants, encode, good_variants, photo
@@ -214,18 +215,19 @@ def test_invalid_params_are_rejected() -> None:
         DeepImageFeaturizer().setParams(precision="fp16")
 
 
-def _preprocessed(photos: Path, spec) -> np.ndarray:
+def _decoded(photos: Path, spec) -> np.ndarray:
+    """What a compiled CNN takes: decoded pixels (it preprocesses them itself)."""
     pixels = [
         decode_image(p.read_bytes(), spec.input_size, **LIMITS) for p in sorted(photos.iterdir())
     ]
-    return spec.preprocess()(np.stack(pixels).astype(np.float32))
+    return np.stack(pixels).astype(np.float32)
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 @pytest.mark.parametrize("runtime", ["openvino", "keras"])
 def test_bf16_features_stay_within_the_documented_tolerance(photos: Path, runtime: str) -> None:
     spec = get_spec("InceptionV3")
-    pixels = _preprocessed(photos, spec)
+    pixels = _decoded(photos, spec)
     reference = compile_cnn(spec, None, "avg", 0, "keras", "f32")(pixels)
     bf16 = compile_cnn(spec, None, "avg", 0, runtime, "bf16")
     assert bf16.precision == "bf16"
@@ -249,19 +251,69 @@ def test_bf16_falls_back_to_f32_where_the_cpu_lacks_it(spark, photos: Path) -> N
 def test_openvino_conversions_are_kept_per_weights_content(photos: Path, tmp_path, monkeypatch):
     """A second worker reads the converted model instead of converting again; other weights, or
     an unreadable saved model, are converted afresh."""
+    import openvino as ov
+
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
-    spec = get_spec("MobileNetV2")
-    pixels = _preprocessed(photos, spec)
+    spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(64, 64))  # small: fast
+    pixels = _decoded(photos, spec)
     reference = compile_cnn(spec, None, "avg", 3, "keras", "f32")(pixels)
     first = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
-    (saved,) = converted_dir().glob("*/model.xml")
+    # the CNN and its preprocessing (preprocess_input, converted: no Keras in a worker)
+    assert len(list(converted_dir().glob("*/model.xml"))) == 2
+    saved = converted_dir() / model_key(spec, None, "avg", 3, ov.__version__) / "model.xml"
     again = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
     np.testing.assert_array_equal(first, again)
     scale = np.abs(reference).max()
     assert scale > 0 and np.abs(again - reference).max() <= 1e-4 * scale
     other = compile_cnn(spec, None, "avg", 4, "openvino", "f32")(pixels)  # other weights
-    assert len(list(converted_dir().glob("*/model.xml"))) == 2
+    assert len(list(converted_dir().glob("*/model.xml"))) == 3  # the preprocessing is shared
     assert not np.allclose(other, again, rtol=1e-3, atol=0)
     saved.write_text("<not a model")
     rebuilt = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
     np.testing.assert_allclose(rebuilt, first, rtol=1e-6, atol=1e-6 * scale)
+
+
+WORKER = """
+import json, sys
+import numpy as np
+from sparkles.backbones import CnnSpec
+from sparkles.featurizer import _make_predict_fn
+
+spec = CnnSpec(**json.loads(sys.argv[1]))
+predict = _make_predict_fn(spec, None, None, "avg", 3, "openvino", "f32", 1 << 26, 1 << 26)()
+contents = np.array([open(path, "rb").read() for path in sys.argv[2:]], dtype=object)
+out = predict(contents)
+loaded = sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras"})
+print(json.dumps({"features": out["features"].tolist(), "loaded": loaded}))
+"""
+
+
+@pytest.mark.e2e
+def test_a_worker_with_the_converted_model_cached_imports_no_tensorflow(
+    photos: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """OpenVINO's Python worker reads the model this machine converted and runs it: importing
+    TensorFlow and Keras there (~6 s of CPU and ~0.5 GB a worker) buys nothing. Same features
+    as Keras on the same pixels."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
+    spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(64, 64))
+    files = sorted(photos.iterdir())
+    pixels = np.stack([decode_image(p.read_bytes(), spec.input_size, **LIMITS) for p in files])
+    reference = compile_cnn(spec, None, "avg", 3, "keras", "f32")(pixels.astype(np.float32))
+    compile_cnn(spec, None, "avg", 3, "openvino", "f32")  # converted, as a first worker does
+    fields = {**dataclasses.asdict(spec), "input_size": list(spec.input_size)}
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(fields), *map(str, files)],
+        capture_output=True, text=True, timeout=300, env={**os.environ},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["loaded"] == []
+    features = np.asarray(answer["features"], dtype=np.float32)
+    scale = np.abs(reference).max()
+    assert scale > 0 and np.abs(features - reference).max() <= 1e-4 * scale

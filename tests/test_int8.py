@@ -121,11 +121,11 @@ def test_the_kept_int8_model_is_per_weights(tmp_path: Path, monkeypatch) -> None
     from tests.images import encode, photo
 
     monkeypatch.setenv("SPARKLES_OPENVINO_CACHE", str(tmp_path))
-    spec = dataclasses.replace(get_spec("ResNet50"), input_size=(32, 32))
+    spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(32, 32))
     contents = [encode(photo(64, 48, seed=s)) for s in range(2)]
     files = []
     for seed in (1, 2):
-        weights = tmp_path / f"resnet-{seed}.weights.h5"
+        weights = tmp_path / f"mobilenet-{seed}.weights.h5"
         spec.build(None, "avg", seed).save_weights(weights)
         files.append(
             quantized_model(spec, str(weights), "avg", 0, contents, "same", (1 << 26, 1 << 26))

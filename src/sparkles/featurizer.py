@@ -117,17 +117,19 @@ def _make_predict_fn(
     """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
 
     def make() -> Any:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
         from pyspark import TaskContext
 
         context = TaskContext.get()
         threads = context.cpus() if context is not None else 0
-        try:  # only possible before TF's first op in this worker
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-        except RuntimeError:
-            pass
+        if runtime == "keras":  # OpenVINO's worker never imports TensorFlow (runtimes)
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import tensorflow as tf
+
+            try:  # only possible before TF's first op in this worker
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+            except RuntimeError:
+                pass
         weights = SparkFiles.get(shipped_weights) if shipped_weights else None
         quantized = SparkFiles.get(shipped_quantized) if shipped_quantized else None
         started = time.monotonic()
