@@ -8,8 +8,9 @@ PROFILE ?= local
 PYTEST_ARGS ?=
 
 # pyspark 3.5 (EMR 7.x) in a second venv: the featurizer (predict_batch_udf, Params, save/load)
-# and train (pyspark.ml) tests. featurize and tune add only plain DataFrame code; they passed on
-# 3.5.9 until CI time ran short (`make test-spark35 SPARK35_TESTS="tests/test_features.py
+# and train (pyspark.ml) tests that use Spark (their unit tier does not touch pyspark: it ran
+# in the first venv). featurize and tune add only plain DataFrame code; they passed on 3.5.9
+# until CI time ran short (`make test-spark35 SPARK35_TESTS="tests/test_features.py
 # tests/test_tune.py"` runs them).
 VENV35 ?= .venv-spark35
 SPARK35_TESTS ?= tests/test_featurizer.py tests/test_train.py tests/test_splits.py
@@ -39,8 +40,7 @@ lint: install
 # (subprocesses) run beside the rest of the suite (~20 minutes each); their log is printed
 # when both end. The unit tier runs once, in lane 2: docs/development.md's `make test-fast`,
 # run as written by the contributing-loops test (a failure there fails that test), so lane 1
-# leaves it out, and tests/test_splits.py too (that loop's second line runs it). Exit status 5
-# ("no tests collected", e.g. under -k) is not a lane's failure.
+# leaves it out. Exit status 5 ("no tests collected", e.g. under -k) is not a lane's failure.
 WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
   tests/test_readme.py::test_the_contributing_loops_run_as_written tests/test_cluster.py \
   tests/test_emr_backend.py \
@@ -52,7 +52,7 @@ test: lint
 	( python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(WORKFLOW); code=$$?; \
 	  echo "lane 2 took $$(( $$(date +%s) - started )) s"; exit $$code ) \
 	  > test-artifacts/readme-workflow.log 2>&1 & workflow=$$!; \
-	python -m pytest -m "not unit or conversion" $(PYTEST_ARGS) $(addprefix --deselect ,$(WORKFLOW) tests/test_splits.py); rest=$$?; \
+	python -m pytest -m "not unit or conversion" $(PYTEST_ARGS) $(addprefix --deselect ,$(WORKFLOW)); rest=$$?; \
 	lane1=$$(( $$(date +%s) - started )); \
 	wait $$workflow; lane=$$?; \
 	echo "=== lane 2: $(WORKFLOW) (exit $$lane) ==="; cat test-artifacts/readme-workflow.log; \
@@ -71,7 +71,7 @@ $(VENV35)/.installed: pyproject.toml
 	touch $@
 
 test-spark35: $(VENV35)/.installed
-	PATH=$(abspath $(VENV35))/bin:$$PATH $(VENV35)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(SPARK35_TESTS)
+	PATH=$(abspath $(VENV35))/bin:$$PATH $(VENV35)/bin/python -m pytest -p no:cacheprovider -m "not unit" $(PYTEST_ARGS) $(SPARK35_TESTS)
 
 format: install
 	ruff check --fix .

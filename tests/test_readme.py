@@ -163,7 +163,10 @@ class Workspace:
         spark_conf = profile["spark"]["conf"]
         java = spark_conf["spark.driver.extraJavaOptions"]
         spark_conf["spark.driver.extraJavaOptions"] = f"{java} -XX:TieredStopAtLevel=1"
-        profile["train"]["max_iter"] = 30
+        # fits of tens of images: few iterations (each is a Spark job), here and in searches
+        profile["train"]["max_iter"] = 10
+        profile.setdefault("tune", {}).setdefault("mlp", {}).setdefault("grid", {})
+        profile["tune"]["mlp"]["grid"]["maxIter"] = [10, 20]
         local.write_text(yaml.safe_dump(profile))
 
     def run(
@@ -273,14 +276,15 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
         assert all(c.info.status == "FINISHED" for c in children)
         assert f"best_val_{parent.data.params['tune_metric']}" in parent.data.metrics
 
-    # The perceptron: the same entry point over its own space (tune.mlp.grid: 2 × 1 × 2 points).
+    # The perceptron: the same entry point over its own space (tune.mlp.grid: 2 × 1 × 2 points;
+    # the test-sized profile's maxIter choices).
     before = _ids(space)
     space.run(command(f'{TUNE} -P overrides="train.classifier=mlp"'))
     new = _new_runs(space, before)
     (parent,) = [r for r in new if "mlflow.parentRunId" not in r.data.tags]
     assert parent.data.params["classifier"] == "mlp"
     trials = [(c.data.params["layers"], c.data.params["maxIter"]) for c in new if c != parent]
-    assert sorted(trials) == [("128-32", "100"), ("128-32", "50"), ("64", "100"), ("64", "50")]
+    assert sorted(trials) == [("128-32", "10"), ("128-32", "20"), ("64", "10"), ("64", "20")]
     assert parent.data.metrics["accuracy"] > 0.5
 
     # Registry: promote, then predict with the champion.
