@@ -10,10 +10,10 @@ PYTEST_ARGS ?=
 # pyspark 3.5 (EMR 7.x) in a second venv: the featurizer (predict_batch_udf, Params, save/load)
 # and train (pyspark.ml) tests that use Spark (their unit tier does not touch pyspark: it ran
 # in the first venv). featurize and tune add only plain DataFrame code; they passed on 3.5.9
-# until CI time ran short (`make test-spark35 SPARK35_TESTS="tests/test_features.py
-# tests/test_tune.py"` runs them).
+# until CI time ran short (`make test-spark35 SPARK35_TESTS="tests/features/test_featurize.py
+# tests/train/test_tune.py"` runs them).
 VENV35 ?= .venv-spark35
-SPARK35_TESTS ?= tests/test_featurizer.py tests/test_train.py tests/test_splits.py
+SPARK35_TESTS ?= tests/cnn/test_featurizer.py tests/train/test_fit.py tests/train/test_splits.py
 
 .PHONY: install quickstart test test-fast test-spark35 lint format clean
 
@@ -44,12 +44,12 @@ lint: install
 # leaves it out. Exit status 5 ("no tests collected", e.g. under -k) is not a lane's failure.
 WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
   tests/test_readme.py::test_the_contributing_loops_run_as_written tests/test_cluster.py \
-  tests/test_emr_backend.py \
-  tests/test_accounting.py::test_weights_reach_a_second_session_and_a_non_local_default_fs \
-  tests/test_feature_store.py::test_a_killed_append_is_never_read \
-  tests/test_readme.py::test_download_entry_point_as_written tests/test_emr_scripts.py \
-  tests/test_entry_points.py tests/test_train.py::test_bad_parameters_are_rejected_before_spark_starts \
-  tests/test_train.py::test_unknown_profile_is_rejected
+  tests/emr/test_backend.py \
+  tests/features/test_accounting.py::test_weights_reach_a_second_session_and_a_non_local_default_fs \
+  tests/features/test_store.py::test_a_killed_append_is_never_read \
+  tests/test_readme.py::test_download_entry_point_as_written tests/emr/test_scripts.py \
+  tests/test_entry_points.py tests/train/test_fit.py::test_bad_parameters_are_rejected_before_spark_starts \
+  tests/train/test_fit.py::test_unknown_profile_is_rejected
 test: lint
 	@mkdir -p test-artifacts
 	@started=$$(date +%s); \

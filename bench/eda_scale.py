@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sparkles.config import load_profile
-from sparkles.eda import compute, write_report
+from sparkles.data.eda import compute, write_report
 from sparkles.session import build_session
 
 

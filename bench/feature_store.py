@@ -37,8 +37,8 @@ def main() -> None:
 
     from sparkles.config import load_profile
     from sparkles.data.images import read_contents
+    from sparkles.features.featurize import featurize
     from sparkles.session import build_session
-    from sparkles.training_tables import featurize
 
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-store-"))
     generate(work / "warm", 8)

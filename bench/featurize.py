@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sparkles.runtimes import WORKER_TIMINGS_ENV, WORKER_TIMINGS_PREFIX
+from sparkles.cnn.runtimes import WORKER_TIMINGS_ENV, WORKER_TIMINGS_PREFIX
 
 SEED_IMAGES = 41_620
 PASS_MARK = "sparkles-bench: pass "
@@ -99,10 +99,10 @@ def bare(
     """images/s for decode + the CNN (with its preprocessing) in this process, and the first batch's
     features (compared with bare Keras f32 by the caller). ``budget``: stop after the batch that
     passes this many seconds (a steady loop's rate; keeps the caller's Spark worker alive)."""
-    from sparkles.backbones import get_spec
-    from sparkles.imaging import decode_image
-    from sparkles.quantize import calibration_identity, quantized_model
-    from sparkles.runtimes import compile_cnn
+    from sparkles.cnn.backbones import get_spec
+    from sparkles.cnn.imaging import decode_image
+    from sparkles.cnn.quantize import calibration_identity, quantized_model
+    from sparkles.cnn.runtimes import compile_cnn
 
     spec = get_spec(model_name)
     files = sorted(images.glob("*.jpg"))
@@ -155,8 +155,8 @@ def sparkles_pass(folder: str, out: str, model_name: str, overrides: str, rounds
     its Parquet write; the whole command adds label ingest, file matching and the fingerprint.
     Peak RSS of this process tree is sampled during the passes only."""
     from sparkles.config import load_profile
+    from sparkles.features.featurize import featurize
     from sparkles.session import build_session
-    from sparkles.training_tables import featurize
 
     data = Path(folder)
     settings = [f"featurizer.model={model_name}", "featurizer.weights=random", "data.sample=null",
@@ -301,8 +301,8 @@ def main() -> None:
         print(measured["rate"])
         return
 
-    from sparkles.backbones import get_spec
-    from sparkles.runtimes import PRECISIONS, RUNTIMES, cpu_has_bf16
+    from sparkles.cnn.backbones import get_spec
+    from sparkles.cnn.runtimes import PRECISIONS, RUNTIMES, cpu_has_bf16
 
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-featurize-"))
     small, large = work / "n", work / "scaled"

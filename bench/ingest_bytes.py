@@ -31,9 +31,9 @@ def main() -> None:
 
     from sparkles.config import load_profile
     from sparkles.data.sample import generate_sample
+    from sparkles.features.featurize import featurize
     from sparkles.progress import input_bytes
     from sparkles.session import build_session
-    from sparkles.training_tables import featurize
 
     folder = Path(tempfile.mkdtemp(prefix="sparkles-bench-bytes-"))
     sample = generate_sample(

@@ -30,7 +30,7 @@ def combinations(bf16: bool) -> list[tuple[str, str]]:
 
 
 def features_by_image(table) -> dict[str, np.ndarray]:
-    from sparkles.feature_store import SHA
+    from sparkles.features.store import SHA
 
     rows = table.features().select(SHA, "features").collect()
     return {row[SHA]: row.features.toArray() for row in rows}
@@ -62,12 +62,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from sparkles.classifiers import default_params
+    from sparkles.cnn.runtimes import cpu_has_bf16
     from sparkles.config import load_profile
-    from sparkles.runtimes import cpu_has_bf16
+    from sparkles.features.featurize import featurize
+    from sparkles.model.classifiers import default_params
     from sparkles.session import build_session
-    from sparkles.train import train
-    from sparkles.training_tables import featurize
+    from sparkles.train.fit import train
 
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-quality-"))
     os.environ.setdefault("SPARKLES_OPENVINO_CACHE", str(work / "converted"))

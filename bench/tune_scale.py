@@ -21,11 +21,11 @@ import pandas as pd
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
-from sparkles.classifiers import describe
 from sparkles.config import load_profile
+from sparkles.model.classifiers import describe
 from sparkles.session import build_session
-from sparkles.splits import stratified_split
-from sparkles.tune import search
+from sparkles.train.splits import stratified_split
+from sparkles.train.tune import search
 
 
 def synthetic_features(spark, rows: int, dim: int, partitions: int, path: str) -> None:

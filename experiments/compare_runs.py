@@ -16,9 +16,10 @@ from pathlib import Path
 
 import mlflow
 
-from sparkles import classifiers, plots, tracking
+from sparkles import plots, tracking
 from sparkles.config import load_profile
-from sparkles.tune import Search, Trial
+from sparkles.model import classifiers
+from sparkles.train.tune import Search, Trial
 
 profile = load_profile(
     os.environ.get("SPARKLES_PROFILE", "local"), shlex.split(os.environ.get("SPARKLES_SET", ""))

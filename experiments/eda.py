@@ -6,7 +6,8 @@
 # MAGIC most frequent, how often the target classes occur (and together), and which labels occur
 # MAGIC together (a co-occurrence dendrogram of the top 48 labels), and the images' width ×
 # MAGIC height (read from the file headers, as the study's image-dimension check). Every number is
-# MAGIC computed with Spark by `sparkles.eda`; this notebook only calls it and shows the results.
+# MAGIC computed with Spark by `sparkles.data.eda`; this notebook only calls it and shows the
+# MAGIC results.
 # MAGIC
 # MAGIC Runs unchanged on Databricks or locally as plain Python (`python experiments/eda.py`).
 # MAGIC `SPARKLES_PROFILE` names the profile (default `local`, the bundled sample) and
@@ -18,8 +19,8 @@ import os
 import shlex
 from pathlib import Path
 
-from sparkles import eda
 from sparkles.config import load_profile
+from sparkles.data import eda
 from sparkles.data.sample import ensure_sample
 from sparkles.session import build_session
 

@@ -25,8 +25,8 @@ import pandas as pd
 from sparkles import tracking
 from sparkles.commands import run_featurize, run_train, run_tune
 from sparkles.config import load_profile
-from sparkles.predict import predict
-from sparkles.registry import promote
+from sparkles.deploy.predict import predict
+from sparkles.deploy.registry import promote
 from sparkles.session import build_session
 
 profile = load_profile(

@@ -125,7 +125,7 @@ def write_profile(folder: Path, **sections: dict) -> Path:
             "sample": {"images": 40, "seed": 3, "size": [128, 96]},
         },
         # MobileNetV2: 1/20 of InceptionV3's FLOPs, and its random-weight features separate the
-        # sample's classes as well (tests/test_featurizer.py checks InceptionV3 itself)
+        # sample's classes as well (tests/cnn/test_featurizer.py checks InceptionV3 itself)
         "featurizer": {"model": "MobileNetV2", "weights": "random", "batch_size": 16},
         "cache": {"dir": str(folder / "cache")},
         "train": {"max_iter": 30},  # plenty for tens of images; each LR iteration is a Spark job

@@ -25,7 +25,7 @@ import pyspark
 import pytest
 
 from sparkles.config import load_profile
-from sparkles.training_tables import featurize
+from sparkles.features.featurize import featurize
 from tests.conftest import free_port, write_profile
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sparkles.config import load_profile
-from sparkles.registry import promote
+from sparkles.deploy.registry import promote
 from tests.conftest import ROOT, registering, write_profile
 
 NOTEBOOK_MODEL = "sparkles-notebook-model"

@@ -77,7 +77,7 @@ def test_a_logged_model_scores_where_the_project_is_not_installed(
 ) -> None:
     """Only the pinned third-party packages: the model brings this project's code itself."""
     from sparkles.config import load_profile
-    from sparkles.registry import best_run
+    from sparkles.deploy.registry import best_run
 
     path, _ = registry_store
     profile = load_profile(path)

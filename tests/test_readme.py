@@ -29,13 +29,13 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, import_trap, imports_by_this_project
-from tests.test_download import ID, Server, server  # noqa: F401 (a fixture)
+from tests.data.test_download import ID, Server, server  # noqa: F401 (a fixture)
 
 README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 CONTRIBUTING = ROOT / "docs" / "development.md"
 # Every test module: a documented command is accounted for if any test runs it by `command(...)`.
-SOURCE = "\n".join(path.read_text() for path in sorted(Path(__file__).parent.glob("test_*.py")))
+SOURCE = "\n".join(path.read_text() for path in sorted(Path(__file__).parent.rglob("test_*.py")))
 TUNE = "mlflow run . -e tune --env-manager local --experiment-name sparkles"
 MARKS = ("needs network", "needs AWS")
 # Commands another test or CI runs as written.

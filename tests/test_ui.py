@@ -13,7 +13,7 @@ import pytest
 
 from sparkles.commands import run_tune
 from sparkles.config import load_profile
-from sparkles.registry import promote
+from sparkles.deploy.registry import promote
 from tests.conftest import ROOT, mlflow_server, registering, searching
 
 MODEL = "sparkles-ui-model"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run entry points on a running cluster one after another, each as
-# `mlflow run --backend emr` (src/sparkles/emr_backend.py: an EMR step per run, into the run it
+# `mlflow run --backend emr` (src/sparkles/emr/backend.py: an EMR step per run, into the run it
 # creates on your tracking server, its logs attached when it ends). Stops at the first failure.
 #
 #   CLUSTER_ID=j-… SPARKLES_S3=s3://my-bucket/sparkles MLFLOW_TRACKING_URI=http://127.0.0.1:5000 \

@@ -80,8 +80,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_featurize(args: argparse.Namespace) -> int:
     from sparkles.commands import run_featurize
+    from sparkles.features.featurize import summary
     from sparkles.session import build_session
-    from sparkles.training_tables import summary
 
     profile = _profile(args)
     spark = build_session(profile)
@@ -91,7 +91,7 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from sparkles.feature_store import FeatureStore
+    from sparkles.features.store import FeatureStore
     from sparkles.session import build_session
 
     profile = _profile(args)
@@ -142,7 +142,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from sparkles.registry import promote
+    from sparkles.deploy.registry import promote
 
     decision = promote(_profile(args, PROMOTE_OPTIONS), args.experiment or None)
     print(json.dumps(asdict(decision), indent=2))
@@ -153,7 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from sparkles import tracking
-    from sparkles.predict import predict
+    from sparkles.deploy.predict import predict
     from sparkles.session import build_session
 
     profile = _profile(args)

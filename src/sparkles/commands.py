@@ -17,13 +17,10 @@ from typing import Any
 import mlflow
 from pyspark.sql import SparkSession
 
-from sparkles import classifiers, plots, tracking
+from sparkles import plots, tracking
 from sparkles.config import Profile
-from sparkles.eda import EdaResult, compute, write_report
-from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
-from sparkles.splits import split_params, train_and_test
-from sparkles.train import log_training, read_once, train
-from sparkles.training_tables import (
+from sparkles.data.eda import EdaResult, compute, write_report
+from sparkles.features.featurize import (
     FeaturizeResult,
     committed_features,
     featurize,
@@ -31,7 +28,11 @@ from sparkles.training_tables import (
     log_featurize,
     summary,
 )
-from sparkles.tune import search
+from sparkles.model import classifiers
+from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
+from sparkles.train.fit import log_training, read_once, train
+from sparkles.train.splits import split_params, train_and_test
+from sparkles.train.tune import search
 
 log = logging.getLogger(__name__)
 

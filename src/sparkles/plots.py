@@ -20,12 +20,12 @@ from scipy.cluster.hierarchy import dendrogram
 from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_curve
 
-from sparkles.classifiers import SearchAxes, loggable
+from sparkles.model.classifiers import SearchAxes, loggable
 from sparkles.names import PREDICTION
 
 if TYPE_CHECKING:
-    from sparkles.evaluate import Evaluation
-    from sparkles.tune import Search
+    from sparkles.train.evaluate import Evaluation
+    from sparkles.train.tune import Search
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:

@@ -1,8 +1,8 @@
 """A model logged by an earlier release keeps loading and scoring: its saved Spark stages name
-their Python classes by the module paths of that release (``sparkles.featurizer``,
-``sparkles.pipeline``) and its pyfunc flavour names ``loader_module: sparkles.serving``.
+their Python classes by the module paths of that release (``sparkles.cnn.featurizer``,
+``sparkles.model.stages``) and its pyfunc flavour names ``loader_module: sparkles.model.serving``.
 
-``tests/data/model-flat-layout`` is the model a ``main`` run logged with the release before the
+``tests/fixtures/model-flat-layout`` is the model a ``main`` run logged with the release before the
 package was split into subpackages (MobileNetV2, seeded random weights, so no weights file);
 its ``code/`` folder was left out, so the code that loads it here is this checkout's. Its
 ``expected.json`` holds that release's answers on the images below.
@@ -20,7 +20,7 @@ import pytest
 
 from tests.images import encode, photo
 
-LOGGED = Path(__file__).resolve().parent.parent / "data" / "model-flat-layout"
+LOGGED = Path(__file__).resolve().parent.parent / "fixtures" / "model-flat-layout"
 
 
 @pytest.fixture(scope="module")

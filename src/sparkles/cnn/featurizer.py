@@ -1,0 +1,494 @@
+"""DeepImageFeaturizer: sparkdl's transformer rebuilt on ``predict_batch_udf`` and Keras 3.
+
+Input is the compressed bytes from Spark's binaryFile source; a Python worker decodes a batch,
+runs the headless CNN once per batch, and returns a Spark ML vector per image. Images that cannot
+be decoded get a null vector and a reason in ``errorCol`` instead of failing the job or vanishing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlparse
+
+import numpy as np
+from pyspark import SparkFiles, keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.functions import array_to_vector, predict_batch_udf
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import (
+    DefaultParamsReadable,
+    DefaultParamsReader,
+    DefaultParamsWritable,
+    DefaultParamsWriter,
+)
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from sparkles import storage
+from sparkles.cnn.backbones import CnnSpec, get_spec, sha256_file
+from sparkles.cnn.imaging import PREPROCESS_VERSION
+from sparkles.cnn.quantize import (
+    MODEL_XML,
+    QUANTIZED_DIR,
+    calibration_identity,
+    quantized_model,
+)
+from sparkles.cnn.runtimes import (
+    WORKER_TIMINGS_ENV,
+    WORKER_TIMINGS_PREFIX,
+    ImageBatchFeaturizer,
+    compile_cnn,
+    precision_that_runs,
+)
+from sparkles.cnn.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
+from sparkles.code import ship_to_executors
+from sparkles.config import FeaturizerConfig, Setting, is_uri
+from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
+
+_RESULT = StructType(
+    [StructField("features", ArrayType(FloatType())), StructField("error", StringType())]
+)
+# (Spark application, sha256) → name registered with that SparkContext's addFile. Per
+# application: a notebook that stops its session and starts another gets a new SparkContext
+# whose executors have none of the files the old one shipped.
+_shipped: dict[tuple[str, str], str] = {}
+_ship_dirs: dict[str, Path] = {}  # application → folder of the copies its addFile serves
+
+
+def _forget_applications(keep: str | None = None) -> None:
+    """Delete the shipped copies of every application but ``keep``.
+
+    A Python process has one SparkContext at a time, so a new application id means the others
+    have stopped and nothing will fetch their copies again.
+    """
+    for application in [a for a in _ship_dirs if a != keep]:
+        shutil.rmtree(_ship_dirs.pop(application), ignore_errors=True)
+        for key in [k for k in _shipped if k[0] == application]:
+            del _shipped[key]
+
+
+atexit.register(_forget_applications)
+
+
+def _ship(spark: SparkSession, local_path: str, stem: str | None = None) -> str:
+    """Make a driver-side file readable on every executor; returns its SparkFiles name.
+
+    The name carries the file's hash (or ``stem``: files that must sit side by side, as an
+    OpenVINO model's .xml and .bin, share one), so two files called ``weights.h5`` never clash.
+    """
+    application = spark.sparkContext.applicationId
+    _forget_applications(keep=application)
+    key = (application, sha256_file(local_path))
+    if key not in _shipped:
+        if application not in _ship_dirs:
+            _ship_dirs[application] = Path(tempfile.mkdtemp(prefix="sparkles-ship-"))
+        name = f"{stem or key[1][:16]}-{Path(local_path).name}"
+        staged = _ship_dirs[application] / name
+        shutil.copyfile(local_path, staged)
+        spark.sparkContext.addFile(str(staged))
+        _shipped[key] = name
+    return _shipped[key]
+
+
+def _make_predict_fn(
+    spec: CnnSpec,
+    shipped_weights: str | None,
+    shipped_quantized: str | None,
+    pooling: str,
+    seed: int,
+    runtime: str,
+    precision: str,
+    max_bytes: int,
+    max_pixels: int,
+):
+    """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
+
+    def make() -> Any:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        threads = context.cpus() if context is not None else 0
+        if runtime == "keras":  # OpenVINO's worker never imports TensorFlow (runtimes)
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import tensorflow as tf
+
+            try:  # only possible before TF's first op in this worker
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+            except RuntimeError:
+                pass
+        weights = SparkFiles.get(shipped_weights) if shipped_weights else None
+        quantized = SparkFiles.get(shipped_quantized) if shipped_quantized else None
+        started = time.monotonic()
+        cnn = compile_cnn(
+            spec, weights, pooling, seed, runtime, precision, threads, quantized=quantized
+        )
+        # Lands in the executor's log: one line per Python worker that built a model.
+        print(
+            f"sparkles: built {spec.name} on {runtime} at {precision} in "
+            f"{time.monotonic() - started:.1f} s (pid {os.getpid()}, {threads or 'default'} "
+            f"threads)",
+            file=sys.stderr,
+            flush=True,
+        )
+        featurize = ImageBatchFeaturizer(cnn, spec, max_bytes, max_pixels, threads)
+        measured = bool(os.environ.get(WORKER_TIMINGS_ENV))
+        timings = {**featurize.seconds, "udf_s": 0.0} if measured else None
+
+        def predict(contents: np.ndarray) -> dict[str, np.ndarray]:
+            started = time.perf_counter()
+            features, errors = featurize(contents)
+            if timings is not None:
+                timings.update(featurize.seconds)
+                timings["udf_s"] += time.perf_counter() - started
+                print(f"{WORKER_TIMINGS_PREFIX}{json.dumps(timings)}", file=sys.stderr, flush=True)
+            return {"features": features, "error": errors}
+
+        return predict
+
+    return make
+
+
+_udfs: dict[tuple, Any] = {}
+
+
+def _featurize_udf(
+    spark: SparkSession, spec: CnnSpec, shipped: str | None, quantized: str | None, *settings: Any
+) -> Any:
+    """One UDF per Spark application and configuration: predict_batch_udf keys its per-worker
+    model cache by the UDF, so reusing it lets a later transform reuse a model already built."""
+    key = (spark.sparkContext.applicationId, spec, shipped, quantized, *settings)
+    if key not in _udfs:
+        *model_settings, batch_size = settings
+        make = _make_predict_fn(spec, shipped, quantized, *model_settings)
+        # Nondeterministic: Spark must not inline the UDF into each column that reads it.
+        _udfs[key] = predict_batch_udf(
+            make, return_type=_RESULT, batch_size=batch_size
+        ).asNondeterministic()
+    return _udfs[key]
+
+
+def calibration_sample(images: DataFrame, sha: str, seed: int, count: int) -> DataFrame:
+    """int8's calibration images: the ``count`` distinct ones (by content hash ``sha``) first in
+    a seeded order of their hashes, computed in the JVM: the same images whatever the
+    listing's order or partitioning, another set for another seed."""
+    order = F.sha2(F.concat(F.lit(f"{seed}:"), F.col(sha)), 256)
+    return images.dropDuplicates([sha]).orderBy(order).limit(count)
+
+
+class _Writer(DefaultParamsWriter):
+    """Saves Params, plus the weights file itself: a saved model must not depend on a path."""
+
+    def saveImpl(self, path: str) -> None:
+        super().saveImpl(path)
+        featurizer: DeepImageFeaturizer = self.instance
+        resolved = featurizer.resolve_weights(self.sparkSession)
+        if resolved.local_path:
+            target = f"{path.rstrip('/')}/{WEIGHTS_DIR}/{Path(resolved.local_path).name}"
+            storage.copy_from_local(self.sparkSession, resolved.local_path, target)
+        quantized = featurizer.local_quantized_model(self.sparkSession)
+        if quantized:
+            for file in (quantized, quantized.with_suffix(".bin")):
+                target = f"{path.rstrip('/')}/{QUANTIZED_DIR}/{file.name}"
+                storage.copy_from_local(self.sparkSession, str(file), target)
+
+
+class _Reader(DefaultParamsReader):
+    def load(self, path: str) -> DeepImageFeaturizer:
+        # a model loaded where this project is not installed brings its code: executors too
+        ship_to_executors(self.sparkSession)
+        featurizer = super().load(path)
+        folder = f"{path.rstrip('/')}/{WEIGHTS_DIR}"
+        names = storage.list_names(self.sparkSession, folder)
+        if names:
+            # Qualified: a bare path names the default file system (HDFS on YARN, where MLflow
+            # copies a model before loading it), not the driver's disk.
+            weights = storage.qualified(self.sparkSession, f"{folder}/{names[0]}")
+            featurizer.set(featurizer.weights, weights)
+        if featurizer.isSet(featurizer.quantizedModel):  # int8: the stage's own copy
+            quantized = f"{path.rstrip('/')}/{QUANTIZED_DIR}/{MODEL_XML}"
+            featurizer.set(
+                featurizer.quantizedModel, storage.qualified(self.sparkSession, quantized)
+            )
+        return featurizer
+
+
+def _to_param(setting: Setting, value: Any) -> Any:
+    """A profile value in its Param's unit (MB → bytes)."""
+    return int(value * setting.scale) if setting.scale != 1 else value
+
+
+_CONVERTERS = {bool: TypeConverters.toBoolean, int: TypeConverters.toInt,
+               float: TypeConverters.toFloat, str: TypeConverters.toString}  # fmt: skip
+
+
+def declare_settings(config: type[FeaturizerConfig]) -> Callable[[type], type]:
+    """Class decorator: a Param, its default (the profile model's) and its getter for every
+    setting of ``config`` that names a Param. The settings are declared once, on the profile
+    model's fields (``config.Setting``); the transformer, the store key, the featurize run's
+    params and the served model's settings all follow from that declaration."""
+
+    def declare(cls: type) -> type:
+        defaults = config()
+        cls.config_model = config
+        cls._setting_defaults = {}
+        for field, setting in config.settings().items():
+            if setting.param is None:
+                continue
+            default = _to_param(setting, getattr(defaults, field))
+            converter = _CONVERTERS[type(default)]
+            setattr(
+                cls, setting.param, Param(Params._dummy(), setting.param, setting.doc, converter)
+            )
+            getter = f"get{setting.param[0].upper()}{setting.param[1:]}"
+            if getter not in vars(cls):  # a subclass re-declaring keeps its parent's getter
+                setattr(cls, getter, lambda self, name=setting.param: self.getOrDefault(name))
+            cls._setting_defaults[setting.param] = default
+        return cls
+
+    return declare
+
+
+@declare_settings(FeaturizerConfig)
+class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
+    """The Params: columns and the weights file here; one per featurizer setting added from
+    ``config.FeaturizerConfig`` (``modelName``, ``pooling``, ``runtime``, ``precision``,
+    ``batchSize``, ``seed``, ``maxFileBytes``, ``maxPixels``, each with its getter)."""
+
+    config_model: type[FeaturizerConfig]
+    _setting_defaults: dict[str, Any]
+    errorCol = Param(
+        Params._dummy(),
+        "errorCol",
+        "column for the reason an image was not featurized",
+        TypeConverters.toString,
+    )
+    weights = Param(
+        Params._dummy(),
+        "weights",
+        "'imagenet', 'random', or a weights file path/URI",
+        TypeConverters.toString,
+    )
+    quantizedModel = Param(
+        Params._dummy(),
+        "quantizedModel",
+        "precision int8: the quantized OpenVINO model.xml (path/URI, model.bin beside it)",
+        TypeConverters.toString,
+    )
+    calibrationSet = Param(
+        Params._dummy(),
+        "calibrationSet",
+        "precision int8: identity of the images and NNCF settings quantizedModel came from",
+        TypeConverters.toString,
+    )
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._setDefault(
+            inputCol=CONTENT, outputCol=FEATURES, errorCol=ERROR, weights="imagenet",
+            **self._setting_defaults,
+        )  # fmt: skip
+
+    def getErrorCol(self) -> str:
+        return self.getOrDefault(self.errorCol)
+
+    def getWeights(self) -> str:
+        return self.getOrDefault(self.weights)
+
+    def getQuantizedModel(self) -> str | None:
+        return self.getOrDefault(self.quantizedModel) if self.isSet(self.quantizedModel) else None
+
+    def getCalibrationSet(self) -> str | None:
+        return self.getOrDefault(self.calibrationSet) if self.isSet(self.calibrationSet) else None
+
+    def _field_values(self) -> dict[str, Any]:
+        """Profile field name → value, for the settings a Param carries."""
+        return {
+            field: self.getOrDefault(setting.param)
+            for field, setting in self.config_model.settings().items()
+            if setting.param is not None
+        }
+
+    def setting_values(self) -> dict[str, Any]:
+        """``stored_as`` → value of every Param-carried setting: the served model's settings."""
+        return {
+            setting.stored_as or field: self.getOrDefault(setting.param)
+            for field, setting in self.config_model.settings().items()
+            if setting.param is not None
+        }
+
+    def store_key(self, weights_identity: str) -> dict[str, Any]:
+        """What a feature depends on, hashed into the feature store's key: every setting that
+        changes a feature, the model's input size, the weights' identity (which stands for the
+        weights settings) and the preprocessing version."""
+        spec = get_spec(self.getModelName())
+        values = self._field_values()
+        key = {
+            setting.stored_as or field: values[field]
+            for field, setting in self.config_model.settings().items()
+            if setting.features == "key" and setting.applies(values)
+        }
+        if self.getPrecision() == "int8":
+            key["calibration"] = self.getCalibrationSet()
+        return {**key, "model": spec.name, "input_size": list(spec.input_size),
+                "weights": weights_identity, "preprocess": PREPROCESS_VERSION}  # fmt: skip
+
+
+class DeepImageFeaturizer(
+    _DeepImageFeaturizerParams, Transformer, DefaultParamsReadable, DefaultParamsWritable
+):
+    """Image bytes → CNN features (a Spark ML vector), with bad images quarantined, not dropped.
+
+    Keywords: the Params of ``_DeepImageFeaturizerParams`` (camelCase, as in pyspark.ml).
+    """
+
+    @keyword_only
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, **params: Any) -> DeepImageFeaturizer:
+        """Sets the given Params, as pyspark.ml's own transformers do."""
+        self._set(**self._input_kwargs)
+        self._validate()
+        return self
+
+    @classmethod
+    def from_profile(
+        cls, settings: FeaturizerConfig, weights: str, **params: Any
+    ) -> DeepImageFeaturizer:
+        """The featurizer a profile's featurizer section describes, over a resolved weights
+        file (or ``random``); ``params`` override (the precision that runs, columns)."""
+        values = {
+            setting.param: _to_param(setting, getattr(settings, field))
+            for field, setting in cls.config_model.settings().items()
+            if setting.param is not None
+        }
+        return cls(weights=weights, **{**values, **params})
+
+    def _validate(self) -> None:
+        """The profile model's own checks (allowed values, ranges) on the Params' values. The
+        model name is checked where the model is needed (``spec()``): asking Keras would import
+        it, and train, tune and predict build this stage without ever running a CNN."""
+        for field, setting in self.config_model.settings().items():
+            if setting.param is None:
+                continue
+            value = self.getOrDefault(setting.param)
+            kind = self.config_model.model_fields[field].annotation
+            allowed = get_args(kind) if get_origin(kind) is Literal else None
+            if allowed and value not in allowed:
+                raise ValueError(
+                    f"{setting.param} must be one of {', '.join(allowed)}, got {value!r}"
+                )
+        if self.getBatchSize() < 1:
+            raise ValueError("batchSize must be at least 1")
+
+    def spec(self) -> CnnSpec:
+        return get_spec(self.getModelName())
+
+    def resolve_weights(self, spark: SparkSession | None = None) -> ResolvedWeights:
+        # only ImageNet weights need the model's description (its Keras file name)
+        spec = self.spec() if self.getWeights() == "imagenet" else None
+        return resolve_weights(spec, self.getWeights(), self.getOrDefault("seed"), spark=spark)
+
+    def local_quantized_model(self, spark: SparkSession) -> Path | None:
+        """The int8 model's model.xml on the driver (model.bin beside it), fetched from its URI
+        through Hadoop's FileSystem where it is not a local file (a saved model on HDFS, a
+        feature store on S3)."""
+        location = self.getQuantizedModel()
+        if location is None:
+            return None
+        if not is_uri(location) or location.startswith("file:"):
+            local = Path(urlparse(location).path if location.startswith("file:") else location)
+            if not (local.is_file() and local.with_suffix(".bin").is_file()):
+                raise WeightsUnavailableError(
+                    f"quantized model {location} (and its .bin) not found: featurize again"
+                )
+            return local
+        folder = Path(tempfile.mkdtemp(prefix="sparkles-int8-"))
+        for suffix in (".xml", ".bin"):
+            source = location.removesuffix(".xml") + suffix
+            storage.copy_to_local(spark, source, str(folder / f"model{suffix}"))
+        return folder / MODEL_XML
+
+    def calibrate(self, dataset: DataFrame) -> DeepImageFeaturizer:
+        """Quantize this featurizer's CNN to int8 on a seeded sample of ``dataset``'s images
+        (``calibrationImages`` of them, ``calibration_sample``) and set
+        ``quantizedModel``/``calibrationSet``: the int8 model made once, here, on the driver."""
+        hashed = dataset.select(F.sha2(F.col(self.getInputCol()), 256).alias("sha"), "*")
+        chosen = calibration_sample(hashed, "sha", self.getSeed(), self.getCalibrationImages())
+        sample = chosen.select("sha", self.getInputCol()).collect()
+        identity = calibration_identity([row.sha for row in sample])
+        contents = [bytes(row[self.getInputCol()] or b"") for row in sample]
+        resolved = self.resolve_weights(dataset.sparkSession)
+        xml = quantized_model(
+            self.spec(), resolved.local_path, self.getPooling(), self.getSeed(), contents,
+            identity, (self.getMaxFileBytes(), self.getMaxPixels()),
+        )  # fmt: skip
+        return self.setParams(quantizedModel=str(xml), calibrationSet=identity)
+
+    def precision_that_runs(self) -> str:
+        """The precision this transform will run: bf16 becomes f32, with a warning, on a driver
+        whose CPU lacks it (executors are checked again when they build the model)."""
+        precision, reason = precision_that_runs(self.getPrecision())
+        if reason:
+            message = f"featurizer precision bf16 requested, but {reason}"
+            warnings.warn(message, stacklevel=3)
+            print(f"sparkles: {message}", file=sys.stderr, flush=True)
+        return precision
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        self._validate()
+        spark = dataset.sparkSession
+        resolved = self.resolve_weights(spark)
+        shipped = _ship(spark, resolved.local_path) if resolved.local_path else None
+        quantized = None
+        if self.getPrecision() == "int8":
+            xml = self.local_quantized_model(spark)
+            if xml is None:
+                raise ValueError(
+                    "precision int8 runs a quantized model: call calibrate(images) first, or "
+                    "set quantizedModel"
+                )
+            # one stem for the pair, from both files: two models may share an .xml
+            both = sha256_file(str(xml)) + sha256_file(str(xml.with_suffix(".bin")))
+            stem = hashlib.sha256(both.encode()).hexdigest()[:16]
+            _ship(spark, str(xml.with_suffix(".bin")), stem)
+            quantized = _ship(spark, str(xml), stem)
+        featurize = _featurize_udf(
+            spark, self.spec(), shipped, quantized, self.getPooling(), self.getSeed(),
+            self.getRuntime(),
+            self.precision_that_runs(), self.getMaxFileBytes(), self.getMaxPixels(),
+            self.getBatchSize(),
+        )  # fmt: skip
+        scratch = "__sparkles_featurized"
+        out, error = self.getOutputCol(), self.getErrorCol()
+        return (
+            dataset.withColumn(scratch, featurize(F.col(self.getInputCol())))
+            .withColumn(error, F.col(f"{scratch}.error"))
+            .withColumn(
+                out, F.when(F.col(error).isNull(), array_to_vector(F.col(f"{scratch}.features")))
+            )
+            .drop(scratch)
+        )
+
+    def write(self) -> _Writer:
+        return _Writer(self)
+
+    @classmethod
+    def read(cls) -> _Reader:
+        return _Reader(cls)

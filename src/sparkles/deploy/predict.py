@@ -1,0 +1,132 @@
+"""Batch scoring with a registered model: images in, Parquet (and CSV) predictions out.
+
+Streams through Spark from a path or glob (local or S3) to the output; nothing is collected to
+the driver. Unusable images are quarantined with the same reasons as in featurization, and
+``images = scored + quarantined`` is checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import mlflow
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkles import storage
+from sparkles.data.images import read_image_files
+from sparkles.errors import UserError
+from sparkles.model.stages import class_labels
+from sparkles.names import ERROR, IMAGE_ID, PATH, PREDICTION, QUARANTINE_REASON, probability_column
+from sparkles.progress import spark_progress
+
+log = logging.getLogger(__name__)
+PREDICTIONS = "predictions"
+QUARANTINE = "quarantine"
+OUTPUTS = [PREDICTIONS, QUARANTINE, f"{PREDICTIONS}_csv", f"{QUARANTINE}_csv"]
+
+
+class OutputExistsError(UserError, RuntimeError):
+    """Predictions are already where this run would write: kept unless --overwrite."""
+
+
+@dataclass
+class PredictResult:
+    model_uri: str
+    output: str
+    images: int
+    scored: int
+    quarantined: int
+
+
+def _split_glob(images: str) -> tuple[str, str]:
+    """``/data/x/*.jpg`` → (``/data/x``, ``*.jpg``); a plain directory → (dir, ``*``)."""
+    head, _, tail = images.rstrip("/").rpartition("/")
+    if any(ch in tail for ch in "*?[") and head:
+        return head, tail
+    return images, "*"
+
+
+def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, int]:
+    """One row per image file (path, image_id, predicted_label, probability: P(predicted label),
+    probability_<class> for every class, featurize_error), and how many files there are,
+    0-byte ones included."""
+    root, glob = _split_glob(images)
+    files = read_image_files(spark, root, glob)
+    inputs = files.files.select("path", "image_id", "content").unionByName(
+        files.empty.select("path", "image_id", F.lit(None).cast("binary").alias("content"))
+    )
+    count = files.files.count() + files.empty.count()
+    model = mlflow.spark.load_model(model_uri)
+    scored = model.transform(inputs)
+    # quarantined rows have no probability (vector_to_array rejects a null)
+    present = F.col("probability").isNotNull()
+    probability = vector_to_array("probability")
+    frame = scored.select(
+        PATH,
+        IMAGE_ID,
+        F.col(PREDICTION).alias("predicted_label"),
+        F.when(present, F.array_max(probability)).alias("probability"),
+        *[
+            F.when(present, probability[index]).alias(probability_column(name))
+            for index, name in enumerate(class_labels(model))
+        ],
+        ERROR,
+    )
+    return frame, count
+
+
+def predict(
+    spark: SparkSession,
+    model_uri: str,
+    images: str,
+    output: str,
+    csv: bool = False,
+    overwrite: bool = False,
+) -> PredictResult:
+    """Score ``images`` with ``model_uri`` into ``output``/predictions and ``output``/quarantine
+    (replacing earlier ones only with ``overwrite``)."""
+    output = output.rstrip("/")
+    staged = f"{output}/_all"
+    written = [f"{output}/{name}" for name in OUTPUTS]
+    existing = [path for path in written if storage.exists(spark, path)]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{existing[0]} exists: predictions are not overwritten unless asked "
+            "(--overwrite, mlflow run: -P overwrite=true), or choose another --output"
+        )
+    for path in existing:  # all of the last run's, so none is left beside the new answers
+        storage.delete(spark, path)
+    scored, expected = score(spark, model_uri, images)
+    with spark_progress(spark, "predict"), storage.reporting(output):
+        scored.write.mode("overwrite").parquet(staged)
+    everything = spark.read.parquet(staged)
+    good = everything.where(F.col(ERROR).isNull()).drop(ERROR)
+    bad = everything.where(F.col(ERROR).isNotNull()).select(
+        PATH, IMAGE_ID, F.col(ERROR).alias(QUARANTINE_REASON)
+    )
+    with storage.reporting(output):
+        good.write.mode("overwrite").parquet(f"{output}/{PREDICTIONS}")
+        bad.write.mode("overwrite").parquet(f"{output}/{QUARANTINE}")
+        if csv:
+            good.write.mode("overwrite").option("header", True).csv(f"{output}/{PREDICTIONS}_csv")
+            bad.write.mode("overwrite").option("header", True).csv(f"{output}/{QUARANTINE}_csv")
+    counts = everything.agg(
+        F.count(F.lit(1)).alias("images"),
+        F.sum(F.col(ERROR).isNull().cast("int")).alias("scored"),
+    ).first()
+    if counts.images != expected:
+        raise RuntimeError(
+            f"{expected} image files but {counts.images} rows scored: rows were lost"
+        )
+    result = PredictResult(
+        model_uri, output, counts.images, counts.scored or 0, counts.images - (counts.scored or 0)
+    )
+    storage.delete(spark, staged)
+    log.info(
+        "%d images: %d scored, %d quarantined -> %s",
+        result.images, result.scored, result.quarantined, output,
+    )  # fmt: skip
+    return result

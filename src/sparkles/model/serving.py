@@ -1,0 +1,155 @@
+"""The JVM-free scoring model: the featurizer's CNN and the fitted classifier as a plain MLflow
+pyfunc (the ``python_function`` flavour of every logged model, see ``logged_model``), so
+`mlflow models serve` runs in a container with neither Java nor Spark.
+
+It holds the backbone (weights file, model name, pooling, runtime, precision, decode limits) and
+the classifier as numbers (a logistic regression's coefficients and intercepts, or a
+perceptron's layers and weights; the class names), decodes with the same
+code as the Spark featurizer (``runtimes.ImageBatchFeaturizer``) and answers, per image, the
+predicted class, one probability per class and the reason an image could not be scored. This
+module must never import pyspark (tests/model/test_serving.py serves it where pyspark cannot load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from sparkles.cnn.backbones import get_spec
+from sparkles.cnn.runtimes import ImageBatchFeaturizer, compile_cnn, precision_that_runs
+from sparkles.model.classifiers import kind_of_numbers
+from sparkles.names import (
+    CLASSIFIER_FILE,
+    ERROR,
+    PASSED_THROUGH,
+    PREDICTION,
+    SETTINGS_FILE,
+    probability_column,
+)
+
+
+def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
+    """(n, classes) probabilities, as Spark computes them from the same numbers."""
+    return kind_of_numbers(classifier).probabilities(classifier, features)
+
+
+class ImageScorer:
+    """Image bytes → class probabilities, with no Spark: the featurizer's CNN and decoding, then
+    the classifier's numbers. Input: ``content`` (image bytes; base64 in JSON), optional
+    ``path``/``image_id``. Output per row: those, ``prediction``, ``probability_<class>`` per
+    class, ``featurize_error`` (null predictions and probabilities where it is set)."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        classifier: dict[str, Any],
+        weights: str | None,
+        quantized: str | None = None,
+    ) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.classifier = classifier
+        self.batch_size = int(settings["batch_size"])
+        precision, reason = precision_that_runs(settings["precision"])
+        if reason:
+            warnings.warn(f"scoring model built for bf16, but {reason}", stacklevel=2)
+        spec = get_spec(settings["model"])
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        cnn = compile_cnn(
+            spec, weights, settings["pooling"], settings["seed"], settings["runtime"],
+            precision, threads, quantized=quantized,
+        )  # fmt: skip
+        self.featurize = ImageBatchFeaturizer(
+            cnn, spec, settings["max_file_bytes"], settings["max_pixels"], threads
+        )
+
+    def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        contents = [_as_bytes(value) for value in model_input["content"]]
+        length = kind_of_numbers(self.classifier).input_length(self.classifier)
+        features = np.zeros((len(contents), length))
+        errors = np.empty(len(contents), dtype=object)
+        for start in range(0, len(contents), self.batch_size):
+            batch = slice(start, start + self.batch_size)
+            features[batch], errors[batch] = self.featurize(contents[batch])
+        probabilities = class_probabilities(self.classifier, features)
+        scored = np.array([error is None for error in errors], dtype=bool)
+        labels = self.classifier["labels"]
+        out = pd.DataFrame(
+            {name: model_input[name].to_numpy() for name in PASSED_THROUGH if name in model_input}
+        )
+        names = np.asarray(labels, dtype=object)[probabilities.argmax(axis=1)]
+        out[PREDICTION] = np.where(scored, names, None)
+        for index, label in enumerate(labels):
+            # None, not NaN, where quarantined: JSON has null but no NaN
+            column = probabilities[:, index].astype(object)
+            out[probability_column(label)] = np.where(scored, column, None)
+        out[ERROR] = errors
+        return out
+
+
+def _load_pyfunc(data_path: str) -> ImageScorer:
+    """The ``python_function`` flavour of the model a training run logs (``logged_model``):
+    ``data_path`` holds settings.json and classifier.json; the weights file is the one inside
+    the Spark flavour's featurizer stage (and, for int8, its quantized model), named in
+    settings.json relative to the model."""
+    folder = Path(data_path)
+    settings = json.loads((folder / SETTINGS_FILE).read_text())
+    classifier = json.loads((folder / CLASSIFIER_FILE).read_text())
+    weights, quantized = settings.get("weights_file"), settings.get("quantized_model")
+    return ImageScorer(
+        settings,
+        classifier,
+        str(folder.parent / weights) if weights else None,
+        str(folder.parent / quantized) if quantized else None,
+    )
+
+
+class ImageScoringModel(mlflow.pyfunc.PythonModel):
+    """The ``serving`` pyfunc that runs logged before one model held both flavours: kept so
+    those runs, and ``<name>-serving`` versions registered from them, still load."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        settings = json.loads(Path(context.artifacts["settings"]).read_text())
+        classifier = json.loads(Path(context.artifacts["classifier"]).read_text())
+        self.scorer = ImageScorer(settings, classifier, context.artifacts.get("weights"))
+
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        return self.scorer.predict(model_input, params)
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    """MLflow hands binary columns over as bytes; pandas may hold None or NaN for a missing one."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return bytes(value)
+
+
+def signature(labels: list[str]) -> mlflow.models.ModelSignature:
+    from mlflow.types import ColSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("binary", "content"),
+            *(ColSpec("string", n, required=False) for n in PASSED_THROUGH),
+        ]
+    )
+    outputs = Schema(
+        [
+            *(ColSpec("string", n, required=False) for n in PASSED_THROUGH),
+            ColSpec("string", PREDICTION, required=False),
+            *(ColSpec("double", probability_column(label), required=False) for label in labels),
+            ColSpec("string", ERROR, required=False),
+        ]
+    )
+    return mlflow.models.ModelSignature(inputs=inputs, outputs=outputs)

@@ -1,0 +1,193 @@
+"""Train on cached features: seeded stratified split → StringIndexer → the profile's
+classifier (logistic regression or perceptron) → held-out evaluation → MLflow (params, metrics,
+plots, predictions, the models).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.spark_dataset_source import SparkDatasetSource
+from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+
+from sparkles import plots, storage
+from sparkles.config import Profile
+from sparkles.data.images import read_contents
+from sparkles.features.featurize import FeaturizeResult, stored_featurizer
+from sparkles.features.store import TrainingTable
+from sparkles.model import classifiers
+from sparkles.model import logged as logged_model
+from sparkles.model.stages import (
+    class_labels,
+    classifier_model,
+    classifier_parameters,
+    feature_length,
+    scoring_model,
+    training_pipeline,
+)
+from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
+from sparkles.train import evaluate as ev
+from sparkles.train.splits import split_params, train_and_test
+from sparkles.train.validation import validate, validation_folds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    fitted: PipelineModel  # indexer + classifier, as fitted
+    evaluation: ev.Evaluation
+    split_counts: dict[str, dict[str, int]]
+    fit_seconds: float
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluation.metrics
+
+
+def _class_counts(frame: DataFrame) -> dict[str, int]:
+    return {row.label: row["count"] for row in frame.groupBy("label").count().collect()}
+
+
+ROWS_PER_TASK = 10_000  # 2048 floats a row: ~80 MB per task of a fit's pass
+
+
+@contextmanager
+def read_once(features: DataFrame) -> Iterator[DataFrame]:
+    """The training table read from the store once (persisted while the block runs), in tasks
+    of up to ROWS_PER_TASK rows: each LogisticRegression iteration is a Spark job over it, and a
+    small table in the shuffle's many partitions spends those jobs scheduling tiny tasks."""
+    persisted = features.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = persisted.count()
+        tasks = max(1, min(persisted.rdd.getNumPartitions(), -(-rows // ROWS_PER_TASK)))
+        yield persisted.coalesce(tasks)
+    finally:
+        persisted.unpersist()
+
+
+def train(
+    profile: Profile,
+    spark: SparkSession,
+    table: TrainingTable,
+    params: classifiers.Params,
+    validation: dict[str, float] | None = None,
+) -> TrainResult:
+    """Fit on the training split of a training table and evaluate on its held-out split.
+
+    Validation metrics (``val_*``, what `promote` selects on, never the test split) are
+    computed as a search trial computes them, unless given (a search's winner has them).
+    """
+    with read_once(table.features()) as features:
+        return _fit_and_test(profile, features, params, validation)
+
+
+def _fit_and_test(
+    profile: Profile,
+    features: DataFrame,
+    params: classifiers.Params,
+    validation: dict[str, float] | None,
+) -> TrainResult:
+    settings = profile.train
+    train_set, test_set = train_and_test(features, split_params(settings))
+    train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
+    if len(counts["train"]) < 2:
+        raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
+    n_classes, n_features = len(counts["train"]), feature_length(train_set)
+    log.info("fitting a %s classifier on %s", settings.classifier, counts["train"])
+    started = time.monotonic()
+    fitted = training_pipeline(settings, params, n_features, n_classes).fit(train_set)
+    fit_seconds = time.monotonic() - started
+    log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
+    if validation is None:
+        folds, rounds = validation_folds(train_set, profile.tune)
+        folds = folds.persist(StorageLevel.MEMORY_AND_DISK)
+        validation = validate(profile, folds, rounds, n_classes, n_features, params)
+        folds.unpersist()
+    train_set.unpersist()
+    scored = classifier_model(fitted).transform(test_set)
+    evaluation = ev.evaluate(scored, class_labels(fitted))
+    evaluation.metrics["count_train"] = float(sum(counts["train"].values()))
+    evaluation.metrics["fit_seconds"] = fit_seconds
+    evaluation.metrics.update(validation)
+    return TrainResult(fitted, evaluation, counts, fit_seconds)
+
+
+def gallery_images(spark: SparkSession, paths: list[str]) -> dict[str, bytes]:
+    """The bytes of the few images the misclassified gallery shows: the only image files train
+    and tune read. One no longer where it was featurized is left out (drawn as its title)."""
+    present = [path for path in paths if storage.exists(spark, path)]
+    rows = read_contents(spark, present).collect() if present else []
+    return {row.path: bytes(row.content) for row in rows}
+
+
+def log_training(
+    result: TrainResult,
+    spark: SparkSession,
+    profile: Profile,
+    featurized: FeaturizeResult,
+    params: classifiers.Params,
+) -> None:
+    """Everything a reader of the run needs: params, metrics, the training table, plots,
+    predictions, and the model that scores images."""
+    _log_params_and_metrics(result, profile, params)
+    _log_training_table(featurized)
+    _log_evaluation(result, spark, profile.train.gallery_size)
+    log.info("logged metrics and plots; logging the model")
+    featurizer = stored_featurizer(profile, featurized)
+    logged_model.log_model(
+        scoring_model(featurizer, result.fitted),
+        featurizer.setting_values(),
+        classifier_parameters(result.fitted),
+    )
+    mlflow.set_tag(SCORING_TAG, "true")
+
+
+def _log_params_and_metrics(
+    result: TrainResult, profile: Profile, params: classifiers.Params
+) -> None:
+    """By Spark's own Param names: distinct from the MLproject parameters (reg_param, ...),
+    which MLflow logs as given (often empty, meaning "the profile's value")."""
+    settings = profile.train
+    fixed = classifiers.kind_of(settings).fixed_params(settings)
+    mlflow.log_params(
+        {"classifier": settings.classifier, **fixed, **classifiers.loggable(params),
+         **split_params(settings)}
+    )  # fmt: skip
+    mlflow.log_metrics(result.metrics)
+    mlflow.set_tag(CLASSES_TAG, ",".join(result.evaluation.labels))
+
+
+def _log_training_table(featurized: FeaturizeResult) -> None:
+    """The table fitted on, as the run's dataset input (no Spark job: MLflow's ``from_spark``
+    would count its rows)."""
+    table = featurized.table
+    source = SparkDatasetSource(path=table.entry.table)
+    name = f"features-{featurized.fingerprint}"
+    mlflow.log_input(MetaDataset(source, name=name, digest=table.fingerprint[:8]), "training")
+
+
+def _log_evaluation(result: TrainResult, spark: SparkSession, gallery_size: int) -> None:
+    """The plots and the test predictions, under ``evaluation/``."""
+    evaluation = result.evaluation
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        plots.plot_roc(evaluation, out / "roc_curve.png")
+        plots.plot_confusion(evaluation, out / "confusion_matrix.png")
+        plots.plot_label_distribution(result.split_counts, out / "label_distribution.png")
+        wrong = evaluation.most_confident_mistakes(gallery_size)
+        shown = gallery_images(spark, list(wrong.path))
+        plots.plot_misclassified(wrong, shown, out / "misclassified.png")
+        evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)
+        mlflow.log_artifacts(folder, artifact_path=EVALUATION_ARTIFACTS)

@@ -1,0 +1,357 @@
+"""`mlflow run . --backend emr` against a real AWS API endpoint on loopback.
+
+moto in server mode (EMR and S3) runs in this process, `boto3` everywhere is pointed at it with
+AWS_ENDPOINT_URL, and `mlflow server` is the tracking server both "sides" reach. The test plays
+the cluster: it runs the step's own command line here, as the primary node would, then moves the
+step to its end state in moto and puts the step's output where EMR puts step logs. moto has no
+CancelSteps; the test adds it to moto's EMR endpoint as AWS documents it (a pending or running
+step becomes CANCELLED). Nothing of this project is replaced.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import ROOT, free_port, mlflow_server
+from tests.test_readme import COPY_IGNORE, command
+
+pytestmark = pytest.mark.e2e  # `mlflow run` and `mlflow server` as processes
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "sparkles-emr-test"
+REGION = "us-east-1"
+# a small sample for the step that really runs an entry point here
+SMALL = "data.sample.images=40 data.sample.size=[128, 96]"
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_as_it_was():
+    """These tests point MLflow at their tracking server and experiment (which MLflow also
+    writes into the environment); later tests find both as they were."""
+    before = mlflow.get_tracking_uri()
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    mlflow.set_tracking_uri(before)
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def aws():
+    """moto's EMR and S3 on loopback, a bucket, and a running cluster logging to it."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.responses import ActionResult
+    from moto.emr.models import emr_backends
+    from moto.emr.responses import ElasticMapReduceResponse
+
+    def cancel_steps(self) -> ActionResult:  # what AWS documents for CancelSteps
+        cluster = self.backend.clusters[self._get_param("ClusterId")]
+        wanted = self._get_param("StepIds", [])
+        for step in cluster.steps:
+            if step.id in wanted and step.state in ("PENDING", "RUNNING"):
+                step.state = "CANCELLED"
+        info = [{"StepId": step_id, "Status": "SUBMITTED"} for step_id in wanted]
+        return ActionResult({"CancelStepsInfoList": info})
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(ElasticMapReduceResponse, "cancel_steps", cancel_steps, raising=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    for key, value in env.items():
+        patch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    cluster = boto3.client("emr").run_job_flow(
+        Name="sparkles", ReleaseLabel="emr-spark-8.1.0", LogUri=f"s3n://{BUCKET}/emr-logs/",
+        Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceCount": 1,
+                                       "InstanceType": "m6i.xlarge"}],
+                   "KeepJobFlowAliveWhenNoSteps": True},
+        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]  # fmt: skip
+    backend = emr_backends[DEFAULT_ACCOUNT_ID][REGION]
+    try:
+        yield {"env": env, "cluster_id": cluster, "backend": backend}
+    finally:
+        server.stop()
+        patch.undo()
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` on loopback: the tracking server the laptop and the cluster share."""
+    folder = tmp_path_factory.mktemp("tracking")
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    with mlflow_server(store, "--artifacts-destination", str(folder / "artifacts")) as url:
+        yield url
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The project as a user's checkout holds it, with files git would ignore beside it."""
+    root = tmp_path / "sparkles"
+    shutil.copytree(ROOT, root, ignore=COPY_IGNORE)
+    (root / "mlruns.db").write_text("a local store: ignored, never uploaded")
+    return root
+
+
+def _environment(aws: dict, tracking: str, **extra: str) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKLES_"))}
+    return {
+        **plain, **aws["env"], "PATH": os.pathsep.join([venv_bin, plain["PATH"]]),
+        "MLFLOW_TRACKING_URI": tracking, "SPARKLES_S3": f"s3://{BUCKET}/sparkles",
+        "SPARKLES_EMR_CLUSTER_ID": aws["cluster_id"], **extra,
+    }  # fmt: skip
+
+
+def _launch(project: Path, line: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", "-c", f"set -euo pipefail\n{line}"], cwd=project, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def _submitted_step(aws: dict, launcher: subprocess.Popen, known: set[str]) -> dict:
+    """The step the launcher added to the cluster (waits for it)."""
+    emr = boto3.client("emr")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        steps = emr.list_steps(ClusterId=aws["cluster_id"])["Steps"]
+        new = [step for step in steps if step["Id"] not in known]
+        if new:
+            (step,) = new
+            return emr.describe_step(ClusterId=aws["cluster_id"], StepId=step["Id"])["Step"]
+        if launcher.poll() is not None:
+            pytest.fail(f"mlflow run ended before adding a step:\n{launcher.stderr.read()[-3000:]}")
+        time.sleep(0.5)
+    pytest.fail("no step was added in 3 minutes")
+
+
+def _known_steps(aws: dict) -> set[str]:
+    return {s["Id"] for s in boto3.client("emr").list_steps(ClusterId=aws["cluster_id"])["Steps"]}
+
+
+def _finish(aws: dict, step_id: str, state: str, stdout: str, stderr: str) -> None:
+    """What the cluster does when a step ends: its state, and its logs under the log URI."""
+    s3 = boto3.client("s3")
+    folder = f"emr-logs/{aws['cluster_id']}/steps/{step_id}"
+    for name, text in (("stdout", stdout), ("stderr", stderr)):
+        s3.put_object(Bucket=BUCKET, Key=f"{folder}/{name}.gz", Body=gzip.compress(text.encode()))
+    (step,) = [s for s in aws["backend"].clusters[aws["cluster_id"]].steps if s.id == step_id]
+    step.state = state
+
+
+def _option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_mlflow_run_backend_emr_as_written(aws: dict, tracking: str, project: Path) -> None:
+    """docs/emr.md's line: the run on the caller's server, the project in S3, the step's
+    arguments; the step completing ends the run FINISHED with the step's logs attached."""
+    line = command("mlflow run . --backend emr")
+    config = project / "conf" / "emr-backend.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "poll_seconds": 0.5}))
+    known = _known_steps(aws)
+    launcher = _launch(project, line, _environment(aws, tracking))
+    try:
+        step = _submitted_step(aws, launcher, known)
+        args = step["Config"]["Args"]
+        assert step["Config"]["Jar"] == "command-runner.jar"
+        assert args[:3] == ["/opt/sparkles/venv/bin/python", "-m", "sparkles.emr.step"]
+        assert _option(args, "--entry-point") == "tune" and "-Pprofile=emr" in args
+        assert _option(args, "--tracking-uri") == tracking
+        run_id = _option(args, "--run-id")
+
+        mlflow.set_tracking_uri(tracking)
+        run = mlflow.get_run(run_id)
+        assert run.info.status == "RUNNING"
+        assert run.data.tags["mlflow.project.entryPoint"] == "tune"
+        assert run.data.tags["mlflow.project.backend"] == "emr"
+        assert run.data.tags["sparkles.emr.step_id"] == step["Id"]
+        assert run.data.params["profile"] == "emr"
+
+        archive = _option(args, "--archive")
+        assert archive == f"s3://{BUCKET}/sparkles/mlflow-projects/{run_id}/project.tar.gz"
+        local = project.parent / "uploaded.tar.gz"
+        boto3.client("s3").download_file(BUCKET, archive.split("/", 3)[3], str(local))
+        with tarfile.open(local) as tar:
+            names = set(tar.getnames())
+        assert {"MLproject", "conf/emr.yaml", "src/sparkles/cli.py"} <= names
+        assert "mlruns.db" not in names and not any(n.startswith(".venv") for n in names)
+
+        _finish(aws, step["Id"], "COMPLETED", "the step's stdout\n", "the step's stderr\n")
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "the step's stderr" in err, (out[-2000:], err[-2000:])  # the tail, printed
+    finished = mlflow.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    logs = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "emr-step")}
+    assert logs == {"emr-step/stdout", "emr-step/stderr"}
+
+
+def test_the_step_runs_the_entry_point_into_the_same_run(
+    aws: dict, tracking: str, project: Path, tmp_path: Path
+) -> None:
+    """The step's command line, run here as the primary node would run it (the bootstrap's venv
+    is this one; the local profile instead of emr), runs the entry point into the run the
+    backend created. `eda`: a real Spark entry point that logs artifacts, and the cheapest
+    (what `main` does on a cluster is the entry point's own business, tested without EMR)."""
+    config = tmp_path / "backend.json"
+    config.write_text(json.dumps({
+        "cluster_id": aws["cluster_id"], "s3_prefix": f"s3://{BUCKET}/sparkles",
+        "venv": sys.prefix, "poll_seconds": 0.5, "log_wait_seconds": 5,
+    }))  # fmt: skip
+    line = (
+        f"mlflow run . --backend emr --backend-config {config} -e eda "
+        f"--experiment-name sparkles-emr -P profile=local -P overrides='{SMALL}'"
+    )
+    known = _known_steps(aws)
+    env = _environment(aws, tracking)
+    launcher = _launch(project, line, env)
+    try:
+        step = _submitted_step(aws, launcher, known)
+        args = step["Config"]["Args"]
+        assert args[0] == f"{sys.prefix}/bin/python"
+        # the primary node: the step's own arguments, with the cluster's environment
+        on_cluster = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+        ran = subprocess.run(
+            args, cwd=tmp_path, env=on_cluster, capture_output=True, text=True, timeout=900
+        )
+        assert ran.returncode == 0, ran.stderr[-4000:]
+        _finish(aws, step["Id"], "COMPLETED", ran.stdout, ran.stderr)
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 0, err[-3000:]
+    mlflow.set_tracking_uri(tracking)
+    run = mlflow.get_run(_option(args, "--run-id"))
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.project.backend"] == "emr"
+    assert run.data.tags["sparkles.command"] == "eda"  # the entry point ran in this run
+    assert run.data.metrics["eda_label_rows"] > 0
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"eda", "emr-step"} <= artifacts
+    (experiment,) = [e for e in mlflow.search_experiments() if e.name == "sparkles-emr"]
+    assert run.info.experiment_id == experiment.experiment_id
+
+
+def test_interrupting_mlflow_run_cancels_the_step(aws: dict, tracking: str, project: Path) -> None:
+    line = command("mlflow run . --backend emr")
+    known = _known_steps(aws)
+    launcher = _launch(project, line, _environment(aws, tracking))
+    try:
+        step = _submitted_step(aws, launcher, known)
+        run_id = _option(step["Config"]["Args"], "--run-id")
+        time.sleep(2)  # in wait(): polling the step
+        os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C
+        launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    emr = boto3.client("emr")
+    state = emr.describe_step(ClusterId=aws["cluster_id"], StepId=step["Id"])["Step"]["Status"]
+    assert state["State"] == "CANCELLED"
+    mlflow.set_tracking_uri(tracking)
+    assert mlflow.get_run(run_id).info.status == "KILLED"
+
+
+def test_bad_config_and_local_tracking_fail_before_any_upload(
+    aws: dict, tracking: str, project: Path, tmp_path: Path
+) -> None:
+    s3 = boto3.client("s3")
+    before = s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
+    mlflow.set_tracking_uri(tracking)
+    runs = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cluster_id": aws["cluster_id"], "s3_prefix": "my-bucket/x",
+                               "poll_secs": 5}))  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", f"mlflow run . --backend emr --backend-config {bad} -e train"],
+        cwd=project, env=_environment(aws, tracking), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "key 's3_prefix': Value error, must be s3://bucket[/prefix]" in done.stderr
+    assert "key 'poll_secs': Extra inputs are not permitted" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    local = _environment(aws, tracking, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'm.db'}")
+    done = subprocess.run(
+        ["bash", "-c", command("mlflow run . --backend emr")],
+        cwd=project, env=local, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "is local to this machine" in done.stderr and "Traceback" not in done.stderr
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == before
+    mlflow.set_tracking_uri(tracking)
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == runs
+
+
+def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
+    aws: dict, tracking: str, project: Path
+) -> None:
+    """new_cluster: a cluster for this one step, with create-cluster.sh's release, sizes,
+    bootstrap (the project's own wheel) and configurations; it ends with its step."""
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("sparkles-emr")
+    prefix = f"s3://{BUCKET}/transient"
+    submitted = mlflow.projects.run(
+        str(project), entry_point="train", parameters={"profile": "emr"}, backend="emr",
+        backend_config={"s3_prefix": prefix, "new_cluster": {"key_name": "k", "core_count": 3},
+                        "poll_seconds": 0.5, "log_wait_seconds": 0, "wait": False},
+        synchronous=False,  # with "wait": false, a handle on the submitted step
+    )  # fmt: skip
+    emr = boto3.client("emr")
+    cluster = emr.describe_cluster(ClusterId=submitted.cluster_id)["Cluster"]
+    script = subprocess.run(
+        ["bash", str(project / "scripts" / "emr" / "create-cluster.sh")],
+        env={**os.environ, "DRY_RUN": "1", "SPARKLES_S3": prefix, "KEY_NAME": "k",
+             "CORE_COUNT": "3"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    create = next(line for line in script.stdout.splitlines() if "emr create-cluster" in line)
+    assert f"--release-label {cluster['ReleaseLabel']} " in create
+    assert cluster["AutoTerminate"] is True  # no KeepJobFlowAliveWhenNoSteps: it ends with the step
+    groups = emr.list_instance_groups(ClusterId=submitted.cluster_id)["InstanceGroups"]
+    for group in groups:
+        role = {"MASTER": "MASTER", "CORE": "CORE"}[group["InstanceGroupType"]]
+        expected = f"InstanceGroupType={role}\\,InstanceCount={group['RequestedInstanceCount']}"
+        assert f"{expected}\\,InstanceType={group['InstanceType']}" in create
+    (bootstrap,) = emr.list_bootstrap_actions(ClusterId=submitted.cluster_id)["BootstrapActions"]
+    assert f"Path={bootstrap['ScriptPath']}\\," in create
+    (wheel,) = bootstrap["Args"]
+    assert wheel.startswith(f"{prefix}/emr/sparkles_spark-") and wheel.endswith(".whl")
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert wheel.split("/", 3)[3] in keys and "transient/emr/bootstrap.sh" in keys
+    configured = {c["Classification"] for c in cluster["Configurations"]}
+    shipped = json.loads((project / "scripts" / "emr" / "configurations.json").read_text())
+    assert configured == {c["Classification"] for c in shipped}
+    assert submitted.get_status() == mlflow.entities.RunStatus.RUNNING
+    submitted.cancel()
+    assert mlflow.get_run(submitted.run_id).info.status == "KILLED"
+    terminated = emr.describe_cluster(ClusterId=submitted.cluster_id)["Cluster"]["Status"]
+    assert terminated["State"] in ("TERMINATING", "TERMINATED")

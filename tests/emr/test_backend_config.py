@@ -1,0 +1,100 @@
+"""The emr backend's own decisions, without AWS: its config, the tracking URIs it refuses, the
+files it packages, the step it asks for (unit tier; the backend against an AWS endpoint on
+loopback is tests/emr/test_backend.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from sparkles.emr.backend import (
+    STATES,
+    EmrError,
+    check_tracking_uri,
+    load_config,
+    package,
+    project_files,
+    step_args,
+)
+
+pytest.importorskip("pathspec")
+
+
+def test_config_errors_name_their_keys(monkeypatch) -> None:
+    with pytest.raises(EmrError) as caught:
+        load_config({"s3_prefix": "bucket/x", "cluster_id": "cluster-1", "pol_seconds": 1})
+    message = str(caught.value)
+    assert "key 's3_prefix'" in message and "key 'cluster_id'" in message
+    assert "key 'pol_seconds': Extra inputs are not permitted" in message
+    with pytest.raises(EmrError, match="exactly one of cluster_id"):
+        load_config({"s3_prefix": "s3://bucket/x"})
+    monkeypatch.setenv("SPARKLES_S3", "s3://my-bucket/sparkles")
+    monkeypatch.delenv("SPARKLES_EMR_CLUSTER_ID", raising=False)
+    with pytest.raises(EmrError, match="SPARKLES_EMR_CLUSTER_ID is not set"):
+        load_config(_json(Path("conf/emr-backend.json")))
+    monkeypatch.setenv("SPARKLES_EMR_CLUSTER_ID", "j-ABC123")
+    config = load_config({**_json(Path("conf/emr-backend.json")), "SYNCHRONOUS": False})
+    assert (config.cluster_id, config.s3_prefix) == ("j-ABC123", "s3://my-bucket/sparkles")
+    assert config.wait and config.venv == "/opt/sparkles/venv"
+
+
+def _json(path: Path) -> dict:
+    import json
+
+    return json.loads((Path(__file__).resolve().parents[2] / path).read_text())
+
+
+@pytest.mark.parametrize(
+    "uri", ["sqlite:///mlruns.db", "file:///tmp/mlruns", "./mlruns", "https://me:token@host"]
+)
+def test_a_tracking_uri_the_cluster_cannot_use_is_refused(uri: str) -> None:
+    with pytest.raises(EmrError):
+        check_tracking_uri(uri)
+
+
+def test_a_shared_tracking_server_is_accepted() -> None:
+    for uri in ("http://localhost:5000", "https://mlflow.example.com", "databricks"):
+        check_tracking_uri(uri)
+
+
+def _tree(root: Path) -> None:
+    for name, text in {
+        "MLproject": "name: x", "src/pkg/data/a.py": "", "data/big.jpg": "x",
+        "mlruns.db": "", ".gitignore": "/data/\n*.db\n", "notes.txt": "untracked, not ignored",
+    }.items():  # fmt: skip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_the_project_is_packaged_as_git_sees_it(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(
+        ["git", "-C", str(tmp_path), "add", "MLproject", "src", ".gitignore"], check=True
+    )
+    expected = {"MLproject", "src/pkg/data/a.py", ".gitignore", "notes.txt"}
+    assert {str(p.relative_to(tmp_path)) for p in project_files(tmp_path)} == expected
+    archive = tmp_path.parent / "project.tar.gz"
+    assert package(tmp_path, archive) == len(expected)
+    with tarfile.open(archive) as tar:
+        assert set(tar.getnames()) == expected
+
+
+def test_without_git_the_gitignore_patterns_decide(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    names = {str(p.relative_to(tmp_path)) for p in project_files(tmp_path)}
+    assert names == {"MLproject", "src/pkg/data/a.py", ".gitignore", "notes.txt"}
+
+
+def test_the_step_runs_the_entry_point_into_the_run() -> None:
+    config = load_config({"s3_prefix": "s3://b-1/p", "cluster_id": "j-1",
+                          "cluster_tracking_uri": "http://10.0.0.5:5000"})  # fmt: skip
+    args = step_args(config, "s3://b-1/p/a.tar.gz", "tune", {"profile": "emr", "max_evals": 8},
+                     "r1", "7", "http://localhost:5000")  # fmt: skip
+    assert args[:3] == ["/opt/sparkles/venv/bin/python", "-m", "sparkles.emr.step"]
+    assert args[args.index("--tracking-uri") + 1] == "http://10.0.0.5:5000"
+    assert args[-2:] == ["-Pprofile=emr", "-Pmax_evals=8"]
+    assert {STATES[s] for s in ("CANCELLED", "INTERRUPTED")} == {STATES["CANCELLED"]}

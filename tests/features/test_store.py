@@ -1,0 +1,236 @@
+"""The per-image feature store: the CNN runs only on images it lacks; appends are all or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparkles.cli import main as cli_main
+from sparkles.config import load_profile
+from sparkles.data.sample import ensure_sample
+from sparkles.features import featurize as training_tables
+from sparkles.features import store as feature_store
+from sparkles.features.featurize import featurize
+from sparkles.features.store import SEGMENTS, FeatureStore
+from tests.conftest import ROOT, write_profile
+from tests.images import encode, photo
+
+
+def _sample(folder: Path, **sections: dict):
+    path = write_profile(folder, **sections)
+    profile = load_profile(str(path))
+    ensure_sample(profile)
+    return str(path), profile
+
+
+def _labelled_files(profile, count: int) -> list[Path]:
+    """``count`` image files that carry exactly one of the profile's classes."""
+    rows = Path(profile.data.labels_csv).read_text().splitlines()[1:]
+    positives: dict[str, set[str]] = {}
+    for row in rows:
+        image, _, label, confidence = row.split(",")
+        if confidence == "1" and label in ("/m/0k4j", "/m/07j7r"):
+            positives.setdefault(image, set()).add(label)
+    single = sorted(image for image, labels in positives.items() if len(labels) == 1)
+    return [Path(profile.data.images) / f"{image}.jpg" for image in single[:count]]
+
+
+def _forbid_the_cnn(monkeypatch) -> None:
+    def no_cnn(*args, **kwargs):
+        raise AssertionError("the featurizer ran")
+
+    monkeypatch.setattr(training_tables.DeepImageFeaturizer, "_transform", no_cnn)
+
+
+def _features(result) -> dict[str, np.ndarray]:
+    rows = result.table.features().select("image_id", "features").collect()
+    return {row.image_id: row.features.toArray() for row in rows}
+
+
+def test_added_images_are_the_only_ones_computed(spark, tmp_path: Path) -> None:
+    _, profile = _sample(tmp_path)
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    added = _labelled_files(profile, 4)
+    for file in added:
+        shutil.move(file, aside / file.name)
+    first = featurize(profile, spark)
+    assert first.counts["computed"] == first.counts["rows_in"] > 0
+    assert first.counts["reused"] == 0 and not first.reused
+    for file in added:
+        shutil.move(aside / file.name, file)
+
+    second = featurize(profile, spark)
+    counts = second.counts
+    assert counts["computed"] == counts["computed_images"] == len(added)
+    assert counts["reused"] == first.counts["rows_in"]
+    assert counts["rows_in"] == first.counts["rows_in"] + len(added)
+    assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
+    assert second.fingerprint != first.fingerprint
+    before, after = _features(first), _features(second)
+    assert set(after) == set(before) | {file.stem for file in added}
+    assert all(np.array_equal(before[image], after[image]) for image in before)
+
+
+def test_changing_the_classes_runs_no_cnn(spark, tmp_path: Path, monkeypatch) -> None:
+    path, profile = _sample(tmp_path)
+    first = featurize(profile, spark)
+    _forbid_the_cnn(monkeypatch)
+    # every car in the sample is also labelled Vehicle: the same images, other labels
+    relabelled = featurize(load_profile(path, ["data.classes=[Vehicle, Tree]"]), spark)
+    assert relabelled.counts["computed"] == 0
+    assert relabelled.counts["reused"] == relabelled.counts["rows_in"] > 0
+    assert relabelled.reused and relabelled.fingerprint != first.fingerprint
+    labels = {r.label for r in relabelled.table.features().select("label").distinct().collect()}
+    assert labels == {"Vehicle", "Tree"}
+    # the same inputs again: the same training table, row for row
+    again = featurize(load_profile(path, ["data.classes=[Vehicle, Tree]"]), spark)
+    assert again.fingerprint == relabelled.fingerprint
+    assert again.table.entry.path == relabelled.table.entry.path
+    rows = again.table.read().select("image_id", "label", "image_sha256").collect()
+    assert sorted(rows) == sorted(
+        relabelled.table.read().select("image_id", "label", "image_sha256").collect()
+    )
+
+
+def test_rewriting_one_file_recomputes_exactly_that_file(spark, tmp_path: Path) -> None:
+    """Same name, same size, same mtime, other bytes: what ``cp -p`` or ``rsync -t`` can leave."""
+    _, profile = _sample(tmp_path)
+    first = featurize(profile, spark)
+    target = _labelled_files(profile, 1)[0]
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+
+    second = featurize(profile, spark)
+    assert second.counts["computed"] == 1 and second.counts["computed_images"] == 1
+    assert second.counts["reused"] == second.counts["rows_in"] - 1
+    assert second.fingerprint != first.fingerprint
+    rewritten = second.table.read().where(f"image_id = '{target.stem}'").first()
+    original = first.table.read().where(f"image_id = '{target.stem}'").first()
+    assert rewritten.image_sha256 != original.image_sha256
+    assert rewritten.featurize_error is not None or not np.array_equal(
+        rewritten.features.toArray(), original.features.toArray()
+    )
+
+
+def test_appends_compact_past_the_threshold_and_the_newest_row_wins(
+    spark, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    path, profile = _sample(tmp_path)
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    batches = [_labelled_files(profile, 6)[:3], _labelled_files(profile, 6)[3:]]
+    for file in batches[0] + batches[1]:
+        shutil.move(file, aside / file.name)
+    featurize(profile, spark)
+    for batch in batches:
+        for file in batch:
+            shutil.move(aside / file.name, file)
+        featurize(profile, spark)
+    refreshed = featurize(profile, spark, refresh=True)  # every image again: duplicates
+    store = refreshed.table.store
+    assert len(store.live_segments()) == 4
+    newest = store.live_segments()[-1].key
+    assert {r.segment for r in store.read().select("segment").distinct().collect()} == {newest}
+    assert store.read().count() == refreshed.counts["rows_in"]
+    assert refreshed.counts["computed"] == refreshed.counts["rows_in"]
+    before = _features(refreshed)
+
+    capsys.readouterr()
+    assert cli_main(["compact", "--profile", path]) == 0
+    [report] = json.loads(capsys.readouterr().out)
+    assert report["segments_before"] == 4 and report["segments_after"] == 1
+    [compacted] = store.live_segments()
+    assert sorted(compacted.meta["replaces"]) == sorted(
+        name for name in store.segments.listed() if name != compacted.key
+    )
+    after = featurize(profile, spark)  # reads the compacted segment only
+    assert after.reused and after.fingerprint == refreshed.fingerprint
+    assert set(_features(after)) == set(before)
+    assert all(np.array_equal(before[k], v) for k, v in _features(after).items())
+    assert {r.segment for r in store.read().select("segment").distinct().collect()} == {newest}
+
+    # replaced segments stay while a reader may still hold them, then go
+    assert len(store.segments.listed()) == 5
+    store.tidy()
+    assert len(store.segments.listed()) == 5
+    monkeypatch.setattr(feature_store, "STALE_AFTER_SECONDS", -1)
+    store.tidy()
+    assert store.segments.listed() == [compacted.key]
+
+    # automatically: an append that leaves more than compact_after_segments compacts them
+    _labelled_files(profile, 7)[6].write_bytes(encode(photo(160, 120, seed=5)))
+    grown = featurize(load_profile(path, ["cache.compact_after_segments=1"]), spark)
+    assert grown.counts["computed"] == 1
+    [merged] = store.live_segments()
+    assert merged.key != compacted.key and compacted.key in merged.meta["replaces"]
+
+
+KILL_WHEN = "the append's table folder appears"
+
+
+@pytest.mark.e2e
+def test_a_killed_append_is_never_read(spark, tmp_path: Path) -> None:
+    """SIGKILL the featurize process while it writes its segment; the next run ignores it."""
+    path, profile = _sample(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "sparkles.cli", "featurize", "--profile", path]
+    process = subprocess.Popen(
+        command, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    segments = Path(profile.cache.dir)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if list(segments.glob(f"*/{SEGMENTS}/*/table-*")):
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, f"featurize ended before {KILL_WHEN}"
+    [store_root] = [p for p in segments.iterdir() if p.is_dir()]
+    store = FeatureStore(spark, str(store_root))
+    [left] = store.segments.listed()
+    assert not (store_root / SEGMENTS / left / "meta.json").exists()
+    assert store.live_segments() == []
+
+    result = featurize(profile, spark)
+    assert result.counts["computed"] == result.counts["rows_in"]
+    assert [s.key for s in store.live_segments()] != [left]
+    assert left in store.segments.listed()  # kept until stale: it might be a live writer's
+
+
+def test_a_file_system_failure_is_one_line_naming_the_path(spark, tmp_path: Path, capsys) -> None:
+    """The store's folder cannot be made (a file stands where it would go): the user reads one
+    line with the path and the file system's own reason, the run ends FAILED."""
+    import mlflow
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file, not a folder")
+    path, profile = _sample(tmp_path)
+    capsys.readouterr()
+    code = cli_main(["featurize", "--profile", path, "--set", f"cache.dir={blocker}/cache"])
+    err = capsys.readouterr().err
+    assert code == 1
+    [line] = [text for text in err.splitlines() if text.startswith("error:")]
+    assert str(blocker / "cache") in line and "not a directory" in line
+    assert "Traceback" not in err and "py4j" not in err.lower()
+    mlflow.set_tracking_uri(profile.mlflow.tracking_uri)
+    [run] = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.status == "FAILED"
