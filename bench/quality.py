@@ -30,7 +30,7 @@ def combinations(bf16: bool) -> list[tuple[str, str]]:
 
 
 def features_by_image(table) -> dict[str, np.ndarray]:
-    from sparkles.features.store import SHA
+    from sparkles.names import SHA
 
     rows = table.features().select(SHA, "features").collect()
     return {row[SHA]: row.features.toArray() for row in rows}

@@ -20,14 +20,8 @@ from pyspark.sql import SparkSession
 from sparkles import plots, tracking
 from sparkles.config import Profile
 from sparkles.data.eda import EdaResult, compute, write_report
-from sparkles.features.featurize import (
-    FeaturizeResult,
-    committed_features,
-    featurize,
-    log_features_source,
-    log_featurize,
-    summary,
-)
+from sparkles.features.featurize import FeaturizeResult, featurize, summary
+from sparkles.features.lineage import committed_features, log_features_source, log_featurize
 from sparkles.model import classifiers
 from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
 from sparkles.train.fit import log_training, read_once, train

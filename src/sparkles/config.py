@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from sparkles.errors import UserError
+from sparkles.storage import is_uri
 
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
 
@@ -407,11 +408,6 @@ class Profile(_Strict):
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     eda: EdaConfig = EdaConfig()
-
-
-def is_uri(path: str) -> bool:
-    """A Hadoop URI (any ``scheme://``, ``file:``, ``dbfs:/``) rather than a driver-local path."""
-    return "://" in path or path.startswith(("file:", "dbfs:/"))
 
 
 def conf_dir() -> Path:

@@ -15,6 +15,8 @@ SHA = "image_sha256"  # of those bytes: an image's identity in the feature store
 FEATURES = "features"  # the CNN's vector
 ERROR = "featurize_error"  # why an image has no features (null when it has)
 PREDICTION = "prediction"
+LABEL_INDEX = "label_index"  # the StringIndexer's index of LABEL
+PREDICTION_INDEX = "prediction_index"  # the classifier's, before IndexToString names it
 QUARANTINE_REASON = "reason"  # ERROR's name in quarantine.csv and the predictions' CSV
 PASSED_THROUGH = (PATH, IMAGE_ID)  # what a scorer hands back beside its prediction
 

@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from pyspark.sql import SparkSession
+from typing import TYPE_CHECKING, Any
 
 from sparkles.errors import StorageError, file_system_cause
+
+if TYPE_CHECKING:  # pyspark only for hints: config and the JVM-free scorer import is_uri
+    from pyspark.sql import SparkSession
 
 
 @contextmanager
@@ -38,9 +39,15 @@ def _fs_and_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
+def is_uri(path: str) -> bool:
+    """A Hadoop URI (any ``scheme://``, ``file:``, ``dbfs:/``) rather than a driver-local path:
+    the one rule every module applies."""
+    return "://" in path or path.startswith(("file:", "dbfs:/"))
+
+
 def qualify(path: str) -> str:
     """Plain local paths become absolute ``file:`` URIs so every node reads the same thing."""
-    if "://" in path or path.startswith("file:"):
+    if is_uri(path):
         return path
     return Path(path).resolve().as_uri()
 

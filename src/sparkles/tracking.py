@@ -12,8 +12,9 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import RunStatus
 
-from sparkles.config import Profile, is_uri
+from sparkles.config import Profile
 from sparkles.names import COMMAND_TAG, ERROR_TAG, PROFILE_EXPERIMENT_TAG, PROFILE_TAG
+from sparkles.storage import is_uri
 
 log = logging.getLogger(__name__)
 # mlflow.set_tracking_uri and mlflow.set_experiment write MLFLOW_TRACKING_URI and

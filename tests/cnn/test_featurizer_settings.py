@@ -10,7 +10,7 @@ import pytest
 
 from sparkles.cnn.featurizer import DeepImageFeaturizer, declare_settings
 from sparkles.config import FeaturizerConfig, Setting, load_profile
-from sparkles.features.featurize import features_key, featurize_params
+from sparkles.features.lineage import features_key, featurize_params
 from tests.conftest import write_profile
 
 

@@ -20,7 +20,7 @@ from sparkles.deploy.registry import (
     promote,
     rescore,
 )
-from sparkles.features.store import open_training_table
+from sparkles.features.tables import open_training_table
 from sparkles.progress import input_bytes
 from tests.conftest import registering
 

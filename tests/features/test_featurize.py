@@ -12,12 +12,12 @@ from urllib.parse import urlparse
 import mlflow
 import pytest
 
+from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.cnn.runtimes import cpu_has_bf16
 from sparkles.cnn.weights import WeightsUnavailableError
 from sparkles.commands import run_featurize
 from sparkles.config import load_profile
 from sparkles.data.sample import ensure_sample
-from sparkles.features import featurize as training_tables
 from sparkles.features.commit import STALE_AFTER_SECONDS, CommittedTables
 from sparkles.features.featurize import featurize
 from tests.conftest import write_profile
@@ -89,7 +89,7 @@ def test_a_second_run_reuses_every_image(spark, damaged, tmp_path: Path, monkeyp
     def no_cnn(*args, **kwargs):
         raise AssertionError("the featurizer ran on a cache hit")
 
-    monkeypatch.setattr(training_tables.DeepImageFeaturizer, "_transform", no_cnn)
+    monkeypatch.setattr(DeepImageFeaturizer, "_transform", no_cnn)
     second = featurize(profile, spark)
     assert second.reused
     assert second.fingerprint == first.fingerprint

@@ -12,7 +12,8 @@ import pytest
 
 from sparkles.commands import run_featurize, run_train, run_tune
 from sparkles.config import load_profile
-from sparkles.features.featurize import FEATURES_RUN_TAG, CacheMissingError
+from sparkles.features.lineage import CacheMissingError
+from sparkles.names import FEATURES_RUN_TAG
 from sparkles.progress import input_bytes
 from tests.conftest import searching, write_profile
 
@@ -113,7 +114,7 @@ def test_no_matching_table_names_the_command_to_run(spark, featurized_then_moved
 
 def test_the_features_key_covers_what_changes_a_feature(tmp_path: Path, monkeypatch) -> None:
     """Data and featurizer settings are in it; batch sizes and a relative spelling are not."""
-    from sparkles.features.featurize import features_key
+    from sparkles.features.lineage import features_key
 
     path = str(write_profile(tmp_path))
     key = features_key(load_profile(path))

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from sparkles.cli import main as cli_main
+from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.config import load_profile
 from sparkles.data.sample import ensure_sample
-from sparkles.features import featurize as training_tables
 from sparkles.features import store as feature_store
 from sparkles.features.featurize import featurize
 from sparkles.features.store import SEGMENTS, FeatureStore
@@ -48,7 +48,7 @@ def _forbid_the_cnn(monkeypatch) -> None:
     def no_cnn(*args, **kwargs):
         raise AssertionError("the featurizer ran")
 
-    monkeypatch.setattr(training_tables.DeepImageFeaturizer, "_transform", no_cnn)
+    monkeypatch.setattr(DeepImageFeaturizer, "_transform", no_cnn)
 
 
 def _features(result) -> dict[str, np.ndarray]:

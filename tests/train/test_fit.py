@@ -13,7 +13,8 @@ import pytest
 
 from sparkles.commands import run_train
 from sparkles.config import load_profile
-from sparkles.features.featurize import CacheMissingError, featurize
+from sparkles.features.featurize import featurize
+from sparkles.features.lineage import CacheMissingError
 from sparkles.model.stages import scoring_model
 from sparkles.train.fit import train
 from tests.conftest import write_profile

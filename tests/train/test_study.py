@@ -15,7 +15,7 @@ from hyperopt.pyll import stochastic
 from sparkles.commands import run_featurize, run_main, run_tune
 from sparkles.config import ConfigError, load_profile
 from sparkles.features.featurize import featurize
-from sparkles.features.store import open_training_table
+from sparkles.features.tables import open_training_table
 from sparkles.model import classifiers
 from sparkles.model.serving import class_probabilities
 from sparkles.train.splits import split_params, train_and_test

@@ -55,8 +55,9 @@ from sparkles.cnn.runtimes import (
 )
 from sparkles.cnn.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 from sparkles.code import ship_to_executors
-from sparkles.config import FeaturizerConfig, Setting, is_uri
+from sparkles.config import FeaturizerConfig, Setting
 from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
+from sparkles.storage import is_uri
 
 _RESULT = StructType(
     [StructField("features", ArrayType(FloatType())), StructField("error", StringType())]

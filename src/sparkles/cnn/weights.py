@@ -17,8 +17,8 @@ from pyspark.sql import SparkSession
 
 from sparkles import storage
 from sparkles.cnn.backbones import CnnSpec, sha256_file
-from sparkles.config import is_uri
 from sparkles.errors import UserError
+from sparkles.storage import is_uri
 
 
 class WeightsUnavailableError(UserError, RuntimeError):

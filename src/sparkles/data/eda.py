@@ -26,6 +26,7 @@ from scipy.spatial.distance import squareform
 from sparkles import plots
 from sparkles.data.images import read_image_files
 from sparkles.data.openimages import read_class_descriptions, read_image_labels
+from sparkles.names import IMAGE_ID
 
 
 @dataclass
@@ -61,7 +62,7 @@ def named_labels(spark: SparkSession, labels_csv: str, classes_csv: str) -> Data
         read_image_labels(spark, labels_csv)
         .join(F.broadcast(names), "LabelName", "left")
         .select(
-            F.col("ImageID").alias("image_id"),
+            F.col("ImageID").alias(IMAGE_ID),
             F.coalesce("DisplayName", "LabelName").alias("name"),
             "Confidence",
         )
@@ -129,11 +130,11 @@ def compute(
     every = named_labels(spark, labels_csv, classes_csv).cache()
     totals = every.agg(
         F.count(F.lit(1)).alias("label_rows"),
-        F.countDistinct("image_id").alias("images"),
+        F.countDistinct(IMAGE_ID).alias("images"),
         F.sum((F.col("Confidence") == 1).cast("int")).alias("positive_label_rows"),
     ).first()
-    positives = every.where(F.col("Confidence") == 1).select("image_id", "name").distinct().cache()
-    per_image = positives.groupBy("image_id").agg(F.count(F.lit(1)).alias("n_labels"))
+    positives = every.where(F.col("Confidence") == 1).select(IMAGE_ID, "name").distinct().cache()
+    per_image = positives.groupBy(IMAGE_ID).agg(F.count(F.lit(1)).alias("n_labels"))
     histogram = {
         int(r.n_labels): int(r["count"])
         for r in per_image.groupBy("n_labels").count().orderBy("n_labels").collect()
@@ -144,7 +145,7 @@ def compute(
     wanted = [c.lower() for c in classes]
     targets = positives.where(F.lower("name").isin(wanted))
     target_counts = {r.name: int(r["count"]) for r in targets.groupBy("name").count().collect()}
-    several = targets.groupBy("image_id").count().where("count > 1").count()
+    several = targets.groupBy(IMAGE_ID).count().where("count > 1").count()
     # every label row, whatever its confidence: what the labels file says about each class
     ranked_all = every.groupBy("name").count().orderBy(F.desc("count"), "name").limit(top_n)
     top_all = {r.name: int(r["count"]) for r in ranked_all.collect()}
@@ -161,7 +162,7 @@ def compute(
     chosen = positives.where(F.col("name").isin(keep))
     pairs = (
         chosen.alias("a")
-        .join(chosen.alias("b"), "image_id")
+        .join(chosen.alias("b"), IMAGE_ID)
         .groupBy(F.col("a.name").alias("x"), F.col("b.name").alias("y"))
         .count()
         .collect()  # at most K×K rows

@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from sparkles.names import IMAGE_ID
+
 # Hadoop glob syntax: a file name holding one of these must be escaped to be read literally.
 GLOB_CHARACTERS = re.compile(r"([\\\[\]{}*?])")
 
@@ -57,7 +59,7 @@ def read_image_files(spark: SparkSession, root: str, glob: str = "*.jpg") -> Ima
     )
     files = raw.select(
         "path",
-        image_id_from_path(F.col("path")).alias("image_id"),
+        image_id_from_path(F.col("path")).alias(IMAGE_ID),
         "length",
         F.col("modificationTime").alias("modification_time"),
         "content",
@@ -66,7 +68,7 @@ def read_image_files(spark: SparkSession, root: str, glob: str = "*.jpg") -> Ima
     read = {row.path for row in raw.select("path").collect()}  # no content: nothing is read
     empty_paths = sorted(indexed - read)
     empty = spark.createDataFrame([(p,) for p in empty_paths], "path string").select(
-        "path", image_id_from_path(F.col("path")).alias("image_id")
+        "path", image_id_from_path(F.col("path")).alias(IMAGE_ID)
     )
     return ImageFiles(files=files, empty=empty)
 

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from sparkles.data.images import ImageFiles
 from sparkles.errors import UserError
+from sparkles.names import IMAGE_ID
 
 LABELS_SCHEMA = "ImageID string, Source string, LabelName string, Confidence double"
 CLASSES_SCHEMA = "LabelName string, DisplayName string"
@@ -101,13 +102,13 @@ def select_target_labels(
     positives = (
         raw.where(F.col("Confidence") == 1)
         .join(F.broadcast(target_df), "LabelName")
-        .select(F.col("ImageID").alias("image_id"), "label", "priority")
+        .select(F.col("ImageID").alias(IMAGE_ID), "label", "priority")
         .distinct()
     )
     # cached: the tally, the labels and match_files' targets all read it (it was computed three
     # times, one shuffle each, which on a cold JVM is seconds per `mlflow run`)
     per_image = (
-        positives.groupBy("image_id")
+        positives.groupBy(IMAGE_ID)
         .agg(
             F.count(F.lit(1)).alias("n_targets"),
             F.sort_array(F.collect_set(F.struct("priority", "label"))).alias("ranked"),
@@ -118,15 +119,13 @@ def select_target_labels(
         F.count(F.lit(1)).alias("images_with_target"),
         F.sum((F.col("n_targets") > 1).cast("int")).alias("multi_label_images"),
     ).first()
-    multi = per_image.where("n_targets > 1").select(
-        "image_id", F.col("ranked.label").alias("labels")
-    )
+    multi = per_image.where("n_targets > 1").select(IMAGE_ID, F.col("ranked.label").alias("labels"))
     kept = per_image if policy in ("keep-first", "keep-all") else per_image.where("n_targets = 1")
     if policy == "keep-all":
-        ranked = kept.select("image_id", F.explode("ranked").alias("ranked"))
-        labels = ranked.select("image_id", F.col("ranked")["label"].alias("label")).cache()
+        ranked = kept.select(IMAGE_ID, F.explode("ranked").alias("ranked"))
+        labels = ranked.select(IMAGE_ID, F.col("ranked")["label"].alias("label")).cache()
     else:
-        labels = kept.select("image_id", F.col("ranked")[0]["label"].alias("label")).cache()
+        labels = kept.select(IMAGE_ID, F.col("ranked")[0]["label"].alias("label")).cache()
     counts = {
         "label_rows": totals.label_rows,
         "malformed_label_rows": totals.malformed_label_rows or 0,
@@ -138,7 +137,7 @@ def select_target_labels(
         "labeled_rows": labels.count(),
     }
     raw.unpersist()
-    targets = per_image.select("image_id")
+    targets = per_image.select(IMAGE_ID)
     return LabeledImages(labels=labels, targets=targets, multi_label=multi, counts=counts)
 
 
@@ -150,17 +149,17 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
     images with no file are ``missing_files``.
     """
     labels = F.broadcast(labeled.labels)
-    matched = images.files.join(labels, "image_id").select(
-        "path", "image_id", "label", "length", "modification_time"
+    matched = images.files.join(labels, IMAGE_ID).select(
+        "path", IMAGE_ID, "label", "length", "modification_time"
     )
-    empty = images.empty.join(labels, "image_id").select("path", "image_id", "label")
-    file_ids = images.files.select("image_id", F.lit(False).alias("is_empty")).unionByName(
-        images.empty.select("image_id", F.lit(True).alias("is_empty"))
+    empty = images.empty.join(labels, IMAGE_ID).select("path", IMAGE_ID, "label")
+    file_ids = images.files.select(IMAGE_ID, F.lit(False).alias("is_empty")).unionByName(
+        images.empty.select(IMAGE_ID, F.lit(True).alias("is_empty"))
     )
-    per_image = labeled.labels.groupBy("image_id").agg(F.count(F.lit(1)).alias("n_labels"))
+    per_image = labeled.labels.groupBy(IMAGE_ID).agg(F.count(F.lit(1)).alias("n_labels"))
     targets = labeled.targets.withColumn("is_target", F.lit(True))
-    per_file = file_ids.join(F.broadcast(per_image), "image_id", "left").join(
-        F.broadcast(targets), "image_id", "left"
+    per_file = file_ids.join(F.broadcast(per_image), IMAGE_ID, "left").join(
+        F.broadcast(targets), IMAGE_ID, "left"
     )
     has_label, is_target = F.col("n_labels").isNotNull(), F.col("is_target").isNotNull()
     tally = per_file.agg(
@@ -171,7 +170,7 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
         F.sum((~is_target).cast("int")).alias("unlabeled_files"),
         F.sum((is_target & ~has_label).cast("int")).alias("policy_dropped_files"),
     ).first()
-    missing = labeled.labels.join(file_ids.select("image_id").distinct(), "image_id", "left_anti")
+    missing = labeled.labels.join(file_ids.select(IMAGE_ID).distinct(), IMAGE_ID, "left_anti")
     counts = {key: int(value or 0) for key, value in tally.asDict().items()}
-    counts["missing_files"] = missing.select("image_id").distinct().count()
+    counts["missing_files"] = missing.select(IMAGE_ID).distinct().count()
     return MatchedImages(matched=matched, empty=empty, missing=missing, counts=counts)

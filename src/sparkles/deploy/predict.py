@@ -55,8 +55,8 @@ def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, 
     0-byte ones included."""
     root, glob = _split_glob(images)
     files = read_image_files(spark, root, glob)
-    inputs = files.files.select("path", "image_id", "content").unionByName(
-        files.empty.select("path", "image_id", F.lit(None).cast("binary").alias("content"))
+    inputs = files.files.select("path", IMAGE_ID, "content").unionByName(
+        files.empty.select("path", IMAGE_ID, F.lit(None).cast("binary").alias("content"))
     )
     count = files.files.count() + files.empty.count()
     model = mlflow.spark.load_model(model_uri)

@@ -28,7 +28,7 @@ from sparkles.config import Profile
 from sparkles.data.images import read_contents
 from sparkles.errors import UserError
 from sparkles.features.commit import open_entry
-from sparkles.features.store import open_training_table
+from sparkles.features.tables import open_training_table
 from sparkles.model.stages import class_labels
 from sparkles.names import (
     CACHE_FINGERPRINT_TAG,
@@ -36,6 +36,7 @@ from sparkles.names import (
     CACHE_TABLE_TAG,
     CLASSES_TAG,
     ERROR,
+    IMAGE_ID,
     MODEL_ARTIFACT,
     PROMOTION_TAG_PREFIX,
     SCORING_TAG,
@@ -169,14 +170,14 @@ def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
             "its test split is unknown: run `sparkles featurize` with its profile again"
         )
     _, test = train_and_test(features, run.data.params)
-    return test.select("path", "image_id", "label")
+    return test.select("path", IMAGE_ID, "label")
 
 
 def _images_neither_trained_on(spark: SparkSession, a: Run, b: Run) -> DataFrame:
     """Images in both runs' test splits (by image id: the caches may differ)."""
-    theirs = held_out_images(spark, b).select("image_id")
-    both = held_out_images(spark, a).join(theirs.distinct(), "image_id")
-    return both.dropDuplicates(["image_id", "label"])  # keep-all: one row per (image, label)
+    theirs = held_out_images(spark, b).select(IMAGE_ID)
+    both = held_out_images(spark, a).join(theirs.distinct(), IMAGE_ID)
+    return both.dropDuplicates([IMAGE_ID, "label"])  # keep-all: one row per (image, label)
 
 
 def _same_test_split(a: Run, b: Run) -> bool:
@@ -213,7 +214,7 @@ def rescore(
     """Score each model on ``test`` (path, image_id, label): on ``features`` (stored rows of
     those images) where given, else on the raw images."""
     if features is not None:
-        inputs = features.join(test.select("image_id", "label").distinct(), ["image_id", "label"])
+        inputs = features.join(test.select(IMAGE_ID, "label").distinct(), [IMAGE_ID, "label"])
     else:
         test = test.select("path", "label")
         paths = [row.path for row in test.select("path").collect()]
@@ -268,7 +269,7 @@ def promote(profile: Profile, experiment: str | None = None) -> Decision:
         else:
             spark = build_session(profile)  # only now: comparing logged metrics needs no Spark
             common = _images_neither_trained_on(spark, challenger_run, champion_run)
-            ids = sorted(row.image_id for row in common.select("image_id").collect())
+            ids = sorted(row.image_id for row in common.select(IMAGE_ID).collect())
             if not ids:
                 raise PromotionError(
                     "no image is in both the challenger's and the champion's test split, so no "

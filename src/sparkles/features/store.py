@@ -36,7 +36,6 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -49,13 +48,11 @@ from sparkles.features.commit import (
     CacheEntry,
     CommittedTables,
     fingerprint,
-    open_entry,
 )
-from sparkles.names import ERROR
+from sparkles.names import ERROR, IMAGE_ID, SHA
 
 log = logging.getLogger(__name__)
 
-SHA = "image_sha256"
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()  # every 0-byte file: one quarantined row
 FEATURE_COLUMNS = ["features", ERROR, "segment"]
 SEGMENTS, TABLES, SETTINGS = "segments", "tables", "settings.json"
@@ -211,34 +208,6 @@ class FeatureStore:
         entry = self.tables.lookup(key)
         if entry is not None:
             return entry
-        rows = identities.select("path", "image_id", "label", SHA).coalesce(1)
+        rows = identities.select("path", IMAGE_ID, "label", SHA).coalesce(1)
         staged = self.tables.stage(key, rows)
         return self.tables.commit(key, staged, {"store": self.root, "committed_at": time.time()})
-
-
-@dataclass(frozen=True)
-class TrainingTable:
-    """A run's labelled images joined to their features in the store."""
-
-    fingerprint: str  # of the store's settings and every (image_id, label, image_sha256)
-    entry: CacheEntry  # tables/<fingerprint>: path, image_id, label, image_sha256
-    store: FeatureStore
-
-    def read(self, how: str = "inner") -> DataFrame:
-        """path, image_id, label, image_sha256, features, featurize_error, segment."""
-        identities = self.entry.read(self.store.spark)
-        return identities.join(self.store.read(), SHA, how)
-
-    def features(self) -> DataFrame:
-        return self.read().where(F.col(ERROR).isNull())
-
-    def quarantine(self) -> DataFrame:
-        return self.read().where(F.col(ERROR).isNotNull()).drop("features")
-
-
-def open_training_table(spark: SparkSession, path: str) -> TrainingTable | None:
-    """The training table committed at ``path`` (a run's ``sparkles.cache.table`` tag)."""
-    entry = open_entry(spark, path)
-    if entry is None:
-        return None
-    return TrainingTable(entry.key, entry, FeatureStore(spark, entry.meta["store"]))

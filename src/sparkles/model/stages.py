@@ -28,10 +28,8 @@ from pyspark.sql import functions as F
 from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.config import TrainConfig
 from sparkles.model import classifiers
-from sparkles.names import ERROR, FEATURES, LABEL, PREDICTION
+from sparkles.names import ERROR, FEATURES, LABEL, LABEL_INDEX, PREDICTION, PREDICTION_INDEX
 
-LABEL_INDEX = "label_index"
-PREDICTION_INDEX = "prediction_index"
 OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
 Stage = TypeVar("Stage", bound=Transformer)
 

@@ -19,8 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from sparkles.model.stages import LABEL_INDEX, PREDICTION_INDEX
-from sparkles.names import PREDICTION
+from sparkles.names import IMAGE_ID, LABEL_INDEX, PREDICTION, PREDICTION_INDEX
 
 
 @dataclass
@@ -91,7 +90,7 @@ def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
     """Metrics on a scored test set (output of the classifier model, with ``label_index``)."""
     probability = vector_to_array("probability")
     predictions = scored.select(
-        "image_id",
+        IMAGE_ID,
         "path",
         "label",
         PREDICTION,

@@ -24,7 +24,7 @@ from sparkles import plots, storage
 from sparkles.config import Profile
 from sparkles.data.images import read_contents
 from sparkles.features.featurize import FeaturizeResult, stored_featurizer
-from sparkles.features.store import TrainingTable
+from sparkles.features.tables import TrainingTable
 from sparkles.model import classifiers
 from sparkles.model import logged as logged_model
 from sparkles.model.stages import (

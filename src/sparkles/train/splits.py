@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sparkles.config import TrainConfig
+from sparkles.names import IMAGE_ID
 
 FOLD = "fold"
 # the MLflow params a training run logs for its test split (read back by the registry)
@@ -27,17 +28,17 @@ SPLIT_PARAMS = ("test_fraction", "split_seed")
 
 
 def _assign(frame: DataFrame, seed: int, fold: Column) -> DataFrame:
-    per_image = frame.groupBy("image_id").agg(
+    per_image = frame.groupBy(IMAGE_ID).agg(
         F.concat_ws("|", F.array_sort(F.collect_set("label"))).alias("_stratum")
     )
     # hash the image id, not the path: the split must not change when the data moves
-    order = Window.partitionBy("_stratum").orderBy(F.xxhash64(F.lit(seed), "image_id"), "image_id")
+    order = Window.partitionBy("_stratum").orderBy(F.xxhash64(F.lit(seed), IMAGE_ID), IMAGE_ID)
     ranked = per_image.select(
-        "image_id",
+        IMAGE_ID,
         F.row_number().over(order).alias("_rank"),
         F.count(F.lit(1)).over(Window.partitionBy("_stratum")).alias("_class_size"),
     )
-    return frame.join(F.broadcast(ranked.select("image_id", fold.alias(FOLD))), "image_id")
+    return frame.join(F.broadcast(ranked.select(IMAGE_ID, fold.alias(FOLD))), IMAGE_ID)
 
 
 def stratified_split(
