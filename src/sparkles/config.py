@@ -158,6 +158,10 @@ class Setting:
         """A featurize run logs it as a param: it reaches the CNN or its weights."""
         return self.param is not None or self.features is not None
 
+    def to_param(self, value: Any) -> Any:
+        """A profile value in its Param's unit (MB → bytes)."""
+        return int(value * self.scale) if self.scale != 1 else value
+
     def applies(self, values: dict[str, Any]) -> bool:
         """Whether it matters under these field values (see ``when``)."""
         return self.when is None or values.get(self.when[0]) == self.when[1]

@@ -8,6 +8,7 @@ be decoded get a null vector and a reason in ``errorCol`` instead of failing the
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,6 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlparse
@@ -39,7 +39,9 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from sparkles import storage
 from sparkles.cnn.backbones import CnnSpec, get_spec, sha256_file
+from sparkles.cnn.batches import batch_featurizer
 from sparkles.cnn.imaging import PREPROCESS_VERSION
+from sparkles.cnn.params import HasFeaturizerSettings
 from sparkles.cnn.quantize import (
     MODEL_XML,
     QUANTIZED_DIR,
@@ -49,13 +51,12 @@ from sparkles.cnn.quantize import (
 from sparkles.cnn.runtimes import (
     WORKER_TIMINGS_ENV,
     WORKER_TIMINGS_PREFIX,
-    ImageBatchFeaturizer,
-    compile_cnn,
     precision_that_runs,
 )
+from sparkles.cnn.settings import CnnSettings
 from sparkles.cnn.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 from sparkles.code import ship_to_executors
-from sparkles.config import FeaturizerConfig, Setting
+from sparkles.config import FeaturizerConfig
 from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
 from sparkles.storage import is_uri
 
@@ -105,15 +106,7 @@ def _ship(spark: SparkSession, local_path: str, stem: str | None = None) -> str:
 
 
 def _make_predict_fn(
-    spec: CnnSpec,
-    shipped_weights: str | None,
-    shipped_quantized: str | None,
-    pooling: str,
-    seed: int,
-    runtime: str,
-    precision: str,
-    max_bytes: int,
-    max_pixels: int,
+    spec: CnnSpec, shipped_weights: str | None, shipped_quantized: str | None, settings: CnnSettings
 ):
     """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
 
@@ -122,7 +115,7 @@ def _make_predict_fn(
 
         context = TaskContext.get()
         threads = context.cpus() if context is not None else 0
-        if runtime == "keras":  # OpenVINO's worker never imports TensorFlow (runtimes)
+        if settings.runtime == "keras":  # OpenVINO's worker never imports TensorFlow
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             import tensorflow as tf
 
@@ -134,18 +127,15 @@ def _make_predict_fn(
         weights = SparkFiles.get(shipped_weights) if shipped_weights else None
         quantized = SparkFiles.get(shipped_quantized) if shipped_quantized else None
         started = time.monotonic()
-        cnn = compile_cnn(
-            spec, weights, pooling, seed, runtime, precision, threads, quantized=quantized
-        )
+        featurize = batch_featurizer(spec, settings, weights, quantized, threads)
         # Lands in the executor's log: one line per Python worker that built a model.
         print(
-            f"sparkles: built {spec.name} on {runtime} at {precision} in "
+            f"sparkles: built {settings.model} on {settings.runtime} at {settings.precision} in "
             f"{time.monotonic() - started:.1f} s (pid {os.getpid()}, {threads or 'default'} "
             f"threads)",
             file=sys.stderr,
             flush=True,
         )
-        featurize = ImageBatchFeaturizer(cnn, spec, max_bytes, max_pixels, threads)
         measured = bool(os.environ.get(WORKER_TIMINGS_ENV))
         timings = {**featurize.seconds, "udf_s": 0.0} if measured else None
 
@@ -167,17 +157,20 @@ _udfs: dict[tuple, Any] = {}
 
 
 def _featurize_udf(
-    spark: SparkSession, spec: CnnSpec, shipped: str | None, quantized: str | None, *settings: Any
+    spark: SparkSession,
+    spec: CnnSpec,
+    shipped: str | None,
+    quantized: str | None,
+    settings: CnnSettings,
 ) -> Any:
     """One UDF per Spark application and configuration: predict_batch_udf keys its per-worker
     model cache by the UDF, so reusing it lets a later transform reuse a model already built."""
-    key = (spark.sparkContext.applicationId, spec, shipped, quantized, *settings)
+    key = (spark.sparkContext.applicationId, spec, shipped, quantized, settings)
     if key not in _udfs:
-        *model_settings, batch_size = settings
-        make = _make_predict_fn(spec, shipped, quantized, *model_settings)
+        make = _make_predict_fn(spec, shipped, quantized, settings)
         # Nondeterministic: Spark must not inline the UDF into each column that reads it.
         _udfs[key] = predict_batch_udf(
-            make, return_type=_RESULT, batch_size=batch_size
+            make, return_type=_RESULT, batch_size=settings.batch_size
         ).asNondeterministic()
     return _udfs[key]
 
@@ -227,50 +220,13 @@ class _Reader(DefaultParamsReader):
         return featurizer
 
 
-def _to_param(setting: Setting, value: Any) -> Any:
-    """A profile value in its Param's unit (MB → bytes)."""
-    return int(value * setting.scale) if setting.scale != 1 else value
+class _DeepImageFeaturizerParams(HasFeaturizerSettings, HasInputCol, HasOutputCol):
+    """The Params: columns, the weights file and int8's model here; one per featurizer setting
+    (``modelName``, ``pooling``, ``runtime``, ``precision``, ``batchSize``, …, each with its
+    getter) in ``HasFeaturizerSettings``, generated from ``config.FeaturizerConfig``
+    (``params_codegen``), whose declaration also gives the store key and served settings."""
 
-
-_CONVERTERS = {bool: TypeConverters.toBoolean, int: TypeConverters.toInt,
-               float: TypeConverters.toFloat, str: TypeConverters.toString}  # fmt: skip
-
-
-def declare_settings(config: type[FeaturizerConfig]) -> Callable[[type], type]:
-    """Class decorator: a Param, its default (the profile model's) and its getter for every
-    setting of ``config`` that names a Param. The settings are declared once, on the profile
-    model's fields (``config.Setting``); the transformer, the store key, the featurize run's
-    params and the served model's settings all follow from that declaration."""
-
-    def declare(cls: type) -> type:
-        defaults = config()
-        cls.config_model = config
-        cls._setting_defaults = {}
-        for field, setting in config.settings().items():
-            if setting.param is None:
-                continue
-            default = _to_param(setting, getattr(defaults, field))
-            converter = _CONVERTERS[type(default)]
-            setattr(
-                cls, setting.param, Param(Params._dummy(), setting.param, setting.doc, converter)
-            )
-            getter = f"get{setting.param[0].upper()}{setting.param[1:]}"
-            if getter not in vars(cls):  # a subclass re-declaring keeps its parent's getter
-                setattr(cls, getter, lambda self, name=setting.param: self.getOrDefault(name))
-            cls._setting_defaults[setting.param] = default
-        return cls
-
-    return declare
-
-
-@declare_settings(FeaturizerConfig)
-class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
-    """The Params: columns and the weights file here; one per featurizer setting added from
-    ``config.FeaturizerConfig`` (``modelName``, ``pooling``, ``runtime``, ``precision``,
-    ``batchSize``, ``seed``, ``maxFileBytes``, ``maxPixels``, each with its getter)."""
-
-    config_model: type[FeaturizerConfig]
-    _setting_defaults: dict[str, Any]
+    config_model: type[FeaturizerConfig] = FeaturizerConfig
     errorCol = Param(
         Params._dummy(),
         "errorCol",
@@ -298,10 +254,7 @@ class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self._setDefault(
-            inputCol=CONTENT, outputCol=FEATURES, errorCol=ERROR, weights="imagenet",
-            **self._setting_defaults,
-        )  # fmt: skip
+        self._setDefault(inputCol=CONTENT, outputCol=FEATURES, errorCol=ERROR, weights="imagenet")
 
     def getErrorCol(self) -> str:
         return self.getOrDefault(self.errorCol)
@@ -330,6 +283,11 @@ class _DeepImageFeaturizerParams(HasInputCol, HasOutputCol):
             for field, setting in self.config_model.settings().items()
             if setting.param is not None
         }
+
+    def cnn_settings(self, precision: str | None = None) -> CnnSettings:
+        """The settings a worker builds the CNN with (``precision``: the one that runs)."""
+        settings = CnnSettings(**self.setting_values())
+        return dataclasses.replace(settings, precision=precision or settings.precision)
 
     def store_key(self, weights_identity: str) -> dict[str, Any]:
         """What a feature depends on, hashed into the feature store's key: every setting that
@@ -375,7 +333,7 @@ class DeepImageFeaturizer(
         """The featurizer a profile's featurizer section describes, over a resolved weights
         file (or ``random``); ``params`` override (the precision that runs, columns)."""
         values = {
-            setting.param: _to_param(setting, getattr(settings, field))
+            setting.param: setting.to_param(getattr(settings, field))
             for field, setting in cls.config_model.settings().items()
             if setting.param is not None
         }
@@ -433,9 +391,17 @@ class DeepImageFeaturizer(
         hashed = dataset.select(F.sha2(F.col(self.getInputCol()), 256).alias("sha"), "*")
         chosen = calibration_sample(hashed, "sha", self.getSeed(), self.getCalibrationImages())
         sample = chosen.select("sha", self.getInputCol()).collect()
-        identity = calibration_identity([row.sha for row in sample])
         contents = [bytes(row[self.getInputCol()] or b"") for row in sample]
-        resolved = self.resolve_weights(dataset.sparkSession)
+        identity = calibration_identity([row.sha for row in sample])
+        return self.quantize(dataset.sparkSession, contents, identity)
+
+    def quantize(
+        self, spark: SparkSession, contents: list[bytes], identity: str
+    ) -> DeepImageFeaturizer:
+        """Quantize to int8 on calibration images already chosen (``contents``, whose
+        ``identity`` is ``calibration_identity`` of their hashes) and set ``quantizedModel`` and
+        ``calibrationSet``: featurize chooses them from hashes it has and reads only these."""
+        resolved = self.resolve_weights(spark)
         xml = quantized_model(
             self.spec(), resolved.local_path, self.getPooling(), self.getSeed(), contents,
             identity, (self.getMaxFileBytes(), self.getMaxPixels()),
@@ -470,12 +436,8 @@ class DeepImageFeaturizer(
             stem = hashlib.sha256(both.encode()).hexdigest()[:16]
             _ship(spark, str(xml.with_suffix(".bin")), stem)
             quantized = _ship(spark, str(xml), stem)
-        featurize = _featurize_udf(
-            spark, self.spec(), shipped, quantized, self.getPooling(), self.getSeed(),
-            self.getRuntime(),
-            self.precision_that_runs(), self.getMaxFileBytes(), self.getMaxPixels(),
-            self.getBatchSize(),
-        )  # fmt: skip
+        settings = self.cnn_settings(self.precision_that_runs())
+        featurize = _featurize_udf(spark, self.spec(), shipped, quantized, settings)
         scratch = "__sparkles_featurized"
         out, error = self.getOutputCol(), self.getErrorCol()
         return (

@@ -16,9 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -27,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from sparkles.cnn.backbones import CnnSpec, sha256_file
-from sparkles.cnn.imaging import BadImage, decode_image
 
 RUNTIMES = ("keras", "openvino")
 # Set in a Python worker's environment: after each batch it prints its cumulative seconds
@@ -239,46 +236,3 @@ def _openvino(
     return CompiledCnn(
         lambda pixels: compiled(preprocess(pixels)[0])[output], dim, "openvino", precision
     )
-
-
-class ImageBatchFeaturizer:
-    """Compressed image bytes → (features, reasons): the work of one batch, in Spark's Python
-    worker and in the JVM-free scoring model alike.
-
-    PIL releases the GIL while decoding, so ``threads`` decode a batch side by side while the
-    CNN waits (halves decode time on 2 cores; bench/featurize.py). Only the decodable images go
-    to the CNN, unpadded: Keras 3 retraces once for a second batch size and then runs any size,
-    OpenVINO's batch dimension is dynamic (padding partial batches cost up to 5x on small tasks).
-    """
-
-    def __init__(
-        self, cnn: CompiledCnn, spec: CnnSpec, max_bytes: int, max_pixels: int, threads: int
-    ) -> None:
-        self.cnn, self.spec = cnn, spec
-        self.limits = (max_bytes, max_pixels)
-        self.decoders = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="sparkles-decode")
-        self.seconds = {"images": 0.0, "decode_s": 0.0, "cnn_s": 0.0}  # cumulative
-
-    def _decode(self, content: bytes | None) -> np.ndarray | str:
-        """Pixels, or the reason the image is quarantined."""
-        try:
-            return decode_image(content, self.spec.input_size, *self.limits)
-        except BadImage as err:
-            return str(err)
-
-    def __call__(self, contents: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, dim) float32, zero where quarantined; reasons (n,) object, None where
-        featurized)."""
-        started = time.perf_counter()
-        decoded = list(self.decoders.map(self._decode, contents))
-        errors = np.array([d if isinstance(d, str) else None for d in decoded], dtype=object)
-        good = np.array([error is None for error in errors], dtype=bool)
-        features = np.zeros((len(decoded), self.cnn.dim), dtype=np.float32)
-        decoded_at = time.perf_counter()
-        if good.any():
-            pixels = np.stack([d for d in decoded if not isinstance(d, str)])
-            features[good] = self.cnn(pixels.astype(np.float32))
-        self.seconds["images"] += len(contents)
-        self.seconds["decode_s"] += decoded_at - started
-        self.seconds["cnn_s"] += time.perf_counter() - decoded_at
-        return features, errors

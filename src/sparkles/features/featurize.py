@@ -120,8 +120,9 @@ def _quantize_into(
     machine), else one quantized here on the calibration images and kept in the store."""
     target = _quantized_in(store)
     if not storage.exists(spark, target):
-        contents = read_contents(spark, paths).select("content")
-        featurizer.calibrate(contents)
+        rows = read_contents(spark, paths).select("path", "content").collect()
+        contents = [bytes(row.content) for row in sorted(rows, key=lambda row: row.path)]
+        featurizer.quantize(spark, contents, featurizer.getCalibrationSet())
         local = featurizer.local_quantized_model(spark)
         with storage.reporting(target):
             for file in (local.with_suffix(".bin"), local):  # the .xml last: it marks it done

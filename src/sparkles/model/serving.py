@@ -4,14 +4,15 @@ pyfunc (the ``python_function`` flavour of every logged model, see ``logged_mode
 
 It holds the backbone (weights file, model name, pooling, runtime, precision, decode limits) and
 the classifier as numbers (a logistic regression's coefficients and intercepts, or a
-perceptron's layers and weights; the class names), decodes with the same
-code as the Spark featurizer (``runtimes.ImageBatchFeaturizer``) and answers, per image, the
-predicted class, one probability per class and the reason an image could not be scored. This
+perceptron's layers and weights; the class names), decodes and runs the CNN with the same code
+as the Spark featurizer (``cnn.batches``, from the same ``CnnSettings``) and answers, per image,
+the predicted class, one probability per class and the reason an image could not be scored. This
 module must never import pyspark (tests/model/test_serving.py serves it where pyspark cannot load).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -23,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from sparkles.cnn.backbones import get_spec
-from sparkles.cnn.runtimes import ImageBatchFeaturizer, compile_cnn, precision_that_runs
+from sparkles.cnn.batches import batch_featurizer
+from sparkles.cnn.runtimes import precision_that_runs
+from sparkles.cnn.settings import CnnSettings
 from sparkles.model.classifiers import kind_of_numbers
 from sparkles.names import (
     CLASSIFIER_FILE,
@@ -55,19 +58,15 @@ class ImageScorer:
     ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.classifier = classifier
-        self.batch_size = int(settings["batch_size"])
-        precision, reason = precision_that_runs(settings["precision"])
+        cnn = CnnSettings.from_dict(settings)
+        precision, reason = precision_that_runs(cnn.precision)
         if reason:
             warnings.warn(f"scoring model built for bf16, but {reason}", stacklevel=2)
-        spec = get_spec(settings["model"])
+        self.batch_size = cnn.batch_size
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-        cnn = compile_cnn(
-            spec, weights, settings["pooling"], settings["seed"], settings["runtime"],
-            precision, threads, quantized=quantized,
-        )  # fmt: skip
-        self.featurize = ImageBatchFeaturizer(
-            cnn, spec, settings["max_file_bytes"], settings["max_pixels"], threads
-        )
+        cnn = dataclasses.replace(cnn, precision=precision)
+        spec = get_spec(cnn.model)
+        self.featurize = batch_featurizer(spec, cnn, weights, quantized, threads)
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         contents = [_as_bytes(value) for value in model_input["content"]]
