@@ -77,7 +77,7 @@ if len(searches):
     print(trials[shown].to_string(index=False))
     found = Search(metric)
     for number, (_, row) in enumerate(trials.iterrows(), start=1):
-        params = classifiers.parse_logged({n: row[f"params.{n}"] for n in names})
+        params = kind.parse_logged({n: row[f"params.{n}"] for n in names})
         found.trials.append(Trial(number, params, {f"val_{metric}": row[f"metrics.val_{metric}"]},
                                   row["run_id"]))  # fmt: skip
     plots.plot_search(found, kind.search_axes, output / "search.png")

@@ -50,8 +50,9 @@ def test_the_end_to_end_notebook_runs_every_step(spark, tmp_path, monkeypatch, c
     predict, as a user runs it."""
     (tmp_path / "project").mkdir()
     path = write_profile(tmp_path / "project")
-    overrides = "tune.grid.regParam=[0.01] tune.grid.elasticNetParam=[0.0,1.0] " + (
-        f"registry.model_name={NOTEBOOK_MODEL}-end-to-end"
+    overrides = (
+        "tune.logistic.grid.regParam=[0.01] tune.logistic.grid.elasticNetParam=[0.0,1.0] "
+        + (f"registry.model_name={NOTEBOOK_MODEL}-end-to-end")
     )
     monkeypatch.setenv("SPARKLES_PROFILE", str(path))
     monkeypatch.setenv("SPARKLES_SET", overrides)

@@ -31,8 +31,8 @@ def server(registry_runs, spark):
         path,
         [
             "mlflow.experiment=reg-strong",
-            "tune.grid.regParam=[0.01]",
-            "tune.grid.elasticNetParam=[0.0, 1.0]",
+            "tune.logistic.grid.regParam=[0.01]",
+            "tune.logistic.grid.elasticNetParam=[0.0, 1.0]",
         ],
     )
     tuned = run_tune(searching(profile), spark)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sparkles.config import ConfigError, Profile, load_profile, redact, split_overrides
 from sparkles.errors import UserError, file_system_cause
+from sparkles.model.classifiers import check_profile
 
 log = logging.getLogger("sparkles")
 
@@ -40,7 +41,8 @@ def _profile(args: argparse.Namespace, options: dict[str, str] | None = None) ->
         value = getattr(args, attribute)
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
-    return load_profile(args.profile, overrides)
+    # the classifier kinds check their own sections (train.<kind>, tune.<kind>)
+    return check_profile(load_profile(args.profile, overrides))
 
 
 def _truthy(text: str) -> bool:

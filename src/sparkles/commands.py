@@ -22,7 +22,7 @@ from sparkles.config import Profile
 from sparkles.data.eda import EdaResult, compute, write_report
 from sparkles.features.featurize import FeaturizeResult, featurize, summary
 from sparkles.features.lineage import committed_features, log_features_source, log_featurize
-from sparkles.model import classifiers
+from sparkles.model import classifiers, kinds
 from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
 from sparkles.train.fit import log_training, read_once, train
 from sparkles.train.splits import split_params, train_and_test
@@ -35,7 +35,7 @@ def _train_and_log(
     profile: Profile,
     spark: SparkSession,
     featurized: FeaturizeResult,
-    params: classifiers.Params | None = None,
+    params: kinds.Params | None = None,
     validation: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Fit, evaluate and log one model (the profile's classifier parameters unless given)."""

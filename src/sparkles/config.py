@@ -243,30 +243,31 @@ class FeaturizerConfig(_Strict):
         }
 
 
-class MlpConfig(_Strict):
-    """Spark's MultilayerPerceptronClassifier: sigmoid hidden layers, a softmax output layer."""
+class _KindSections(BaseModel):
+    """A profile section that holds, beside its own settings, one subsection per classifier
+    kind (``train.<kind>``, ``tune.<kind>``). Their contents are the kinds' to declare and check
+    (``model.classifiers``): this layer knows no kind, so a new kind edits nothing here."""
 
-    # hidden layer sizes; the input (feature length) and output (class count) come from the data
-    layers: list[int] = Field(default_factory=lambda: [64], min_length=1)
-    solver: Literal["l-bfgs", "gd"] = "l-bfgs"
-    step_size: float = Field(default=0.03, gt=0)  # Spark applies it with solver gd only
-    max_iter: int = Field(default=100, ge=1)
-    block_size: int = Field(default=128, ge=1)
-    seed: int = 42
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @field_validator("layers")
-    @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(size < 1 for size in value):
-            raise ValueError(f"hidden layer sizes must be >= 1, got {value}")
-        return value
+    @model_validator(mode="after")
+    def _kind_sections_are_sections(self) -> _KindSections:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown key '{key}' (not a setting, nor a classifier's section)")
+        return self
+
+    def kind_section(self, kind: str) -> dict[str, Any]:
+        """The raw ``<kind>`` subsection ({} where the profile has none)."""
+        return dict((self.model_extra or {}).get(kind, {}))
 
 
-class TrainConfig(_Strict):
-    """The classifier on the cached features: penalized logistic regression (the 2019 study's)
-    or a multilayer perceptron (its Future Work)."""
+class TrainConfig(_KindSections):
+    """The classifier on the cached features: a kind of ``model.classifiers.KINDS`` (penalized
+    logistic regression, the 2019 study's, whose values are the ones below; a multilayer
+    perceptron, its Future Work, under ``train.mlp``)."""
 
-    classifier: Literal["logistic", "mlp"] = "logistic"
+    classifier: str = "logistic"
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
     reg_param: float = Field(default=0.01, ge=0)
@@ -274,96 +275,12 @@ class TrainConfig(_Strict):
     max_iter: int = Field(default=100, ge=1)
     tol: float = Field(default=1e-4, gt=0)
     standardization: bool = True
-    mlp: MlpConfig = MlpConfig()
     gallery_size: int = Field(default=12, ge=0)
 
 
-class GridSpace(_Strict):
-    regParam: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1], min_length=1)
-    elasticNetParam: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0], min_length=1)
-
-    @model_validator(mode="after")
-    def _in_range(self) -> GridSpace:
-        if any(v < 0 for v in self.regParam):
-            raise ValueError(f"regParam values must be >= 0, got {self.regParam}")
-        if any(not 0 <= v <= 1 for v in self.elasticNetParam):
-            raise ValueError(
-                f"elasticNetParam values must be in [0, 1], got {self.elasticNetParam}"
-            )
-        return self
-
-
-class HyperoptSpace(_Strict):
-    """regParam is searched log-uniformly, elasticNetParam uniformly."""
-
-    reg_param_min: float = Field(default=1e-4, gt=0)
-    reg_param_max: float = Field(default=1.0, gt=0)
-    elastic_net_min: float = Field(default=0.0, ge=0, le=1)
-    elastic_net_max: float = Field(default=1.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> HyperoptSpace:
-        if self.reg_param_min >= self.reg_param_max:
-            raise ValueError(
-                f"reg_param_min ({self.reg_param_min}) must be below reg_param_max "
-                f"({self.reg_param_max})"
-            )
-        if self.elastic_net_min > self.elastic_net_max:
-            raise ValueError(
-                f"elastic_net_min ({self.elastic_net_min}) must not exceed elastic_net_max "
-                f"({self.elastic_net_max})"
-            )
-        return self
-
-
-class MlpGridSpace(_Strict):
-    layers: list[list[int]] = Field(default_factory=lambda: [[64], [128, 32]], min_length=1)
-    stepSize: list[float] = Field(default_factory=lambda: [0.03], min_length=1)
-    maxIter: list[int] = Field(default_factory=lambda: [50, 100], min_length=1)
-
-    @model_validator(mode="after")
-    def _in_range(self) -> MlpGridSpace:
-        if any(not layers or min(layers) < 1 for layers in self.layers):
-            raise ValueError(
-                f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
-            )
-        if any(v <= 0 for v in self.stepSize) or any(v < 1 for v in self.maxIter):
-            raise ValueError("stepSize values must be > 0 and maxIter values >= 1")
-        return self
-
-
-class MlpHyperoptSpace(_Strict):
-    """layers is a choice, stepSize log-uniform (searched with solver gd only), maxIter a
-    uniform integer."""
-
-    layers: list[list[int]] = Field(default_factory=lambda: [[64], [128], [128, 32]], min_length=1)
-    step_size_min: float = Field(default=0.003, gt=0)
-    step_size_max: float = Field(default=0.3, gt=0)
-    max_iter_min: int = Field(default=30, ge=1)
-    max_iter_max: int = Field(default=200, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> MlpHyperoptSpace:
-        if self.step_size_min >= self.step_size_max or self.max_iter_min > self.max_iter_max:
-            raise ValueError(
-                "step_size_min must be below step_size_max, max_iter_min <= max_iter_max"
-            )
-        if any(not layers or min(layers) < 1 for layers in self.layers):
-            raise ValueError(
-                f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
-            )
-        return self
-
-
-class MlpSpace(_Strict):
-    grid: MlpGridSpace = MlpGridSpace()
-    hyperopt: MlpHyperoptSpace = MlpHyperoptSpace()
-
-
-class TuneConfig(_Strict):
-    """Searches on cached features over the classifier's own space (``grid``/``hyperopt``:
-    regParam × elasticNetParam of the logistic regression; ``mlp``: layers, stepSize, maxIter);
-    selection never sees the test split."""
+class TuneConfig(_KindSections):
+    """Searches on cached features, each over its classifier's own space: ``tune.<kind>.grid``
+    and ``tune.<kind>.hyperopt`` (declared by the kind); selection never sees the test split."""
 
     method: Literal["grid", "hyperopt"] = "hyperopt"
     metric: Literal["auc", "accuracy", "f1"] = "auc"
@@ -372,9 +289,6 @@ class TuneConfig(_Strict):
     validation: Literal["holdout", "cv"] = "holdout"
     validation_fraction: float = Field(default=0.2, gt=0, lt=1)
     folds: int = Field(default=3, ge=2)
-    grid: GridSpace = GridSpace()
-    hyperopt: HyperoptSpace = HyperoptSpace()
-    mlp: MlpSpace = MlpSpace()
     task_cpus: int = Field(default=1, ge=1)  # no TF during a search: one task per core
 
 
@@ -490,10 +404,13 @@ def expand_environment(node: Any, source: str, path: str = "") -> Any:
     return ENV_REFERENCE.sub(substitute, node)
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def describe(error: ValidationError, source: str, section: str = "") -> str:
+    """A validation error as one line per key, named from the profile's top (``section``: the
+    dotted key of the section that was validated)."""
     lines = []
     for item in error.errors():
-        dotted = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        dotted = ".".join([*([section] if section else []), *map(str, item["loc"])])
+        dotted = dotted or "(top level)"
         if item["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{dotted}'")
         elif item["type"] == "missing":
@@ -543,6 +460,6 @@ def load_profile(name_or_path: str = "local", overrides: list[str] | None = None
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(err, source)) from None
+        raise ConfigError(describe(err, source)) from None
     _check_paths(profile)
     return profile

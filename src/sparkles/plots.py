@@ -20,10 +20,11 @@ from scipy.cluster.hierarchy import dendrogram
 from sklearn.metrics import auc as sk_auc
 from sklearn.metrics import roc_curve
 
-from sparkles.model.classifiers import SearchAxes, loggable
 from sparkles.names import PREDICTION
+from sparkles.tracking import loggable
 
 if TYPE_CHECKING:
+    from sparkles.model.kinds import SearchAxes
     from sparkles.train.evaluate import Evaluation
     from sparkles.train.tune import Search
 

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from mlflow.entities import RunStatus
@@ -117,3 +118,9 @@ def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.Ac
         mlflow.end_run(RunStatus.to_string(status))
         raise
     mlflow.end_run()
+
+
+def loggable(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as MLflow params (strings, one value each): a list (hidden layers) as
+    ``64-32``; a classifier kind parses them back (``ClassifierKind.parse_logged``)."""
+    return {k: "-".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}

@@ -6,11 +6,16 @@ import itertools
 
 from sparkles.config import load_profile
 from sparkles.model import classifiers
+from sparkles.model.kinds import describe_params
+from sparkles.tracking import loggable
 from tests.conftest import write_profile
 
 
 def test_a_logistic_grid_is_every_combination(tmp_path) -> None:
-    grid = ["tune.grid.regParam=[0.01, 0.1, 1.0]", "tune.grid.elasticNetParam=[0.0, 0.5]"]
+    grid = [
+        "tune.logistic.grid.regParam=[0.01, 0.1, 1.0]",
+        "tune.logistic.grid.elasticNetParam=[0.0, 0.5]",
+    ]
     profile = load_profile(str(write_profile(tmp_path)), grid)
     points = classifiers.grid_points(profile.train, profile.tune)
     expected = itertools.product([0.01, 0.1, 1.0], [0.0, 0.5])
@@ -19,10 +24,10 @@ def test_a_logistic_grid_is_every_combination(tmp_path) -> None:
 
 def test_perceptron_params_survive_mlflow_as_strings() -> None:
     params = {"layers": [64, 32], "stepSize": 0.03, "maxIter": 50}
-    logged = classifiers.loggable(params)
+    logged = loggable(params)
     assert logged == {"layers": "64-32", "stepSize": 0.03, "maxIter": 50}
-    assert classifiers.parse_logged({k: str(v) for k, v in logged.items()}) == params
-    assert classifiers.describe(params) == "layers=64-32 stepSize=0.03 maxIter=50"
+    assert classifiers.KINDS["mlp"].parse_logged({k: str(v) for k, v in logged.items()}) == params
+    assert describe_params(params) == "layers=64-32 stepSize=0.03 maxIter=50"
 
 
 def test_a_hyperopt_sample_becomes_spark_params() -> None:

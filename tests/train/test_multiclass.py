@@ -75,12 +75,8 @@ def test_three_classes_train_with_one_vs_rest_auc(spark, three_classes: str, tmp
 
 
 def test_three_classes_tune_on_validation_auc(spark, three_classes: str) -> None:
-    grid = {"regParam": [0.01, 0.1], "elasticNetParam": [0.0]}
-    profile = load_profile(three_classes)
-    profile = profile.model_copy(
-        update={"tune": profile.tune.model_copy(update={"grid": profile.tune.grid.model_copy(
-            update=grid)})}
-    )  # fmt: skip
+    grid = ["tune.logistic.grid.regParam=[0.01, 0.1]", "tune.logistic.grid.elasticNetParam=[0.0]"]
+    profile = load_profile(three_classes, grid)
     outcome = run_tune(searching(profile, max_evals=2), spark)
     assert outcome["trials"] == 2
     assert 0 <= outcome["best"]["val_auc"] <= 1

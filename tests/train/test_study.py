@@ -113,14 +113,15 @@ def test_a_perceptron_is_searched_logged_and_served(spark, study, tmp_path) -> N
 def test_the_perceptron_space_is_bounded(tmp_path: Path) -> None:
     profile = load_profile(str(write_profile(tmp_path)), ["train.classifier=mlp"])
     space = classifiers.hyperopt_space(profile.train, profile.tune)
-    bounds = profile.tune.mlp.hyperopt
+    mlp = classifiers.KINDS["mlp"]
+    bounds = mlp.hyperopt(profile.tune)
     rng = np.random.default_rng(0)
     for _ in range(20):
         params = classifiers.KINDS["mlp"].from_sample(stochastic.sample(space, rng=rng))
         assert params["layers"] in bounds.layers
         assert bounds.max_iter_min <= params["maxIter"] <= bounds.max_iter_max
         assert isinstance(params["maxIter"], int)
-        assert params["stepSize"] == profile.train.mlp.step_size  # l-bfgs: not searched
+        assert params["stepSize"] == mlp.settings(profile.train).step_size  # l-bfgs: not searched
     gd = load_profile(str(write_profile(tmp_path)), ["train.classifier=mlp", "train.mlp.solver=gd"])
     steps = {
         classifiers.KINDS["mlp"].from_sample(
@@ -132,7 +133,7 @@ def test_the_perceptron_space_is_bounded(tmp_path: Path) -> None:
         bounds.step_size_min <= s <= bounds.step_size_max for s in steps
     )
     points = classifiers.grid_points(profile.train, profile.tune)
-    grid = profile.tune.mlp.grid
+    grid = mlp.grid(profile.tune)
     assert len(points) == len(grid.layers) * len(grid.stepSize) * len(grid.maxIter)
 
 
@@ -147,4 +148,4 @@ def test_the_perceptron_space_is_bounded(tmp_path: Path) -> None:
 )
 def test_bad_classifier_settings_name_the_key(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_profile(str(write_profile(tmp_path)), [override])
+        classifiers.check_profile(load_profile(str(write_profile(tmp_path)), [override]))

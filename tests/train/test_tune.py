@@ -9,6 +9,7 @@ from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.commands import run_featurize, run_tune
 from sparkles.config import ConfigError, load_profile
 from sparkles.features.featurize import featurize
+from sparkles.model import classifiers
 from sparkles.train import tune as tune_module
 from sparkles.train.fit import train
 from sparkles.train.splits import stratified_split
@@ -87,7 +88,7 @@ def test_hyperopt_is_bounded_repeatable_and_never_runs_the_cnn(spark, cached, mo
     assert len(first) == 2
     assert first == again
     assert first != other
-    bounds = cached.tune.hyperopt
+    bounds = classifiers.KINDS["logistic"].hyperopt(cached.tune)
     for reg_param, elastic_net in first + other:
         assert bounds.reg_param_min <= reg_param <= bounds.reg_param_max
         assert bounds.elastic_net_min <= elastic_net <= bounds.elastic_net_max
@@ -126,14 +127,17 @@ def test_interrupted_search_keeps_finished_trials(spark, cached, monkeypatch) ->
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("tune.hyperopt.reg_param_min=2", "reg_param_min (2.0) must be below reg_param_max"),
-        ("tune.hyperopt.elastic_net_max=1.5", "tune.hyperopt.elastic_net_max"),
-        ("tune.grid.elasticNetParam=[0, 2]", "elasticNetParam values must be in [0, 1]"),
+        (
+            "tune.logistic.hyperopt.reg_param_min=2",
+            "reg_param_min (2.0) must be below reg_param_max",
+        ),
+        ("tune.logistic.hyperopt.elastic_net_max=1.5", "tune.logistic.hyperopt.elastic_net_max"),
+        ("tune.logistic.grid.elasticNetParam=[0, 2]", "elasticNetParam values must be in [0, 1]"),
         ("tune.max_evals=0", "tune.max_evals"),
         ("tune.metric=logloss", "tune.metric"),
     ],
 )
 def test_invalid_spaces_are_rejected(tmp_path, override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        load_profile(str(write_profile(tmp_path)), [override])
+        classifiers.check_profile(load_profile(str(write_profile(tmp_path)), [override]))
     assert message in str(err.value)

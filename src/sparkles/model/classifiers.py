@@ -1,95 +1,31 @@
 """The classifier kinds trained on cached features, in one registry (``KINDS``).
 
 ``logistic`` is the 2019 study's penalized LogisticRegression; ``mlp`` is its Future Work,
-Spark's MultilayerPerceptronClassifier (sigmoid hidden layers, softmax output). A kind knows its
-whole life: its searchable parameters (a dict keyed by Spark's own Param names: ``regParam``,
-``elasticNetParam``; ``layers`` (the hidden sizes only), ``stepSize``, ``maxIter``), its fixed
-ones from the profile's ``train`` section, its Spark stages, grid and hyperopt space, the plot
+Spark's MultilayerPerceptronClassifier (sigmoid hidden layers, softmax output). A kind
+(``kinds.ClassifierKind``) knows its whole life: its searchable parameters (a dict keyed by
+Spark's own Param names: ``regParam``, ``elasticNetParam``; ``layers`` (the hidden sizes only),
+``stepSize``, ``maxIter``), its fixed ones, its profile sections (``tune.<kind>.grid``,
+``tune.<kind>.hyperopt``, ``train.<kind>``), its Spark stages, grid and hyperopt space, the plot
 of a search, and its fitted form as plain numbers with the probabilities computed from them
 without Spark (what the JVM-free scorer runs). A third kind is one more class here.
-
-pyspark and hyperopt are imported where a method needs them: ``serving`` imports this module
-and must run where pyspark cannot load.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from sparkles.config import TrainConfig, TuneConfig
+from sparkles.config import ConfigError, Profile, TrainConfig, TuneConfig
+from sparkles.model.kinds import ClassifierKind, Columns, Numbers, Params, SearchAxes, Section
 
 if TYPE_CHECKING:
     from pyspark.ml import Estimator, Transformer
 
-Params = dict[str, Any]
-Numbers = dict[str, Any]  # a fitted classifier as JSON-able numbers (serving/classifier.json)
 SCALED_FEATURES = "scaled_features"
-
-
-class SearchAxes(NamedTuple):
-    """What a search plot puts on its x axis (log scale?), its colour, and beside each point."""
-
-    x: str
-    x_log: bool
-    colour: str
-    label: str | None = None
-
-
-class Columns(NamedTuple):
-    features: str
-    label: str
-    prediction: str
-
-
-class ClassifierKind:
-    """One kind of classifier; subclasses fill in every method."""
-
-    name: ClassVar[str]
-    search_axes: ClassVar[SearchAxes]
-
-    def default_params(self, settings: TrainConfig) -> Params:
-        """The profile's own values of the searchable parameters."""
-        raise NotImplementedError
-
-    def fixed_params(self, settings: TrainConfig) -> Params:
-        """The profile's values of what is not searched, logged by Spark Param name."""
-        raise NotImplementedError
-
-    def stages(
-        self, settings: TrainConfig, params: Params, sizes: tuple[int, int], columns: Columns
-    ) -> list[Estimator]:
-        """The unfitted stages after the label indexer; ``sizes``: (features, classes)."""
-        raise NotImplementedError
-
-    def grid_points(self, settings: TrainConfig, tune: TuneConfig) -> list[Params]:
-        """Every point of the grid, in a fixed order."""
-        raise NotImplementedError
-
-    def hyperopt_space(self, settings: TrainConfig, tune: TuneConfig) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def from_sample(self, sample: dict[str, Any]) -> Params:
-        """A hyperopt sample as parameters: integers where Spark wants them, lists not tuples."""
-        raise NotImplementedError
-
-    def fitted(self, stages: list[Transformer]) -> Transformer | None:
-        """This kind's fitted model among a pipeline's stages, if it is there."""
-        raise NotImplementedError
-
-    def numbers(self, stages: list[Transformer]) -> Numbers:
-        """The fitted classifier as plain numbers (with ``kind``), for the JVM-free scorer."""
-        raise NotImplementedError
-
-    def probabilities(self, numbers: Numbers, features: np.ndarray) -> np.ndarray:
-        """(n, classes) probabilities from ``numbers``, as Spark computes them."""
-        raise NotImplementedError
-
-    def input_length(self, numbers: Numbers) -> int:
-        raise NotImplementedError
 
 
 def _softmax(margins: np.ndarray) -> np.ndarray:
@@ -98,8 +34,47 @@ def _softmax(margins: np.ndarray) -> np.ndarray:
 
 
 class Logistic(ClassifierKind):
+    """Its fixed values are ``train``'s own (``reg_param``, ``elastic_net_param``, ``max_iter``,
+    ``tol``, ``standardization``: the study's, and the MLproject's parameters)."""
+
     name = "logistic"
     search_axes = SearchAxes("regParam", True, "elasticNetParam")
+
+    class Grid(Section):
+        regParam: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1], min_length=1)
+        elasticNetParam: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0], min_length=1)
+
+        @model_validator(mode="after")
+        def _in_range(self) -> Logistic.Grid:
+            if any(v < 0 for v in self.regParam):
+                raise ValueError(f"regParam values must be >= 0, got {self.regParam}")
+            if any(not 0 <= v <= 1 for v in self.elasticNetParam):
+                raise ValueError(
+                    f"elasticNetParam values must be in [0, 1], got {self.elasticNetParam}"
+                )
+            return self
+
+    class Hyperopt(Section):
+        """regParam is searched log-uniformly, elasticNetParam uniformly."""
+
+        reg_param_min: float = Field(default=1e-4, gt=0)
+        reg_param_max: float = Field(default=1.0, gt=0)
+        elastic_net_min: float = Field(default=0.0, ge=0, le=1)
+        elastic_net_max: float = Field(default=1.0, ge=0, le=1)
+
+        @model_validator(mode="after")
+        def _ordered(self) -> Logistic.Hyperopt:
+            if self.reg_param_min >= self.reg_param_max:
+                raise ValueError(
+                    f"reg_param_min ({self.reg_param_min}) must be below reg_param_max "
+                    f"({self.reg_param_max})"
+                )
+            if self.elastic_net_min > self.elastic_net_max:
+                raise ValueError(
+                    f"elastic_net_min ({self.elastic_net_min}) must not exceed elastic_net_max "
+                    f"({self.elastic_net_max})"
+                )
+            return self
 
     def default_params(self, settings: TrainConfig) -> Params:
         return {"regParam": settings.reg_param, "elasticNetParam": settings.elastic_net_param}
@@ -124,7 +99,7 @@ class Logistic(ClassifierKind):
         return [logistic]
 
     def grid_points(self, settings: TrainConfig, tune: TuneConfig) -> list[Params]:
-        grid = tune.grid
+        grid = self.grid(tune)
         return [
             {"regParam": reg, "elasticNetParam": mix}
             for reg, mix in itertools.product(grid.regParam, grid.elasticNetParam)
@@ -134,7 +109,7 @@ class Logistic(ClassifierKind):
         """regParam log-uniform, elasticNetParam uniform."""
         from hyperopt import hp
 
-        bounds = tune.hyperopt
+        bounds = self.hyperopt(tune)
         return {
             "regParam": hp.loguniform(
                 "regParam", math.log(bounds.reg_param_min), math.log(bounds.reg_param_max)
@@ -184,12 +159,69 @@ class Perceptron(ClassifierKind):
     name = "mlp"
     search_axes = SearchAxes("maxIter", False, "stepSize", label="layers")
 
+    class Settings(Section):
+        """``train.mlp``: sigmoid hidden layers, a softmax output layer."""
+
+        # hidden layer sizes; the input (feature length) and output (class count) come from
+        # the data
+        layers: list[int] = Field(default_factory=lambda: [64], min_length=1)
+        solver: Literal["l-bfgs", "gd"] = "l-bfgs"
+        step_size: float = Field(default=0.03, gt=0)  # Spark applies it with solver gd only
+        max_iter: int = Field(default=100, ge=1)
+        block_size: int = Field(default=128, ge=1)
+        seed: int = 42
+
+        @model_validator(mode="after")
+        def _positive(self) -> Perceptron.Settings:
+            if any(size < 1 for size in self.layers):
+                raise ValueError(f"hidden layer sizes must be >= 1, got {self.layers}")
+            return self
+
+    class Grid(Section):
+        layers: list[list[int]] = Field(default_factory=lambda: [[64], [128, 32]], min_length=1)
+        stepSize: list[float] = Field(default_factory=lambda: [0.03], min_length=1)
+        maxIter: list[int] = Field(default_factory=lambda: [50, 100], min_length=1)
+
+        @model_validator(mode="after")
+        def _in_range(self) -> Perceptron.Grid:
+            if any(not layers or min(layers) < 1 for layers in self.layers):
+                raise ValueError(
+                    f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
+                )
+            if any(v <= 0 for v in self.stepSize) or any(v < 1 for v in self.maxIter):
+                raise ValueError("stepSize values must be > 0 and maxIter values >= 1")
+            return self
+
+    class Hyperopt(Section):
+        """layers is a choice, stepSize log-uniform (searched with solver gd only), maxIter a
+        uniform integer."""
+
+        layers: list[list[int]] = Field(
+            default_factory=lambda: [[64], [128], [128, 32]], min_length=1
+        )
+        step_size_min: float = Field(default=0.003, gt=0)
+        step_size_max: float = Field(default=0.3, gt=0)
+        max_iter_min: int = Field(default=30, ge=1)
+        max_iter_max: int = Field(default=200, ge=1)
+
+        @model_validator(mode="after")
+        def _ordered(self) -> Perceptron.Hyperopt:
+            if self.step_size_min >= self.step_size_max or self.max_iter_min > self.max_iter_max:
+                raise ValueError(
+                    "step_size_min must be below step_size_max, max_iter_min <= max_iter_max"
+                )
+            if any(not layers or min(layers) < 1 for layers in self.layers):
+                raise ValueError(
+                    f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
+                )
+            return self
+
     def default_params(self, settings: TrainConfig) -> Params:
-        mlp = settings.mlp
+        mlp = self.settings(settings)
         return {"layers": list(mlp.layers), "stepSize": mlp.step_size, "maxIter": mlp.max_iter}
 
     def fixed_params(self, settings: TrainConfig) -> Params:
-        mlp = settings.mlp
+        mlp = self.settings(settings)
         return {"solver": mlp.solver, "blockSize": mlp.block_size, "seed": mlp.seed}
 
     def stages(
@@ -215,7 +247,7 @@ class Perceptron(ClassifierKind):
         return [*scaler, perceptron]
 
     def grid_points(self, settings: TrainConfig, tune: TuneConfig) -> list[Params]:
-        grid = tune.mlp.grid
+        grid = self.grid(tune)
         return [
             {"layers": list(layers), "stepSize": step, "maxIter": iters}
             for layers, step, iters in itertools.product(grid.layers, grid.stepSize, grid.maxIter)
@@ -226,9 +258,9 @@ class Perceptron(ClassifierKind):
         Spark's l-bfgs ignores it, and a search over a parameter with no effect wastes trials."""
         from hyperopt import hp
 
-        space = tune.mlp.hyperopt
-        step: Any = settings.mlp.step_size
-        if settings.mlp.solver == "gd":
+        space, mlp = self.hyperopt(tune), self.settings(settings)
+        step: Any = mlp.step_size
+        if mlp.solver == "gd":
             step = hp.loguniform(
                 "stepSize", math.log(space.step_size_min), math.log(space.step_size_max)
             )
@@ -298,9 +330,37 @@ class Perceptron(ClassifierKind):
 KINDS: dict[str, ClassifierKind] = {kind.name: kind for kind in (Logistic(), Perceptron())}
 
 
+def kind_named(name: str, source: str = "") -> ClassifierKind:
+    if name not in KINDS:
+        raise ConfigError(
+            f"{source or 'profile'}: key 'train.classifier': {name!r} is not a classifier kind "
+            f"(one of {', '.join(sorted(KINDS))})"
+        )
+    return KINDS[name]
+
+
 def kind_of(settings: TrainConfig) -> ClassifierKind:
     """The profile's classifier kind."""
-    return KINDS[settings.classifier]
+    return kind_named(settings.classifier)
+
+
+def check_profile(profile: Profile) -> Profile:
+    """The classifier part of a profile, checked before Spark starts (the CLI does it): the
+    kind exists, every ``train.<kind>``/``tune.<kind>`` names one, and each kind's sections
+    hold what it declares."""
+    kind_named(profile.train.classifier, profile.source)
+    for section, model in (("train", profile.train), ("tune", profile.tune)):
+        for key in model.model_extra or {}:
+            if key not in KINDS:
+                hint = f" (now tune.logistic.{key})" if section == "tune" and key in (
+                    "grid", "hyperopt") else ""  # fmt: skip
+                raise ConfigError(
+                    f"{profile.source or 'profile'}: unknown key '{section}.{key}'{hint}: a "
+                    f"classifier's section is one of {', '.join(sorted(KINDS))}"
+                )
+    for kind in KINDS.values():
+        kind.check(profile.train, profile.tune, profile.source)
+    return profile
 
 
 def kind_of_numbers(numbers: Numbers) -> ClassifierKind:
@@ -326,27 +386,3 @@ def grid_points(settings: TrainConfig, tune: TuneConfig) -> list[Params]:
 
 def hyperopt_space(settings: TrainConfig, tune: TuneConfig) -> dict[str, Any]:
     return kind_of(settings).hyperopt_space(settings, tune)
-
-
-def loggable(params: Params) -> dict[str, float | int | str]:
-    """Parameters as MLflow params: hidden layers as ``64-32``."""
-    return {k: "-".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
-
-
-def parse_logged(logged: dict[str, str]) -> Params:
-    """``loggable``'s inverse, for parameters read back from MLflow (all strings)."""
-    parsed: Params = {}
-    for name, value in logged.items():
-        if name == "layers":
-            parsed[name] = [int(size) for size in str(value).split("-")]
-        elif name == "maxIter":
-            parsed[name] = int(value)
-        else:
-            parsed[name] = float(value)
-    return parsed
-
-
-def describe(params: Params) -> str:
-    return " ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in loggable(params).items()
-    )

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.config import TrainConfig
-from sparkles.model import classifiers
+from sparkles.model import classifiers, kinds
 from sparkles.names import ERROR, FEATURES, LABEL, LABEL_INDEX, PREDICTION, PREDICTION_INDEX
 
 OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
@@ -103,7 +103,7 @@ class MaskQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable)
 
 
 def training_pipeline(
-    settings: TrainConfig, params: classifiers.Params, n_features: int, n_classes: int
+    settings: TrainConfig, params: kinds.Params, n_features: int, n_classes: int
 ) -> Pipeline:
     """StringIndexer → the profile's classifier with ``params`` (an MLP behind a StandardScaler
     when ``standardization``), on cached features."""
@@ -113,7 +113,7 @@ def training_pipeline(
         stringOrderType="alphabetAsc",
         handleInvalid="error",
     )
-    columns = classifiers.Columns(FEATURES, LABEL_INDEX, PREDICTION_INDEX)
+    columns = kinds.Columns(FEATURES, LABEL_INDEX, PREDICTION_INDEX)
     kind = classifiers.kind_of(settings)
     fitted_after = kind.stages(settings, params, (n_features, n_classes), columns)
     return Pipeline(stages=[indexer, *fitted_after])

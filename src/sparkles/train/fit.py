@@ -25,7 +25,7 @@ from sparkles.config import Profile
 from sparkles.data.images import read_contents
 from sparkles.features.featurize import FeaturizeResult, stored_featurizer
 from sparkles.features.tables import TrainingTable
-from sparkles.model import classifiers
+from sparkles.model import classifiers, kinds
 from sparkles.model import logged as logged_model
 from sparkles.model.stages import (
     class_labels,
@@ -36,6 +36,7 @@ from sparkles.model.stages import (
     training_pipeline,
 )
 from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
+from sparkles.tracking import loggable
 from sparkles.train import evaluate as ev
 from sparkles.train.splits import split_params, train_and_test
 from sparkles.train.validation import validate, validation_folds
@@ -80,7 +81,7 @@ def train(
     profile: Profile,
     spark: SparkSession,
     table: TrainingTable,
-    params: classifiers.Params,
+    params: kinds.Params,
     validation: dict[str, float] | None = None,
 ) -> TrainResult:
     """Fit on the training split of a training table and evaluate on its held-out split.
@@ -95,7 +96,7 @@ def train(
 def _fit_and_test(
     profile: Profile,
     features: DataFrame,
-    params: classifiers.Params,
+    params: kinds.Params,
     validation: dict[str, float] | None,
 ) -> TrainResult:
     settings = profile.train
@@ -137,7 +138,7 @@ def log_training(
     spark: SparkSession,
     profile: Profile,
     featurized: FeaturizeResult,
-    params: classifiers.Params,
+    params: kinds.Params,
 ) -> None:
     """Everything a reader of the run needs: params, metrics, the training table, plots,
     predictions, and the model that scores images."""
@@ -154,15 +155,13 @@ def log_training(
     mlflow.set_tag(SCORING_TAG, "true")
 
 
-def _log_params_and_metrics(
-    result: TrainResult, profile: Profile, params: classifiers.Params
-) -> None:
+def _log_params_and_metrics(result: TrainResult, profile: Profile, params: kinds.Params) -> None:
     """By Spark's own Param names: distinct from the MLproject parameters (reg_param, ...),
     which MLflow logs as given (often empty, meaning "the profile's value")."""
     settings = profile.train
     fixed = classifiers.kind_of(settings).fixed_params(settings)
     mlflow.log_params(
-        {"classifier": settings.classifier, **fixed, **classifiers.loggable(params),
+        {"classifier": settings.classifier, **fixed, **loggable(params),
          **split_params(settings)}
     )  # fmt: skip
     mlflow.log_metrics(result.metrics)

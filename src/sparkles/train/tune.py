@@ -23,8 +23,10 @@ from pyspark.sql import DataFrame
 
 from sparkles import tracking
 from sparkles.config import Profile
-from sparkles.model import classifiers
+from sparkles.model import classifiers, kinds
+from sparkles.model.kinds import describe_params
 from sparkles.model.stages import feature_length
+from sparkles.tracking import loggable
 from sparkles.train.validation import validate, validation_folds
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Trial:
     number: int
-    params: classifiers.Params
+    params: kinds.Params
     metrics: dict[str, float]  # val_accuracy, val_f1, val_auc (means over folds), fit_seconds
     run_id: str
 
@@ -64,7 +66,7 @@ class Searcher:
     def close(self) -> None:
         self.data.unpersist()
 
-    def _validate(self, params: classifiers.Params) -> dict[str, float]:
+    def _validate(self, params: kinds.Params) -> dict[str, float]:
         started = time.monotonic()
         metrics = validate(
             self.profile, self.data, self.rounds, self.n_classes, self.n_features, params
@@ -72,18 +74,18 @@ class Searcher:
         metrics["fit_seconds"] = time.monotonic() - started
         return metrics
 
-    def trial(self, params: classifiers.Params) -> Trial:
+    def trial(self, params: kinds.Params) -> Trial:
         """One nested run: params, validation metrics, time. Interrupted → KILLED, re-raised."""
         number = len(self.search.trials) + 1
         with tracking.run(self.profile, f"trial-{number:03d}", nested=True) as child:
-            mlflow.log_params(classifiers.loggable(params))
+            mlflow.log_params(loggable(params))
             metrics = self._validate(params)
             mlflow.log_metrics(metrics)
         trial = Trial(number, params, metrics, child.info.run_id)
         self.search.trials.append(trial)
         log.info(
             "trial %d: %s -> val_%s=%.4f (%.1f s)",
-            number, classifiers.describe(params), self.settings.metric,
+            number, describe_params(params), self.settings.metric,
             metrics[f"val_{self.settings.metric}"], metrics["fit_seconds"],
         )  # fmt: skip
         return trial

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkles.config import Profile, TuneConfig
-from sparkles.model import classifiers
+from sparkles.model import kinds
 from sparkles.model.stages import classifier_model, training_pipeline
 from sparkles.train.evaluate import headline_metrics
 from sparkles.train.splits import FOLD, stratified_folds, stratified_split
@@ -35,7 +35,7 @@ def validate(
     rounds: list[int],
     n_classes: int,
     n_features: int,
-    params: classifiers.Params,
+    params: kinds.Params,
 ) -> dict[str, float]:
     """Validation metrics of one setting: fit without each held-out fold, score it, average.
 
