@@ -9,7 +9,8 @@ import yaml
 
 from sparkles.cli import _profile as profile_from_args
 from sparkles.cli import build_parser
-from sparkles.config import ConfigError, load_profile, redact, split_overrides
+from sparkles.config import ConfigError, load_profile
+from sparkles.overrides import redact, split_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 

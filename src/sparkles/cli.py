@@ -9,9 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from sparkles.config import ConfigError, Profile, load_profile, redact, split_overrides
+from sparkles.config import ConfigError, Profile, load_profile
 from sparkles.errors import UserError, file_system_cause
 from sparkles.model.classifiers import check_profile
+from sparkles.overrides import redact, split_overrides
 
 log = logging.getLogger("sparkles")
 

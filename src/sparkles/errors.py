@@ -10,6 +10,10 @@ class UserError(Exception):
     """Something the user can fix, said in a message that names what and how."""
 
 
+class ConfigError(UserError, ValueError):
+    """A profile that cannot be used; the message names the file and the key."""
+
+
 class StorageError(UserError, OSError):
     """A file system refused a read or write: the path and the cause, not a Java trace."""
 

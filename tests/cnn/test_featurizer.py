@@ -277,12 +277,12 @@ WORKER = """
 import json, sys
 import numpy as np
 from sparkles.cnn.backbones import CnnSpec
-from sparkles.cnn.featurizer import _make_predict_fn
+from sparkles.cnn.executors import make_predict_fn
 from sparkles.cnn.settings import CnnSettings
 
 spec = CnnSpec(**json.loads(sys.argv[1]))
 settings = CnnSettings(model=spec.name, seed=3, max_file_bytes=1 << 26, max_pixels=1 << 26)
-predict = _make_predict_fn(spec, None, None, settings)()
+predict = make_predict_fn(spec, None, None, settings)()
 contents = np.array([open(path, "rb").read() for path in sys.argv[2:]], dtype=object)
 out = predict(contents)
 loaded = sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras"})

@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sparkles.emr.backend import (
-    STATES,
-    EmrError,
-    check_tracking_uri,
-    load_config,
-    package,
-    project_files,
-    step_args,
-)
+from sparkles.emr.backend import STATES, step_args
+from sparkles.emr.project import package, project_files
+from sparkles.emr.settings import EmrError, check_tracking_uri, load_config
 
 pytest.importorskip("pathspec")
 

@@ -30,7 +30,6 @@ import logging
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import RunStatus, RunTag
-from mlflow.exceptions import ExecutionException
 from mlflow.projects.backend.abstract_backend import AbstractBackend
 from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.projects.utils import (
@@ -49,10 +47,14 @@ from mlflow.projects.utils import (
 )
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparkles.config import USERINFO, ConfigError, expand_environment
-from sparkles.errors import UserError
+from sparkles.emr.project import package
+from sparkles.emr.settings import (
+    EmrBackendConfig,
+    EmrError,
+    check_tracking_uri,
+    load_config,
+)
 from sparkles.names import EMR_CLUSTER_TAG, EMR_PROJECT_TAG, EMR_STEP_TAG, ERROR_TAG
 
 log = logging.getLogger(__name__)
@@ -71,140 +73,6 @@ STATES = {
     "FAILED": RunStatus.FAILED,
 }
 ACCEPTS_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
-
-
-class EmrError(UserError, ExecutionException):
-    """What stops a run before its step starts, said in one line: a --backend-config that
-    cannot be used (naming the key), a tracking server the cluster cannot reach, AWS refusing.
-    ``mlflow run`` prints an ExecutionException's message without a traceback."""
-
-
-class NewCluster(BaseModel):
-    """A transient cluster for one run, sized as scripts/emr/create-cluster.sh sizes its own;
-    it terminates when its step ends."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = "sparkles"
-    release_label: str = "emr-spark-8.1.0"
-    primary_type: str = "m6i.xlarge"
-    core_type: str = "m6i.4xlarge"
-    core_count: int = Field(default=2, ge=1)
-    key_name: str | None = None
-    subnet_id: str | None = None
-    log_uri: str | None = None  # default: <s3_prefix>/emr-logs/
-    service_role: str = "EMR_DefaultRole"
-    instance_profile: str = "EMR_EC2_DefaultRole"
-    wheelhouse: str | None = None  # s3://… for nodes without internet
-
-
-class EmrBackendConfig(BaseModel):
-    """``--backend-config``: a JSON file (``${VAR}`` and ``${VAR:-default}`` are expanded)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    s3_prefix: str  # s3://bucket/prefix: project archives (and a transient cluster's files)
-    cluster_id: str | None = None  # a running cluster, j-…
-    new_cluster: NewCluster | None = None  # or a transient one
-    region: str | None = None  # default: boto3's (AWS_REGION, ~/.aws/config)
-    venv: str = "/opt/sparkles/venv"  # the bootstrap's venv on the primary node
-    # the tracking URI the step logs to, if the cluster reaches the server by another address
-    # (default: the caller's, as with an SSM port forward to a server on the primary node)
-    cluster_tracking_uri: str | None = None
-    # MLflow's CLI never waits for a plugin backend's run: this one waits for its step itself
-    # (Ctrl-C cancels it) unless told not to; MLflow's Python API (synchronous=True) waits anyway
-    wait: bool = True
-    poll_seconds: float = Field(default=30.0, gt=0)
-    log_wait_seconds: float = Field(default=300.0, ge=0)  # EMR pushes step logs every ~5 min
-
-    @field_validator("s3_prefix")
-    @classmethod
-    def _s3(cls, value: str) -> str:
-        if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/|$)", value):
-            raise ValueError(f"must be s3://bucket[/prefix], got {value!r}")
-        return value.rstrip("/")
-
-    @field_validator("cluster_id")
-    @classmethod
-    def _cluster(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"j-[A-Z0-9]{1,64}", value):
-            raise ValueError(f"must be an EMR cluster id like j-1ABCDEFGHIJKL, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _one_cluster(self) -> EmrBackendConfig:
-        if (self.cluster_id is None) == (self.new_cluster is None):
-            raise ValueError("give exactly one of cluster_id (a running cluster) or new_cluster")
-        return self
-
-
-def load_config(backend_config: dict[str, Any] | None) -> EmrBackendConfig:
-    """The validated config; MLflow's own keys (upper case, or its docker settings) dropped."""
-    ours = {
-        key: value
-        for key, value in (backend_config or {}).items()
-        if not key.isupper() and not key.startswith(("_mlflow", "build_image", "docker_auth"))
-    }
-    try:
-        return EmrBackendConfig.model_validate(expand_environment(ours, "--backend-config"))
-    except ConfigError as err:  # a ${VAR} that is not set
-        raise EmrError(str(err)) from None
-    except ValidationError as err:
-        lines = [
-            f"--backend-config: key '{'.'.join(map(str, e['loc'])) or '(top level)'}': {e['msg']}"
-            for e in err.errors()
-        ]
-        raise EmrError("\n".join(lines)) from None
-
-
-def check_tracking_uri(uri: str) -> None:
-    """The step logs into the caller's run from the cluster: both must reach one server."""
-    scheme = uri.split(":", 1)[0] if re.match(r"^[a-zA-Z][\w+.-]*:", uri) else ""
-    if scheme in ("file", "sqlite") or (not scheme and uri != "databricks"):
-        raise EmrError(
-            f"the tracking URI {uri!r} is local to this machine, but the EMR step logs into the "
-            "same run from the cluster: use a tracking server both reach (MLFLOW_TRACKING_URI="
-            "http://…, e.g. a server on the primary node through an SSM port forward; docs/emr.md)"
-        )
-    if USERINFO.search(uri):
-        raise EmrError(
-            "the tracking URI carries credentials, which a step's arguments would show in the "
-            "EMR console: give them to the cluster as MLFLOW_TRACKING_TOKEN or a netrc file"
-        )
-
-
-def project_files(root: Path) -> list[Path]:
-    """The files of the project as git sees it: tracked, and untracked but not ignored."""
-    try:
-        git = ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others"]
-        listed = subprocess.run(
-            [*git, "--exclude-standard"], capture_output=True, check=True, timeout=60
-        ).stdout.decode()
-        names = [name for name in listed.split("\0") if name]
-    except (OSError, subprocess.SubprocessError):
-        names = _without_ignored(root)
-    return sorted(root / name for name in set(names) if (root / name).is_file())
-
-
-def _without_ignored(root: Path) -> list[str]:
-    """No git (a copy without .git): every file that .gitignore's patterns do not exclude."""
-    import pathspec
-
-    ignore = root / ".gitignore"
-    lines = ignore.read_text().splitlines() if ignore.is_file() else []
-    spec = pathspec.GitIgnoreSpec.from_lines([".git/", *lines])
-    return [
-        str(path.relative_to(root))
-        for path in root.rglob("*")
-        if path.is_file() and not spec.match_file(str(path.relative_to(root)))
-    ]
-
-
-def package(root: Path, archive: Path) -> int:
-    """``root``'s project files into a .tar.gz; returns how many."""
-    files = project_files(root)
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in files:
-            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-    return len(files)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
