@@ -54,21 +54,112 @@ print(json.dumps({"rows": [list(r) for r in rows], "code": sparkles.__file__}))
 """
 
 
+PACKAGE = ROOT / "src" / "sparkles"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _section(title: str) -> str:
+    return ARCHITECTURE.read_text().split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted name (``sparkles.cnn.featurizer``) → file, packages' ``__init__`` left out."""
+    return {
+        ".".join(("sparkles", *path.relative_to(PACKAGE).with_suffix("").parts)): path
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "__init__.py"
+    }
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports, at any depth, but not those imported for type
+    hints only (under ``if TYPE_CHECKING:``)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    hints = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("sparkles.")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sparkles"):
+            found |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+    modules = _modules()
+    return {name for name in found if name in modules}
+
+
+def _unit(module: str) -> str:
+    """A subpackage (``cnn``), or a top-level module (``config``)."""
+    return module.split(".")[1]
+
+
+def _layers() -> dict[str, int | None]:
+    """docs/architecture.md's layer table: unit → layer (None: an alias for old models)."""
+    import re
+
+    layers: dict[str, int | None] = {}
+    for layer, units in re.findall(r"^\| (\d+|alias) \| ([^|]+) \|", _section("Layers"), re.M):
+        for unit in re.findall(r"`(\w+)`", units):
+            layers[unit] = None if layer == "alias" else int(layer)
+    return layers
+
+
 def test_the_architecture_page_has_one_line_per_module() -> None:
     """docs/architecture.md's module map names every module of the package, and no other."""
     import re
 
-    package = ROOT / "src" / "sparkles"
-    modules = {
-        str(path.relative_to(package))
-        for path in package.rglob("*.py")
-        if path.name != "__init__.py"
-    }
-    page = (ROOT / "docs" / "architecture.md").read_text()
-    table = page.split("## Modules", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| `([\w/]+\.py)` \|", table, flags=re.M)
+    modules = {str(path.relative_to(PACKAGE)) for path in _modules().values()}
+    rows = re.findall(r"^\| `([\w/]+\.py)` \|", _section("Modules"), flags=re.M)
     assert len(rows) == len(set(rows)), "a module has two rows"
     assert set(rows) == modules
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    """The order docs/architecture.md gives: a module imports its own subpackage and lower
+    layers, never a unit beside it or above it; no import cycle; and the page's figures are
+    this tree's."""
+    import re
+    from graphlib import CycleError, TopologicalSorter
+
+    layers, modules = _layers(), _modules()
+    assert {_unit(name) for name in modules} == set(layers), "every unit has one layer"
+    graph = {name: _imports(path) - {name} for name, path in modules.items()}
+    upward = [
+        f"{name} → {target}"
+        for name, targets in graph.items()
+        for target in targets
+        if layers[_unit(name)] is not None
+        and _unit(target) != _unit(name)
+        and not (layers[_unit(target)] is not None and layers[_unit(target)] < layers[_unit(name)])
+    ]
+    assert upward == [], "imports that are not downward"
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as err:
+        raise AssertionError(f"an import cycle: {err.args[1]}") from None
+    figures = re.search(
+        r"(\d+)\s+modules,\s+(\d+)\s+imports\s+between\s+them,\s+(\d+)\s+layers,\s+(\d+)\s+"
+        r"cycles,\s+(\d+)\s+upward\s+imports",
+        _section("Layers"),
+    )
+    assert figures, "the Layers section states the import graph's figures"
+    edges = sum(len(targets) for targets in graph.values())
+    layered = {layer for layer in layers.values() if layer is not None}
+    assert tuple(map(int, figures.groups())) == (len(modules), edges, len(layered), 0, 0)
+
+
+def test_no_module_outgrows_its_concern() -> None:
+    """~400 lines at most: past that a module holds two concerns (generated code included)."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert {name: size for name, size in sizes.items() if size > 420} == {}
 
 
 @pytest.mark.e2e
