@@ -176,7 +176,7 @@ def test_a_logged_model_scores_where_the_project_is_not_installed(
     local = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model", dst_path=tmp_path)
     requirements = (Path(local) / "requirements.txt").read_text().split()
     assert not [r for r in requirements if Requirement(r).name.startswith("sparkles")]
-    assert (Path(local) / "code" / "sparkles" / "featurizer.py").is_file()
+    assert (Path(local) / "code" / "sparkles" / "cnn" / "featurizer.py").is_file()
 
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
