@@ -22,7 +22,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
 from sparkles.config import load_profile
-from sparkles.model.classifiers import describe
+from sparkles.model.kinds import describe_params
 from sparkles.session import build_session
 from sparkles.train.splits import stratified_split
 from sparkles.train.tune import search
@@ -109,7 +109,7 @@ def main() -> None:
         f"(1 : {featurize_pass / statistics.mean(per_trial):.0f})"
     )
     print(
-        f"best: {describe(found.best.params)}, "
+        f"best: {describe_params(found.best.params)}, "
         f"val_{found.metric} {found.best.metrics['val_' + found.metric]:.4f}"
     )
     spark.stop()

@@ -56,6 +56,7 @@ def _train_and_log(
 def run_train(profile: Profile, spark: SparkSession, features: str | None = None) -> dict[str, Any]:
     """Train on a committed training table (``features``: a run id; else the newest that
     matches the profile). Reads features only: no image, no CNN."""
+    classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
     with tracking.run(profile, "train") as active:
         profile, featurized, source = committed_features(
             profile, spark, active.info.experiment_id, features
@@ -67,6 +68,7 @@ def run_train(profile: Profile, spark: SparkSession, features: str | None = None
 
 def run_main(profile: Profile, spark: SparkSession, refresh: bool = False) -> dict[str, Any]:
     """Featurize (reusing the cache when it can) and train, in one MLflow run."""
+    classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
     with tracking.run(profile, "main") as active:
         featurized = featurize(profile, spark, refresh=refresh)
         log_featurize(featurized, spark, profile)
@@ -80,6 +82,7 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
 
     Reads a committed training table only (as ``run_train``): a search never reads an image.
     """
+    classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
     method, max_evals, metric = profile.tune.method, profile.tune.max_evals, profile.tune.metric
     with tracking.run(profile, f"tune-{method}") as active:
         profile, featurized, source = committed_features(

@@ -251,6 +251,24 @@ class TuneConfig(_KindSections):
     """Searches on cached features, each over its classifier's own space: ``tune.<kind>.grid``
     and ``tune.<kind>.hyperopt`` (declared by the kind); selection never sees the test split."""
 
+    @model_validator(mode="after")
+    def _spaces_per_kind(self) -> TuneConfig:
+        """``tune.<kind>`` holds ``grid`` and ``hyperopt``; logistic's spaces were at
+        ``tune.grid`` and ``tune.hyperopt`` before each kind had its section."""
+        for kind, section in (self.model_extra or {}).items():
+            if kind in ("grid", "hyperopt"):
+                raise ValueError(
+                    f"'tune.{kind}' is now 'tune.logistic.{kind}' (each classifier kind has its "
+                    f"own tune.<kind>.grid and tune.<kind>.hyperopt)"
+                )
+            unknown = sorted(set(section) - {"grid", "hyperopt"})
+            if unknown:
+                raise ValueError(
+                    f"unknown key 'tune.{kind}.{unknown[0]}' (a kind's search spaces are "
+                    f"tune.{kind}.grid and tune.{kind}.hyperopt)"
+                )
+        return self
+
     method: Literal["grid", "hyperopt"] = "hyperopt"
     metric: Literal["auc", "accuracy", "f1"] = "auc"
     max_evals: int = Field(default=16, ge=1)

@@ -22,7 +22,7 @@ def cached(spark, tmp_path_factory: pytest.TempPathFactory):
     path = write_profile(
         folder,
         data={"sample": {"images": 60, "seed": 8, "size": [128, 96]}},
-        tune={"grid": {"regParam": [0.01, 1.0], "elasticNetParam": [0.0, 1.0]}},
+        tune={"logistic": {"grid": {"regParam": [0.01, 1.0], "elasticNetParam": [0.0, 1.0]}}},
     )
     profile = load_profile(str(path))
     run_featurize(profile, spark)

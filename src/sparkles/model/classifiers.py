@@ -352,10 +352,8 @@ def check_profile(profile: Profile) -> Profile:
     for section, model in (("train", profile.train), ("tune", profile.tune)):
         for key in model.model_extra or {}:
             if key not in KINDS:
-                hint = f" (now tune.logistic.{key})" if section == "tune" and key in (
-                    "grid", "hyperopt") else ""  # fmt: skip
                 raise ConfigError(
-                    f"{profile.source or 'profile'}: unknown key '{section}.{key}'{hint}: a "
+                    f"{profile.source or 'profile'}: unknown key '{section}.{key}': a "
                     f"classifier's section is one of {', '.join(sorted(KINDS))}"
                 )
     for kind in KINDS.values():

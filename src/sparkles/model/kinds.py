@@ -74,24 +74,14 @@ class ClassifierKind:
         """``train.<name>``, checked."""
         return _section(self.Settings, train.kind_section(self.name), f"train.{self.name}", source)
 
-    def _tune(self, tune: TuneConfig, source: str) -> dict[str, Any]:
-        raw = tune.kind_section(self.name)
-        unknown = sorted(set(raw) - {"grid", "hyperopt"})
-        if unknown:
-            raise ConfigError(
-                f"{source or 'profile'}: unknown key 'tune.{self.name}.{unknown[0]}' (a kind's "
-                "search spaces are tune.<kind>.grid and tune.<kind>.hyperopt)"
-            )
-        return raw
-
     def grid(self, tune: TuneConfig, source: str = "") -> Any:
         """``tune.<name>.grid``, checked."""
-        raw = self._tune(tune, source).get("grid", {})
+        raw = tune.kind_section(self.name).get("grid", {})
         return _section(self.Grid, raw, f"tune.{self.name}.grid", source)
 
     def hyperopt(self, tune: TuneConfig, source: str = "") -> Any:
         """``tune.<name>.hyperopt``, checked."""
-        raw = self._tune(tune, source).get("hyperopt", {})
+        raw = tune.kind_section(self.name).get("hyperopt", {})
         return _section(self.Hyperopt, raw, f"tune.{self.name}.hyperopt", source)
 
     def check(self, train: TrainConfig, tune: TuneConfig, source: str = "") -> None:
