@@ -55,20 +55,38 @@ def aws():
     """moto's EMR and S3 on loopback, a bucket, and a running cluster logging to it."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.core.responses import ActionResult
-    from moto.emr.models import emr_backends
+    from moto.emr.models import Step, emr_backends
     from moto.emr.responses import ElasticMapReduceResponse
 
-    def cancel_steps(self) -> ActionResult:  # what AWS documents for CancelSteps
+    def cancel_steps(self) -> ActionResult:
+        """CancelSteps as AWS documents it: a pending step is cancelled; a running one with
+        SEND_INTERRUPT (the default) gets SIGTERM and is CANCEL_PENDING until its process
+        exits (the test, playing the node, moves it on), with TERMINATE_PROCESS it is killed;
+        each step's status in the answer."""
         cluster = self.backend.clusters[self._get_param("ClusterId")]
         wanted = self._get_param("StepIds", [])
-        for step in cluster.steps:
-            if step.id in wanted and step.state in ("PENDING", "RUNNING"):
-                step.state = "CANCELLED"
-        info = [{"StepId": step_id, "Status": "SUBMITTED"} for step_id in wanted]
+        option = self._get_param("StepCancellationOption") or "SEND_INTERRUPT"
+        info = []
+        for step_id in wanted:
+            step = next((s for s in cluster.steps if s.id == step_id), None)
+            if step is None or step.state not in ("PENDING", "RUNNING"):
+                reason = "no such step" if step is None else f"step is {step.state}"
+                info.append({"StepId": step_id, "Status": "FAILED", "Reason": reason})
+                continue
+            running = step.state == "RUNNING" and option == "SEND_INTERRUPT"
+            step.state = "CANCEL_PENDING" if running else "CANCELLED"
+            step.cancellation_option = option
+            info.append({"StepId": step_id, "Status": "SUBMITTED"})
         return ActionResult({"CancelStepsInfoList": info})
 
+    def status(self) -> dict:  # DescribeStep's Status, with FailureDetails once a step failed
+        details = getattr(self, "failure_details", None)
+        return {**plain_status.fget(self), **({"FailureDetails": details} if details else {})}
+
+    plain_status = Step.status
     patch = pytest.MonkeyPatch()
     patch.setattr(ElasticMapReduceResponse, "cancel_steps", cancel_steps, raising=False)
+    patch.setattr(Step, "status", property(status))
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -152,13 +170,22 @@ def _known_steps(aws: dict) -> set[str]:
     return {s["Id"] for s in boto3.client("emr").list_steps(ClusterId=aws["cluster_id"])["Steps"]}
 
 
-def _finish(aws: dict, step_id: str, state: str, stdout: str, stderr: str) -> None:
-    """What the cluster does when a step ends: its state, and its logs under the log URI."""
+def _step(aws: dict, step_id: str):
+    (step,) = [s for s in aws["backend"].clusters[aws["cluster_id"]].steps if s.id == step_id]
+    return step
+
+
+def _finish(
+    aws: dict, step_id: str, state: str, stdout: str, stderr: str, failure: dict | None = None
+) -> None:
+    """What the cluster does when a step ends: its state (with FailureDetails if it failed),
+    and its logs under the log URI."""
     s3 = boto3.client("s3")
     folder = f"emr-logs/{aws['cluster_id']}/steps/{step_id}"
     for name, text in (("stdout", stdout), ("stderr", stderr)):
         s3.put_object(Bucket=BUCKET, Key=f"{folder}/{name}.gz", Body=gzip.compress(text.encode()))
-    (step,) = [s for s in aws["backend"].clusters[aws["cluster_id"]].steps if s.id == step_id]
+    step = _step(aws, step_id)
+    step.failure_details = failure
     step.state = state
 
 
@@ -261,24 +288,64 @@ def test_the_step_runs_the_entry_point_into_the_same_run(
 
 
 def test_interrupting_mlflow_run_cancels_the_step(aws: dict, tracking: str, project: Path) -> None:
+    """Ctrl-C cancels the running step with SEND_INTERRUPT; cancelling is asynchronous (the
+    step's process gets SIGTERM and ends its entry point: tests/emr/test_step.py), so the run
+    stays RUNNING while the step is CANCEL_PENDING and ends KILLED once EMR says it ended."""
     line = command("mlflow run . --backend emr")
+    config = project / "conf" / "emr-backend.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "poll_seconds": 0.5,
+                                  "log_wait_seconds": 0}))  # fmt: skip
     known = _known_steps(aws)
     launcher = _launch(project, line, _environment(aws, tracking))
     try:
         step = _submitted_step(aws, launcher, known)
         run_id = _option(step["Config"]["Args"], "--run-id")
+        _step(aws, step["Id"]).state = "RUNNING"  # EMR started it
         time.sleep(2)  # in wait(): polling the step
         os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C
-        launcher.communicate(timeout=120)
+        emr = boto3.client("emr")
+        deadline = time.monotonic() + 60
+        while _step(aws, step["Id"]).state != "CANCEL_PENDING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _step(aws, step["Id"]).cancellation_option == "SEND_INTERRUPT"
+        time.sleep(2)  # the backend waits for EMR to say the step ended
+        mlflow.set_tracking_uri(tracking)
+        assert launcher.poll() is None
+        assert mlflow.get_run(run_id).info.status == "RUNNING"
+        _step(aws, step["Id"]).state = "CANCELLED"  # the step's process exited
+        _, err = launcher.communicate(timeout=120)
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode != 0
-    emr = boto3.client("emr")
     state = emr.describe_step(ClusterId=aws["cluster_id"], StepId=step["Id"])["Step"]["Status"]
     assert state["State"] == "CANCELLED"
-    mlflow.set_tracking_uri(tracking)
     assert mlflow.get_run(run_id).info.status == "KILLED"
+    assert f"step {step['Id']}: RUNNING" in err  # progress reaches the terminal
+    assert f"interrupted: cancelling step {step['Id']}" in err
+
+
+def test_a_failed_step_says_why(aws: dict, tracking: str, project: Path) -> None:
+    """EMR's FailureDetails (reason, message, log file) end the run FAILED and reach the
+    terminal in one line."""
+    config = project / "conf" / "emr-backend.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "poll_seconds": 0.5,
+                                  "log_wait_seconds": 0}))  # fmt: skip
+    known = _known_steps(aws)
+    launcher = _launch(project, command("mlflow run . --backend emr"), _environment(aws, tracking))
+    try:
+        step = _submitted_step(aws, launcher, known)
+        failure = {"Reason": "Unknown Error.", "Message": "Command exited with status 1.",
+                   "LogFile": f"s3://{BUCKET}/emr-logs/steps/stderr.gz"}  # fmt: skip
+        _finish(aws, step["Id"], "FAILED", "", "Traceback: the entry point failed\n", failure)
+        _, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    assert "ended FAILED: Unknown Error.; Command exited with status 1.; log: s3://" in err
+    mlflow.set_tracking_uri(tracking)
+    assert mlflow.get_run(_option(step["Config"]["Args"], "--run-id")).info.status == "FAILED"
 
 
 def test_bad_config_and_local_tracking_fail_before_any_upload(
@@ -322,7 +389,8 @@ def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
     prefix = f"s3://{BUCKET}/transient"
     submitted = mlflow.projects.run(
         str(project), entry_point="train", parameters={"profile": "emr"}, backend="emr",
-        backend_config={"s3_prefix": prefix, "new_cluster": {"key_name": "k", "core_count": 3},
+        backend_config={"s3_prefix": prefix, "new_cluster": {"key_name": "k", "core_count": 3,
+                                                              "wheelhouse": f"{prefix}/wheels/"},
                         "poll_seconds": 0.5, "log_wait_seconds": 0, "wait": False},
         synchronous=False,  # with "wait": false, a handle on the submitted step
     )  # fmt: skip
@@ -343,15 +411,46 @@ def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
         assert f"{expected}\\,InstanceType={group['InstanceType']}" in create
     (bootstrap,) = emr.list_bootstrap_actions(ClusterId=submitted.cluster_id)["BootstrapActions"]
     assert f"Path={bootstrap['ScriptPath']}\\," in create
-    (wheel,) = bootstrap["Args"]
+    # the API's Args: one element per argument of bootstrap.sh (not the CLI's comma shorthand)
+    wheel, wheelhouse = bootstrap["Args"]
+    assert wheelhouse == f"{prefix}/wheels/"
     assert wheel.startswith(f"{prefix}/emr/sparkles_spark-") and wheel.endswith(".whl")
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert wheel.split("/", 3)[3] in keys and "transient/emr/bootstrap.sh" in keys
     configured = {c["Classification"] for c in cluster["Configurations"]}
     shipped = json.loads((project / "scripts" / "emr" / "configurations.json").read_text())
     assert configured == {c["Classification"] for c in shipped}
-    assert submitted.get_status() == mlflow.entities.RunStatus.RUNNING
+    assert submitted.get_status() == "RUNNING"  # as MLflow's own backends answer
     submitted.cancel()
     assert mlflow.get_run(submitted.run_id).info.status == "KILLED"
     terminated = emr.describe_cluster(ClusterId=submitted.cluster_id)["Cluster"]["Status"]
     assert terminated["State"] in ("TERMINATING", "TERMINATED")
+
+
+def test_a_transient_cluster_is_terminated_when_the_run_fails_after_it_started(
+    aws: dict, tracking: str, project: Path, monkeypatch
+) -> None:
+    """Anything that fails after RunJobFlow (here: the tracking server refusing the run's
+    tags) terminates the cluster it started: none is left running, and billed."""
+    mlflow.set_tracking_uri(tracking)
+    emr = boto3.client("emr")
+    before = {c["Id"] for c in emr.list_clusters()["Clusters"]}
+
+    logged = mlflow.MlflowClient.log_batch
+
+    def refused(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        if any(tag.key == "sparkles.emr.cluster_id" for tag in tags):  # once the cluster runs
+            raise RuntimeError("the tracking server went away")
+        return logged(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", refused)
+    with pytest.raises(RuntimeError, match="went away"):
+        mlflow.projects.run(
+            str(project), entry_point="train", parameters={"profile": "emr"}, backend="emr",
+            backend_config={"s3_prefix": f"s3://{BUCKET}/leak", "new_cluster": {},
+                            "wait": False},
+            synchronous=False,
+        )  # fmt: skip
+    (started,) = [c for c in emr.list_clusters()["Clusters"] if c["Id"] not in before]
+    state = emr.describe_cluster(ClusterId=started["Id"])["Cluster"]["Status"]["State"]
+    assert state in ("TERMINATING", "TERMINATED")

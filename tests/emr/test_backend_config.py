@@ -92,3 +92,21 @@ def test_the_step_runs_the_entry_point_into_the_run() -> None:
     assert args[args.index("--tracking-uri") + 1] == "http://10.0.0.5:5000"
     assert args[-2:] == ["-Pprofile=emr", "-Pmax_evals=8"]
     assert {STATES[s] for s in ("CANCELLED", "INTERRUPTED")} == {STATES["CANCELLED"]}
+
+
+def test_without_a_region_boto3s_own_chain_picks_it(monkeypatch) -> None:
+    """The shipped config names no region: someone set up for another one (AWS_DEFAULT_REGION,
+    or the region `aws configure` wrote into their profile) has their cluster looked up there,
+    not in a default of ours. boto3 reads AWS_DEFAULT_REGION, not AWS_REGION (botocore's
+    configprovider), so AWS_REGION must not decide it either."""
+    pytest.importorskip("boto3")
+    from sparkles.emr.backend import _clients
+
+    monkeypatch.setenv("SPARKLES_S3", "s3://my-bucket/sparkles")
+    monkeypatch.setenv("SPARKLES_EMR_CLUSTER_ID", "j-ABC123")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    emr, s3 = _clients(load_config(_json(Path("conf/emr-backend.json"))))
+    assert emr.meta.region_name == s3.meta.region_name == "eu-west-1"
+    named = load_config({**_json(Path("conf/emr-backend.json")), "region": "ap-south-1"})
+    assert _clients(named)[0].meta.region_name == "ap-south-1"

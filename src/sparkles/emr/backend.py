@@ -25,10 +25,7 @@ AWS calls go through boto3's default credential chain and endpoint settings
 from __future__ import annotations
 
 import gzip
-import json
 import logging
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,14 +51,15 @@ from sparkles.emr.settings import (
     EmrError,
     check_tracking_uri,
     load_config,
+    split_s3,
 )
+from sparkles.emr.transient import say, start_transient, terminate
 from sparkles.names import EMR_CLUSTER_TAG, EMR_PROJECT_TAG, EMR_STEP_TAG, ERROR_TAG
 
 log = logging.getLogger(__name__)
 
 BACKEND = "emr"
 LOG_ARTIFACTS = "emr-step"  # where a step's stdout/stderr land in the run
-EMR_SCRIPTS = Path("scripts") / "emr"  # in the project: bootstrap.sh, configurations.json
 # EMR step states → MLflow run states
 STATES = {
     "PENDING": RunStatus.SCHEDULED,
@@ -73,12 +71,17 @@ STATES = {
     "FAILED": RunStatus.FAILED,
 }
 ACCEPTS_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+# how long a cancel waits for EMR to say the step ended (the step's own grace is 30 s)
+CANCEL_WAIT_SECONDS = 120.0
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` (or EMR's ``s3n://``) → (bucket, key)."""
-    bucket, _, key = re.sub(r"^s3[an]?://", "", uri).partition("/")
-    return bucket, key
+def _failure(status: dict[str, Any]) -> str:
+    """DescribeStep's ``FailureDetails`` (reason, message, log file) as a clause, or ""."""
+    details = status.get("FailureDetails") or {}
+    said = [details.get(key) for key in ("Reason", "Message") if details.get(key)]
+    if details.get("LogFile"):
+        said.append(f"log: {details['LogFile']}")
+    return f": {'; '.join(said)}" if said else ""
 
 
 def step_args(
@@ -151,7 +154,7 @@ class EmrBackend(AbstractBackend):
             }
             with _aws("submitting the step"):
                 if config.new_cluster is not None:
-                    cluster_id, step_id = _start_transient(emr, s3, config, step, work_dir)
+                    cluster_id, step_id = start_transient(emr, s3, config, step, work_dir)
                 else:
                     cluster_id = config.cluster_id
                     added = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])
@@ -162,8 +165,13 @@ class EmrBackend(AbstractBackend):
             raise
         tags = {EMR_CLUSTER_TAG: cluster_id, EMR_STEP_TAG: step_id, EMR_PROJECT_TAG: archive,
                 MLFLOW_PROJECT_BACKEND: BACKEND}  # fmt: skip
-        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-        log.info("run %s: step %s on cluster %s", run_id, step_id, cluster_id)
+        try:
+            client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+        except BaseException:
+            if config.new_cluster is not None:
+                terminate(emr, cluster_id)
+            raise
+        say(f"run {run_id}: step {step_id} on cluster {cluster_id}")
         submitted = EmrSubmittedRun(run_id, cluster_id, step_id, config, emr, s3)
         if config.wait and not backend_config.get(PROJECT_SYNCHRONOUS, False):
             _wait_here(submitted)
@@ -176,16 +184,17 @@ def _wait_here(submitted: EmrSubmittedRun) -> None:
     try:
         completed = submitted.wait()
     except KeyboardInterrupt:
-        log.error("interrupted: cancelling step %s", submitted.step_id)
+        say(f"interrupted: cancelling step {submitted.step_id}")
         submitted.cancel()
         raise
     submitted.end_run(RunStatus.FINISHED if completed else RunStatus.FAILED)
     if not completed:
         raise EmrError(
             f"run {submitted.run_id}: step {submitted.step_id} on {submitted.cluster_id} ended "
-            f"{submitted.final_state} (its output: the run's {LOG_ARTIFACTS}/ artifacts)"
+            f"{submitted.final_state}{submitted.failure} (its output: the run's {LOG_ARTIFACTS}/ "
+            "artifacts)"
         )
-    log.info("=== run %s: step %s completed ===", submitted.run_id, submitted.step_id)
+    say(f"run {submitted.run_id}: step {submitted.step_id} completed")
 
 
 @contextmanager
@@ -209,61 +218,6 @@ def _check_cluster(emr: Any, cluster_id: str) -> None:
         )
 
 
-def _start_transient(
-    emr: Any, s3: Any, config: EmrBackendConfig, step: dict[str, Any], project: Path
-) -> tuple[str, str]:
-    """A cluster that runs this one step and terminates: the project's wheel and bootstrap
-    uploaded beside the archive, create-cluster.sh's configurations."""
-    spec = config.new_cluster
-    assert spec is not None
-    prefix, scripts = f"{config.s3_prefix}/emr", project / EMR_SCRIPTS
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", folder,
-             str(project)],
-            check=True, timeout=600,
-        )  # fmt: skip
-        (wheel,) = Path(folder).glob("*.whl")
-        s3.upload_file(str(wheel), *split_s3(f"{prefix}/{wheel.name}"))
-    s3.upload_file(str(scripts / "bootstrap.sh"), *split_s3(f"{prefix}/bootstrap.sh"))
-    bootstrap_args = [",".join(filter(None, [f"{prefix}/{wheel.name}", spec.wheelhouse]))]
-    instances: dict[str, Any] = {
-        "InstanceGroups": [
-            {"InstanceRole": "MASTER", "InstanceCount": 1, "InstanceType": spec.primary_type},
-            {
-                "InstanceRole": "CORE",
-                "InstanceCount": spec.core_count,
-                "InstanceType": spec.core_type,
-            },
-        ],  # fmt: skip
-        "KeepJobFlowAliveWhenNoSteps": False,
-    }
-    if spec.key_name:
-        instances["Ec2KeyName"] = spec.key_name
-    if spec.subnet_id:
-        instances["Ec2SubnetId"] = spec.subnet_id
-    started = emr.run_job_flow(
-        Name=spec.name,
-        ReleaseLabel=spec.release_label,
-        Applications=[{"Name": "Spark"}],
-        Instances=instances,
-        BootstrapActions=[
-            {
-                "Name": "sparkles",
-                "ScriptBootstrapAction": {"Path": f"{prefix}/bootstrap.sh", "Args": bootstrap_args},
-            }
-        ],
-        Configurations=json.loads((scripts / "configurations.json").read_text()),
-        LogUri=spec.log_uri or f"{config.s3_prefix}/emr-logs/",
-        ServiceRole=spec.service_role,
-        JobFlowRole=spec.instance_profile,
-        Steps=[step],
-    )
-    cluster_id = started["JobFlowId"]
-    (first,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
-    return cluster_id, first["Id"]
-
-
 class EmrSubmittedRun(SubmittedRun):
     """One EMR step running one MLflow run."""
 
@@ -280,43 +234,67 @@ class EmrSubmittedRun(SubmittedRun):
         self._run_id, self.cluster_id, self.step_id = run_id, cluster_id, step_id
         self.config, self.emr, self.s3 = config, emr, s3
         self.final_state: str | None = None  # the step's state once wait() saw it end
+        self.failure = ""  # EMR's FailureDetails of a failed step, as a clause
 
     @property
     def run_id(self) -> str:
         return self._run_id
 
-    def step_state(self) -> str:
+    def step_status(self) -> dict[str, Any]:
         step = self.emr.describe_step(ClusterId=self.cluster_id, StepId=self.step_id)["Step"]
-        return step["Status"]["State"]
+        return step["Status"]
 
-    def get_status(self) -> RunStatus:
-        return STATES[self.step_state()]
+    def step_state(self) -> str:
+        return self.step_status()["State"]
+
+    def get_status(self) -> str:
+        """The run's state as MLflow's own backends answer it: ``RUNNING``, ``FINISHED``, …"""
+        return RunStatus.to_string(STATES[self.step_state()])
 
     def wait(self) -> bool:
-        """Poll until the step ends; attach its logs; True if it completed."""
-        state, said = self.step_state(), None
-        while STATES[state] in (RunStatus.SCHEDULED, RunStatus.RUNNING):
-            if state != said:
-                log.info("step %s: %s", self.step_id, state)
-                said = state
+        """Poll until the step ends, saying each state and the time taken; attach its logs;
+        True if it completed."""
+        started, said = time.monotonic(), None
+        status = self.step_status()
+        while STATES[status["State"]] in (RunStatus.SCHEDULED, RunStatus.RUNNING):
+            if status["State"] != said:
+                said = status["State"]
+                say(f"step {self.step_id}: {said} ({time.monotonic() - started:.0f} s)")
             time.sleep(self.config.poll_seconds)
-            state = self.step_state()
-        log.info("step %s: %s", self.step_id, state)
-        self.final_state = state
+            status = self.step_status()
+        self.final_state = status["State"]
+        self.failure = _failure(status)
+        say(f"step {self.step_id}: {self.final_state}{self.failure} "
+             f"({time.monotonic() - started:.0f} s)")  # fmt: skip
         self._attach_logs()
-        if STATES[state] == RunStatus.KILLED:
+        if STATES[self.final_state] == RunStatus.KILLED:
             self.end_run(RunStatus.KILLED)
-        return state == "COMPLETED"
+        return self.final_state == "COMPLETED"
 
     def cancel(self) -> None:
-        """Cancel the step (EMR interrupts it if it runs); the run ends KILLED."""
-        self.emr.cancel_steps(
+        """Cancel the step as AWS documents it: ``SEND_INTERRUPT`` (the step ends its processes,
+        ``emr.step``), asynchronous, so the run ends KILLED only once EMR says the step ended
+        and nothing can write into it any more. A transient cluster is terminated after."""
+        answer = self.emr.cancel_steps(
             ClusterId=self.cluster_id, StepIds=[self.step_id],
             StepCancellationOption="SEND_INTERRUPT",
         )  # fmt: skip
+        for info in answer.get("CancelStepsInfoList", []):
+            if info.get("StepId") == self.step_id and info.get("Status") == "FAILED":
+                say(f"EMR could not cancel step {self.step_id}: {info.get('Reason', '?')}")
+        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+        state = self.step_state()
+        while state in ("PENDING", "RUNNING", "CANCEL_PENDING") and time.monotonic() < deadline:
+            time.sleep(min(self.config.poll_seconds, 5))
+            state = self.step_state()
+        self.final_state = state
         if self.config.new_cluster is not None:
-            self.emr.terminate_job_flows(JobFlowIds=[self.cluster_id])
-        self.end_run(RunStatus.KILLED)
+            terminate(self.emr, self.cluster_id)
+        if state in ("PENDING", "RUNNING", "CANCEL_PENDING"):
+            say(f"step {self.step_id} is still {state} after {CANCEL_WAIT_SECONDS:.0f} s: the "
+                 "run is marked KILLED; see the EMR console")  # fmt: skip
+        self.end_run(STATES.get(state, RunStatus.KILLED) if state == "COMPLETED" else
+                     RunStatus.KILLED)  # fmt: skip
 
     def end_run(self, status: int) -> None:
         """End the run with ``status`` unless it already ended (the step's mlflow ends it)."""

@@ -111,3 +111,9 @@ def check_tracking_uri(uri: str) -> None:
             "the tracking URI carries credentials, which a step's arguments would show in the "
             "EMR console: give them to the cluster as MLFLOW_TRACKING_TOKEN or a netrc file"
         )
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` (or EMR's ``s3n://``) → (bucket, key)."""
+    bucket, _, key = re.sub(r"^s3[an]?://", "", uri).partition("/")
+    return bucket, key

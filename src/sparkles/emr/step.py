@@ -38,7 +38,7 @@ def fetch(archive: str, folder: Path) -> None:
     if archive.startswith("s3://"):
         import boto3
 
-        from sparkles.emr.backend import split_s3
+        from sparkles.emr.settings import split_s3
 
         local = folder / ".project.tar.gz"
         boto3.client("s3").download_file(*split_s3(archive), str(local))
