@@ -390,7 +390,8 @@ def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
     submitted = mlflow.projects.run(
         str(project), entry_point="train", parameters={"profile": "emr"}, backend="emr",
         backend_config={"s3_prefix": prefix, "new_cluster": {"key_name": "k", "core_count": 3,
-                                                              "wheelhouse": f"{prefix}/wheels/"},
+                                                              "wheelhouse": f"{prefix}/wheels/",
+                                                              "tags": {"team": "vision"}},
                         "poll_seconds": 0.5, "log_wait_seconds": 0, "wait": False},
         synchronous=False,  # with "wait": false, a handle on the submitted step
     )  # fmt: skip
@@ -403,6 +404,7 @@ def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
     )  # fmt: skip
     create = next(line for line in script.stdout.splitlines() if "emr create-cluster" in line)
     assert f"--release-label {cluster['ReleaseLabel']} " in create
+    assert {"Key": "team", "Value": "vision"} in cluster["Tags"]
     assert cluster["AutoTerminate"] is True  # no KeepJobFlowAliveWhenNoSteps: it ends with the step
     groups = emr.list_instance_groups(ClusterId=submitted.cluster_id)["InstanceGroups"]
     for group in groups:

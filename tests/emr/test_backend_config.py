@@ -25,6 +25,9 @@ def test_config_errors_name_their_keys(monkeypatch) -> None:
     assert "key 'pol_seconds': Extra inputs are not permitted" in message
     with pytest.raises(EmrError, match="exactly one of cluster_id"):
         load_config({"s3_prefix": "s3://bucket/x"})
+    with pytest.raises(EmrError, match="execution_role_arn is a step's runtime role"):
+        load_config({"s3_prefix": "s3://bucket/x", "new_cluster": {},
+                     "execution_role_arn": "arn:aws:iam::123456789012:role/step"})  # fmt: skip
     monkeypatch.setenv("SPARKLES_S3", "s3://my-bucket/sparkles")
     monkeypatch.delenv("SPARKLES_EMR_CLUSTER_ID", raising=False)
     with pytest.raises(EmrError, match="SPARKLES_EMR_CLUSTER_ID is not set"):
@@ -47,6 +50,16 @@ def _json(path: Path) -> dict:
 def test_a_tracking_uri_the_cluster_cannot_use_is_refused(uri: str) -> None:
     with pytest.raises(EmrError):
         check_tracking_uri(uri)
+
+
+def test_the_cluster_s_tracking_uri_carries_no_credentials_either() -> None:
+    """It lands in the step's arguments as the caller's would (the EMR console, CloudTrail)."""
+    config = load_config({"s3_prefix": "s3://my-bucket/p", "cluster_id": "j-ABC",
+                          "cluster_tracking_uri": "http://me:token@primary:5000"})  # fmt: skip
+    with pytest.raises(EmrError, match="cluster_tracking_uri carries credentials"):
+        check_tracking_uri("http://127.0.0.1:5000", config)
+    plain = config.model_copy(update={"cluster_tracking_uri": "http://primary:5000"})
+    check_tracking_uri("http://127.0.0.1:5000", plain)
 
 
 def test_a_shared_tracking_server_is_accepted() -> None:
@@ -110,3 +123,6 @@ def test_without_a_region_boto3s_own_chain_picks_it(monkeypatch) -> None:
     assert emr.meta.region_name == s3.meta.region_name == "eu-west-1"
     named = load_config({**_json(Path("conf/emr-backend.json")), "region": "ap-south-1"})
     assert _clients(named)[0].meta.region_name == "ap-south-1"
+    # an hours-long wait survives throttling: botocore's standard retries, with backoff
+    retries = emr.meta.config.retries
+    assert (retries["mode"], retries["total_max_attempts"]) == ("standard", 11)  # 1 + 10 retries

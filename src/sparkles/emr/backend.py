@@ -71,6 +71,7 @@ STATES = {
     "FAILED": RunStatus.FAILED,
 }
 ACCEPTS_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+AWS_ATTEMPTS = 10  # per call, with botocore's backoff
 # how long a cancel waits for EMR to say the step ended (the step's own grace is 30 s)
 CANCEL_WAIT_SECONDS = 120.0
 
@@ -108,8 +109,13 @@ def _clients(config: EmrBackendConfig) -> tuple[Any, Any]:
         import boto3
     except ImportError as err:
         raise EmrError("the emr backend needs boto3: pip install 'sparkles-spark[emr]'") from err
+    from botocore.config import Config
+
+    # a throttled or failing call during an hours-long wait is retried with botocore's own
+    # exponential backoff ("standard" mode: throttling and transient errors), not a traceback
+    retried = Config(retries={"max_attempts": AWS_ATTEMPTS, "mode": "standard"})
     session = boto3.session.Session(region_name=config.region)
-    return session.client("emr"), session.client("s3")
+    return session.client("emr", config=retried), session.client("s3", config=retried)
 
 
 class EmrBackend(AbstractBackend):
@@ -126,7 +132,7 @@ class EmrBackend(AbstractBackend):
         experiment_id: str,
     ) -> EmrSubmittedRun:
         config = load_config(backend_config)
-        check_tracking_uri(tracking_uri)
+        check_tracking_uri(tracking_uri, config)
         emr, s3 = _clients(config)
         if config.cluster_id:
             with _aws("checking the cluster"):
@@ -157,7 +163,11 @@ class EmrBackend(AbstractBackend):
                     cluster_id, step_id = start_transient(emr, s3, config, step, work_dir)
                 else:
                     cluster_id = config.cluster_id
-                    added = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])
+                    role = {"ExecutionRoleArn": config.execution_role_arn}
+                    added = emr.add_job_flow_steps(
+                        JobFlowId=cluster_id, Steps=[step],
+                        **(role if config.execution_role_arn else {}),
+                    )  # fmt: skip
                     step_id = added["StepIds"][0]
         except BaseException as err:
             client.set_tag(run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
@@ -187,6 +197,16 @@ def _wait_here(submitted: EmrSubmittedRun) -> None:
         say(f"interrupted: cancelling step {submitted.step_id}")
         submitted.cancel()
         raise
+    except Exception as err:  # AWS unreachable even after botocore's retries
+        say(f"lost track of step {submitted.step_id}: {err}; it may still run (see the console)")
+        try:
+            submitted.attach_logs()
+        finally:
+            MlflowClient().set_tag(submitted.run_id, ERROR_TAG, f"{type(err).__name__}: {err}")
+            submitted.end_run(RunStatus.FAILED)
+        raise EmrError(
+            f"run {submitted.run_id}: waiting for step {submitted.step_id}: {err}"
+        ) from err
     submitted.end_run(RunStatus.FINISHED if completed else RunStatus.FAILED)
     if not completed:
         raise EmrError(
@@ -266,7 +286,7 @@ class EmrSubmittedRun(SubmittedRun):
         self.failure = _failure(status)
         say(f"step {self.step_id}: {self.final_state}{self.failure} "
              f"({time.monotonic() - started:.0f} s)")  # fmt: skip
-        self._attach_logs()
+        self.attach_logs()
         if STATES[self.final_state] == RunStatus.KILLED:
             self.end_run(RunStatus.KILLED)
         return self.final_state == "COMPLETED"
@@ -302,7 +322,7 @@ class EmrSubmittedRun(SubmittedRun):
         if not RunStatus.is_terminated(client.get_run(self.run_id).info.status):
             client.set_terminated(self.run_id, RunStatus.to_string(status))
 
-    def _attach_logs(self) -> None:
+    def attach_logs(self) -> None:
         """stdout/stderr of the step from the cluster's log URI, into the run and (the tail of
         stderr) onto this console. EMR uploads them minutes after the step ends."""
         log_uri = self.emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"].get("LogUri")

@@ -37,6 +37,7 @@ class NewCluster(BaseModel):
     service_role: str = "EMR_DefaultRole"
     instance_profile: str = "EMR_EC2_DefaultRole"
     wheelhouse: str | None = None  # s3://… for nodes without internet
+    tags: dict[str, str] = {}  # on the cluster (cost allocation, ownership): RunJobFlow's Tags
 
 
 class EmrBackendConfig(BaseModel):
@@ -46,7 +47,10 @@ class EmrBackendConfig(BaseModel):
     s3_prefix: str  # s3://bucket/prefix: project archives (and a transient cluster's files)
     cluster_id: str | None = None  # a running cluster, j-…
     new_cluster: NewCluster | None = None  # or a transient one
-    region: str | None = None  # default: boto3's (AWS_REGION, ~/.aws/config)
+    region: str | None = None  # default: boto3's chain (AWS_DEFAULT_REGION, ~/.aws/config)
+    # a runtime role for the step (AddJobFlowSteps' ExecutionRoleArn: a running cluster with a
+    # security configuration that allows runtime roles, EMR >= 6.7)
+    execution_role_arn: str | None = None
     venv: str = "/opt/sparkles/venv"  # the bootstrap's venv on the primary node
     # the tracking URI the step logs to, if the cluster reaches the server by another address
     # (default: the caller's, as with an SSM port forward to a server on the primary node)
@@ -75,6 +79,12 @@ class EmrBackendConfig(BaseModel):
     def _one_cluster(self) -> EmrBackendConfig:
         if (self.cluster_id is None) == (self.new_cluster is None):
             raise ValueError("give exactly one of cluster_id (a running cluster) or new_cluster")
+        if self.execution_role_arn and self.new_cluster is not None:
+            raise ValueError(
+                "execution_role_arn is a step's runtime role, given when a step is added to a "
+                "running cluster (AddJobFlowSteps); a transient cluster's step runs as its "
+                "instance profile"
+            )
         return self
 
 
@@ -97,8 +107,10 @@ def load_config(backend_config: dict[str, Any] | None) -> EmrBackendConfig:
         raise EmrError("\n".join(lines)) from None
 
 
-def check_tracking_uri(uri: str) -> None:
-    """The step logs into the caller's run from the cluster: both must reach one server."""
+def check_tracking_uri(uri: str, config: EmrBackendConfig | None = None) -> None:
+    """The step logs into the caller's run from the cluster: both must reach one server, and
+    the URI the step is given (``cluster_tracking_uri``, else the caller's) lands in its
+    arguments, which the EMR console and CloudTrail show: no credentials in either."""
     scheme = uri.split(":", 1)[0] if re.match(r"^[a-zA-Z][\w+.-]*:", uri) else ""
     if scheme in ("file", "sqlite") or (not scheme and uri != "databricks"):
         raise EmrError(
@@ -106,11 +118,15 @@ def check_tracking_uri(uri: str) -> None:
             "same run from the cluster: use a tracking server both reach (MLFLOW_TRACKING_URI="
             "http://…, e.g. a server on the primary node through an SSM port forward; docs/emr.md)"
         )
-    if USERINFO.search(uri):
-        raise EmrError(
-            "the tracking URI carries credentials, which a step's arguments would show in the "
-            "EMR console: give them to the cluster as MLFLOW_TRACKING_TOKEN or a netrc file"
-        )
+    cluster_uri = config.cluster_tracking_uri if config else None
+    given = {"the tracking URI": uri, "cluster_tracking_uri": cluster_uri}
+    for key, value in given.items():
+        if value and USERINFO.search(value):
+            raise EmrError(
+                f"{key} carries credentials, which a step's arguments would show in the EMR "
+                "console and CloudTrail: give them to the cluster as MLFLOW_TRACKING_TOKEN (or "
+                "MLFLOW_TRACKING_USERNAME/PASSWORD) or a netrc file"
+            )
 
 
 def split_s3(uri: str) -> tuple[str, str]:

@@ -54,8 +54,10 @@ def start_transient(
         instances["Ec2KeyName"] = spec.key_name
     if spec.subnet_id:
         instances["Ec2SubnetId"] = spec.subnet_id
+    tags = [{"Key": key, "Value": value} for key, value in spec.tags.items()]
     started = emr.run_job_flow(
         Name=spec.name,
+        **({"Tags": tags} if tags else {}),
         ReleaseLabel=spec.release_label,
         Applications=[{"Name": "Spark"}],
         Instances=instances,
