@@ -67,3 +67,4 @@ FEATURIZE_ARTIFACTS = "featurize"  # quarantine.csv, featurize_counts.json
 EVALUATION_ARTIFACTS = "evaluation"  # plots, test predictions
 TUNING_ARTIFACTS = "tuning"
 EDA_ARTIFACTS = "eda"
+EMR_STEP_ARTIFACTS = "emr-step"  # an EMR step's stdout and stderr (teed by emr.step, else S3's)

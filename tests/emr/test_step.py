@@ -36,6 +36,7 @@ open("child.pid", "w").write(str(os.getpid()))
 time.sleep(600)
 '''])
 open("entry.pid", "w").write(str(os.getpid()))
+print("the entry point is at work", flush=True)
 child.wait()
 """
 
@@ -69,7 +70,7 @@ def test_sigterm_to_the_step_alone_ends_every_process_of_the_entry_point(
     work = tmp_path / "node"
     work.mkdir()
     env = {**os.environ, "IGNORE": ignore, "SPARKLES_STEP_GRACE_SECONDS": "3",
-           "TMPDIR": str(work)}  # fmt: skip
+           "SPARKLES_STEP_LOG_SECONDS": "1", "TMPDIR": str(work)}  # fmt: skip
     env.pop("MLFLOW_TRACKING_URI", None)  # the cluster's side: only what the step is given
     step = subprocess.Popen(
         [sys.executable, "-m", "sparkles.emr.step", "--archive", str(archive),
@@ -88,6 +89,17 @@ def test_sigterm_to_the_step_alone_ends_every_process_of_the_entry_point(
             assert step.poll() is None, step.stdout.read()
             time.sleep(0.2)
         assert len(pids) == 2, "the entry point did not start"
+        # its output is in the run while the step runs (teed by the step, not S3's later copy)
+        client = mlflow.MlflowClient()
+        while time.monotonic() < deadline:
+            logged = {a.path for a in client.list_artifacts(run.info.run_id, "emr-step")}
+            if "emr-step/stdout" in logged:
+                kept = client.download_artifacts(run.info.run_id, "emr-step/stdout", str(tmp_path))
+                if "the entry point is at work" in Path(kept).read_text():
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the step's output did not reach the run while it ran")
         step.send_signal(signal.SIGTERM)  # SEND_INTERRUPT: to the step's process only
         code = step.wait(timeout=60)
     finally:
@@ -97,4 +109,5 @@ def test_sigterm_to_the_step_alone_ends_every_process_of_the_entry_point(
     assert code == 128 + signal.SIGTERM, output
     assert not [name for name, pid in pids.items() if _alive(pid)], output
     assert "stopping the entry point" in output
+    assert "the entry point is at work" in output  # EMR's own step log gets it too
     assert not list(work.glob("sparkles-step-*")), "the step's project folder is left on the node"

@@ -54,12 +54,17 @@ from sparkles.emr.settings import (
     split_s3,
 )
 from sparkles.emr.transient import say, start_transient, terminate
-from sparkles.names import EMR_CLUSTER_TAG, EMR_PROJECT_TAG, EMR_STEP_TAG, ERROR_TAG
+from sparkles.names import (
+    EMR_CLUSTER_TAG,
+    EMR_PROJECT_TAG,
+    EMR_STEP_ARTIFACTS,
+    EMR_STEP_TAG,
+    ERROR_TAG,
+)
 
 log = logging.getLogger(__name__)
 
 BACKEND = "emr"
-LOG_ARTIFACTS = "emr-step"  # where a step's stdout/stderr land in the run
 # EMR step states → MLflow run states
 STATES = {
     "PENDING": RunStatus.SCHEDULED,
@@ -211,8 +216,8 @@ def _wait_here(submitted: EmrSubmittedRun) -> None:
     if not completed:
         raise EmrError(
             f"run {submitted.run_id}: step {submitted.step_id} on {submitted.cluster_id} ended "
-            f"{submitted.final_state}{submitted.failure} (its output: the run's {LOG_ARTIFACTS}/ "
-            "artifacts)"
+            f"{submitted.final_state}{submitted.failure} (its output: the run's "
+            f"{EMR_STEP_ARTIFACTS}/ artifacts)"
         )
     say(f"run {submitted.run_id}: step {submitted.step_id} completed")
 
@@ -323,8 +328,20 @@ class EmrSubmittedRun(SubmittedRun):
             client.set_terminated(self.run_id, RunStatus.to_string(status))
 
     def attach_logs(self) -> None:
-        """stdout/stderr of the step from the cluster's log URI, into the run and (the tail of
-        stderr) onto this console. EMR uploads them minutes after the step ends."""
+        """The step's stdout/stderr into the run and their tails onto this console: the step
+        logs them into the run itself as they are written (``emr.step``); only where it could
+        not (it died first) are they fetched from the cluster's log URI, which EMR fills
+        minutes after the step ends."""
+        client = MlflowClient()
+        teed = {a.path for a in client.list_artifacts(self.run_id, EMR_STEP_ARTIFACTS)}
+        if {f"{EMR_STEP_ARTIFACTS}/stdout", f"{EMR_STEP_ARTIFACTS}/stderr"} <= teed:
+            with tempfile.TemporaryDirectory() as local:
+                for name in ("stdout", "stderr"):
+                    path = client.download_artifacts(
+                        self.run_id, f"{EMR_STEP_ARTIFACTS}/{name}", local
+                    )
+                    _print_tail(Path(path))
+            return
         log_uri = self.emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"].get("LogUri")
         if not log_uri:
             log.warning("cluster %s has no log URI: no step output to attach", self.cluster_id)
@@ -349,9 +366,13 @@ class EmrSubmittedRun(SubmittedRun):
                     break
                 time.sleep(min(self.config.poll_seconds, 15))
             for path in found:
-                MlflowClient().log_artifact(self.run_id, str(path), LOG_ARTIFACTS)
+                MlflowClient().log_artifact(self.run_id, str(path), EMR_STEP_ARTIFACTS)
             if not found:
                 log.warning("no step logs at s3://%s/%s yet: see the EMR console", bucket, folder)
             for path in sorted(found):
-                tail = path.read_text(errors="replace").splitlines()[-30:]
-                print("\n".join([f"--- step {path.name} (tail) ---", *tail]), file=sys.stderr)
+                _print_tail(path)
+
+
+def _print_tail(path: Path) -> None:
+    tail = path.read_text(errors="replace").splitlines()[-30:]
+    print("\n".join([f"--- step {path.name} (tail) ---", *tail]), file=sys.stderr)

@@ -12,6 +12,11 @@ process alone, and AWS leaves ending the step's descendants to the step ("Cancel
 EMR Management Guide). ``mlflow run`` starts the entry point in a process group of its own, so
 this process ends the whole tree itself: SIGTERM to every descendant, SIGKILL to what is left
 after a grace period (``SPARKLES_STEP_GRACE_SECONDS``, 30 s: Spark's shutdown hooks).
+
+Output: the entry point's stdout and stderr go to this process's own (EMR's step logs, uploaded
+to S3 minutes later) and, as they are written, into the run itself as ``emr-step/stdout`` and
+``emr-step/stderr`` (every ``SPARKLES_STEP_LOG_SECONDS``, 30 s, and at the end): the caller sees
+them in the run while the step runs, and needs no wait for S3 once it ended.
 """
 
 from __future__ import annotations
@@ -28,7 +33,60 @@ from pathlib import Path
 
 import psutil
 
+from sparkles.names import EMR_STEP_ARTIFACTS
+
 GRACE_ENV = "SPARKLES_STEP_GRACE_SECONDS"
+LOG_SECONDS_ENV = "SPARKLES_STEP_LOG_SECONDS"
+
+
+class RunOutput:
+    """The entry point's two streams, copied to this process's own and to files that are
+    logged into the run every ``every`` seconds and when the step ends."""
+
+    def __init__(self, tracking_uri: str, run_id: str, folder: Path, every: float) -> None:
+        from mlflow import MlflowClient
+
+        self.client, self.run_id, self.every = MlflowClient(tracking_uri), run_id, every
+        self.files = {name: folder / name for name in ("stdout", "stderr")}
+        self.copies: list[threading.Thread] = []
+        self.stop = threading.Event()
+        self.uploads = threading.Thread(target=self._upload_now_and_then, daemon=True)
+
+    def start(self, child: subprocess.Popen) -> None:
+        for name, stream, own in (("stdout", child.stdout, sys.stdout),
+                                  ("stderr", child.stderr, sys.stderr)):  # fmt: skip
+            copy = threading.Thread(target=self._copy, args=(stream, own, self.files[name]))
+            copy.start()
+            self.copies.append(copy)
+        self.uploads.start()
+
+    @staticmethod
+    def _copy(stream, own, path: Path) -> None:
+        with path.open("w") as kept:
+            for line in stream:
+                own.write(line)
+                own.flush()
+                kept.write(line)
+                kept.flush()
+
+    def _upload_now_and_then(self) -> None:
+        while not self.stop.wait(self.every):
+            self.upload()
+
+    def upload(self) -> None:
+        for path in self.files.values():
+            if path.exists():
+                try:
+                    self.client.log_artifact(self.run_id, str(path), EMR_STEP_ARTIFACTS)
+                except Exception as err:  # the tracking server blinked: the next round retries
+                    print(f"sparkles: step output not logged yet: {err}", file=sys.stderr)
+
+    def finish(self) -> None:
+        for copy in self.copies:
+            copy.join()
+        self.stop.set()
+        self.uploads.join()
+        self.upload()
 
 
 def fetch(archive: str, folder: Path) -> None:
@@ -84,15 +142,24 @@ def end_tree(root: psutil.Process, grace: float) -> None:
     psutil.wait_procs(collect(), timeout=10)
 
 
-def run_until_cancelled(argv: list[str], cwd: Path, env: dict[str, str], grace: float) -> int:
-    """Run ``argv``; on SIGTERM end its whole process tree (``end_tree``) and return 143."""
+def run_until_cancelled(
+    argv: list[str], cwd: Path, env: dict[str, str], grace: float, output: RunOutput
+) -> int:
+    """Run ``argv`` with its output teed (``output``); on SIGTERM end its whole process tree
+    (``end_tree``) and return 143."""
     cancelled = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
     try:
-        child = subprocess.Popen(argv, cwd=cwd, env=env)
+        child = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            errors="replace",
+        )  # fmt: skip
+        output.start(child)
         while not cancelled.is_set():
             try:
-                return child.wait(timeout=0.5)
+                code = child.wait(timeout=0.5)
+                output.finish()
+                return code
             except subprocess.TimeoutExpired:
                 continue
         print(
@@ -102,6 +169,7 @@ def run_until_cancelled(argv: list[str], cwd: Path, env: dict[str, str], grace: 
         )  # fmt: skip
         end_tree(psutil.Process(child.pid), grace)
         child.wait()
+        output.finish()
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -129,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")]),
         }
         grace = float(os.environ.get(GRACE_ENV, "30"))
-        return run_until_cancelled(command(args, project), project, env, grace)
+        logs = Path(folder) / ".step-output"
+        logs.mkdir()
+        every = float(os.environ.get(LOG_SECONDS_ENV, "30"))
+        output = RunOutput(args.tracking_uri, args.run_id, logs, every)
+        return run_until_cancelled(command(args, project), project, env, grace, output)
 
 
 if __name__ == "__main__":
