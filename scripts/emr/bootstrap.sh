@@ -3,6 +3,8 @@
 #
 #   bootstrap.sh <s3://…/sparkles_spark-*.whl | local .whl> [<s3://…/wheelhouse/ | local dir>]
 #
+# EMR passes a bootstrap action's Args list as these positional arguments. DRY_RUN=1 checks
+# them and says what would be installed, installing nothing.
 # Only a wheel of this project: a bare name would ask PyPI, where `sparkles` is somebody else's.
 # Without a wheelhouse, pip fetches the dependencies from PyPI (the nodes need internet or NAT);
 # with one (`pip download -d wheelhouse dist/sparkles_spark-*.whl boto3` for Linux x86_64,
@@ -25,6 +27,14 @@ log() { echo "[sparkles-bootstrap] $*" >&2; }
 if [[ $PACKAGE != *.whl ]]; then
   log "expected this project's wheel (s3://…/sparkles_spark-<version>-py3-none-any.whl), got '$PACKAGE'"
   exit 2
+fi
+if [[ -n $WHEELHOUSE && $WHEELHOUSE != s3://* && ! -d $WHEELHOUSE ]]; then
+  log "expected a wheelhouse (s3://…/ or a folder), got '$WHEELHOUSE'"
+  exit 2
+fi
+if [[ ${DRY_RUN:-0} == 1 ]]; then
+  log "would install $PACKAGE${WHEELHOUSE:+ from $WHEELHOUSE} into $VENV"
+  exit 0
 fi
 as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
 

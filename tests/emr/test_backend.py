@@ -25,6 +25,7 @@ import mlflow
 import pytest
 
 from tests.conftest import ROOT, free_port, mlflow_server
+from tests.emr.standin import EmrStandIn, alive
 from tests.test_readme import COPY_IGNORE, command
 
 pytestmark = pytest.mark.e2e  # `mlflow run` and `mlflow server` as processes
@@ -58,25 +59,10 @@ def aws():
     from moto.emr.models import Step, emr_backends
     from moto.emr.responses import ElasticMapReduceResponse
 
-    def cancel_steps(self) -> ActionResult:
-        """CancelSteps as AWS documents it: a pending step is cancelled; a running one with
-        SEND_INTERRUPT (the default) gets SIGTERM and is CANCEL_PENDING until its process
-        exits (the test, playing the node, moves it on), with TERMINATE_PROCESS it is killed;
-        each step's status in the answer."""
+    def cancel_steps(self) -> ActionResult:  # moto has none: the stand-in's, as documented
         cluster = self.backend.clusters[self._get_param("ClusterId")]
-        wanted = self._get_param("StepIds", [])
         option = self._get_param("StepCancellationOption") or "SEND_INTERRUPT"
-        info = []
-        for step_id in wanted:
-            step = next((s for s in cluster.steps if s.id == step_id), None)
-            if step is None or step.state not in ("PENDING", "RUNNING"):
-                reason = "no such step" if step is None else f"step is {step.state}"
-                info.append({"StepId": step_id, "Status": "FAILED", "Reason": reason})
-                continue
-            running = step.state == "RUNNING" and option == "SEND_INTERRUPT"
-            step.state = "CANCEL_PENDING" if running else "CANCELLED"
-            step.cancellation_option = option
-            info.append({"StepId": step_id, "Status": "SUBMITTED"})
+        info = standin.cancel(cluster, self._get_param("StepIds", []), option)
         return ActionResult({"CancelStepsInfoList": info})
 
     def status(self) -> dict:  # DescribeStep's Status, with FailureDetails once a step failed
@@ -108,8 +94,12 @@ def aws():
         JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
     )["JobFlowId"]  # fmt: skip
     backend = emr_backends[DEFAULT_ACCOUNT_ID][REGION]
+    node = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKLES_"))}
+    node["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), node["PATH"]])
+    standin = EmrStandIn(backend, node, sys.prefix)
     try:
-        yield {"env": env, "cluster_id": cluster, "backend": backend}
+        with standin:
+            yield {"env": env, "cluster_id": cluster, "backend": backend, "standin": standin}
     finally:
         server.stop()
         patch.undo()
@@ -240,53 +230,6 @@ def test_mlflow_run_backend_emr_as_written(aws: dict, tracking: str, project: Pa
     assert logs == {"emr-step/stdout", "emr-step/stderr"}
 
 
-def test_the_step_runs_the_entry_point_into_the_same_run(
-    aws: dict, tracking: str, project: Path, tmp_path: Path
-) -> None:
-    """The step's command line, run here as the primary node would run it (the bootstrap's venv
-    is this one; the local profile instead of emr), runs the entry point into the run the
-    backend created. `eda`: a real Spark entry point that logs artifacts, and the cheapest
-    (what `main` does on a cluster is the entry point's own business, tested without EMR)."""
-    config = tmp_path / "backend.json"
-    config.write_text(json.dumps({
-        "cluster_id": aws["cluster_id"], "s3_prefix": f"s3://{BUCKET}/sparkles",
-        "venv": sys.prefix, "poll_seconds": 0.5, "log_wait_seconds": 5,
-    }))  # fmt: skip
-    line = (
-        f"mlflow run . --backend emr --backend-config {config} -e eda "
-        f"--experiment-name sparkles-emr -P profile=local -P overrides='{SMALL}'"
-    )
-    known = _known_steps(aws)
-    env = _environment(aws, tracking)
-    launcher = _launch(project, line, env)
-    try:
-        step = _submitted_step(aws, launcher, known)
-        args = step["Config"]["Args"]
-        assert args[0] == f"{sys.prefix}/bin/python"
-        # the primary node: the step's own arguments, with the cluster's environment
-        on_cluster = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
-        ran = subprocess.run(
-            args, cwd=tmp_path, env=on_cluster, capture_output=True, text=True, timeout=900
-        )
-        assert ran.returncode == 0, ran.stderr[-4000:]
-        _finish(aws, step["Id"], "COMPLETED", ran.stdout, ran.stderr)
-        _, err = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode == 0, err[-3000:]
-    mlflow.set_tracking_uri(tracking)
-    run = mlflow.get_run(_option(args, "--run-id"))
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["mlflow.project.backend"] == "emr"
-    assert run.data.tags["sparkles.command"] == "eda"  # the entry point ran in this run
-    assert run.data.metrics["eda_label_rows"] > 0
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"eda", "emr-step"} <= artifacts
-    (experiment,) = [e for e in mlflow.search_experiments() if e.name == "sparkles-emr"]
-    assert run.info.experiment_id == experiment.experiment_id
-
-
 def test_interrupting_mlflow_run_cancels_the_step(aws: dict, tracking: str, project: Path) -> None:
     """Ctrl-C cancels the running step with SEND_INTERRUPT; cancelling is asynchronous (the
     step's process gets SIGTERM and ends its entry point: tests/emr/test_step.py), so the run
@@ -323,29 +266,6 @@ def test_interrupting_mlflow_run_cancels_the_step(aws: dict, tracking: str, proj
     assert mlflow.get_run(run_id).info.status == "KILLED"
     assert f"step {step['Id']}: RUNNING" in err  # progress reaches the terminal
     assert f"interrupted: cancelling step {step['Id']}" in err
-
-
-def test_a_failed_step_says_why(aws: dict, tracking: str, project: Path) -> None:
-    """EMR's FailureDetails (reason, message, log file) end the run FAILED and reach the
-    terminal in one line."""
-    config = project / "conf" / "emr-backend.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "poll_seconds": 0.5,
-                                  "log_wait_seconds": 0}))  # fmt: skip
-    known = _known_steps(aws)
-    launcher = _launch(project, command("mlflow run . --backend emr"), _environment(aws, tracking))
-    try:
-        step = _submitted_step(aws, launcher, known)
-        failure = {"Reason": "Unknown Error.", "Message": "Command exited with status 1.",
-                   "LogFile": f"s3://{BUCKET}/emr-logs/steps/stderr.gz"}  # fmt: skip
-        _finish(aws, step["Id"], "FAILED", "", "Traceback: the entry point failed\n", failure)
-        _, err = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode != 0
-    assert "ended FAILED: Unknown Error.; Command exited with status 1.; log: s3://" in err
-    mlflow.set_tracking_uri(tracking)
-    assert mlflow.get_run(_option(step["Config"]["Args"], "--run-id")).info.status == "FAILED"
 
 
 def test_bad_config_and_local_tracking_fail_before_any_upload(
@@ -423,6 +343,12 @@ def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
     shipped = json.loads((project / "scripts" / "emr" / "configurations.json").read_text())
     assert configured == {c["Classification"] for c in shipped}
     assert submitted.get_status() == "RUNNING"  # as MLflow's own backends answer
+    # EMR holds a new cluster's step PENDING while it boots (moto marks it RUNNING at once): a
+    # pending step is cancelled at once (a running one would wait for its process)
+    cluster_steps = aws["backend"].clusters[submitted.cluster_id].steps
+    (step,) = [s for s in cluster_steps if s.id == submitted.step_id]
+    step.state = "PENDING"
+    assert submitted.get_status() == "SCHEDULED"
     submitted.cancel()
     assert mlflow.get_run(submitted.run_id).info.status == "KILLED"
     terminated = emr.describe_cluster(ClusterId=submitted.cluster_id)["Cluster"]["Status"]
@@ -456,3 +382,161 @@ def test_a_transient_cluster_is_terminated_when_the_run_fails_after_it_started(
     (started,) = [c for c in emr.list_clusters()["Clusters"] if c["Id"] not in before]
     state = emr.describe_cluster(ClusterId=started["Id"])["Cluster"]["Status"]["State"]
     assert state in ("TERMINATING", "TERMINATED")
+
+
+def _served_cluster(aws: dict) -> str:
+    """A running cluster whose steps the stand-in runs (the bootstrap's venv: this one)."""
+    cluster = boto3.client("emr").run_job_flow(
+        Name="sparkles-node", ReleaseLabel="emr-spark-8.1.0", LogUri=f"s3://{BUCKET}/emr-logs/",
+        Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceCount": 1,
+                                       "InstanceType": "m6i.xlarge"}],
+                   "KeepJobFlowAliveWhenNoSteps": True},
+        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]  # fmt: skip
+    aws["standin"].served.add(cluster)
+    return cluster
+
+
+def _config(tmp_path: Path, **values) -> Path:
+    config = tmp_path / "backend.json"
+    config.write_text(json.dumps({"s3_prefix": f"s3://{BUCKET}/sparkles", "poll_seconds": 0.5,
+                                  "log_wait_seconds": 5, **values}))  # fmt: skip
+    return config
+
+
+def _runs_on_the_node(config: Path, entry_point: str) -> str:
+    return (
+        f"mlflow run . --backend emr --backend-config {config} -e {entry_point} "
+        f"--experiment-name sparkles-emr -P profile=local -P overrides='{SMALL}'"
+    )
+
+
+def test_a_step_runs_its_entry_point_into_the_same_run(
+    aws: dict, tracking: str, project: Path, tmp_path: Path
+) -> None:
+    """The step really runs on the stand-in's node (the step, `mlflow run`, the entry point,
+    Spark), into the run the backend created; its output reaches the run from the step itself.
+    `eda`: a real Spark entry point that logs artifacts, and the cheapest."""
+    cluster = _served_cluster(aws)
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "eda")
+    launcher = _launch(project, line, _environment(aws, tracking))
+    try:
+        out, err = launcher.communicate(timeout=900)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 0, err[-4000:]
+    (step,) = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
+    assert step["Status"]["State"] == "COMPLETED"
+    run_id = _option(step["Config"]["Args"], "--run-id")
+    mlflow.set_tracking_uri(tracking)
+    run = mlflow.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.project.backend"] == "emr"
+    assert run.data.tags["sparkles.command"] == "eda"  # the entry point ran in this run
+    assert run.data.metrics["eda_label_rows"] > 0
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {"eda", "emr-step"} <= artifacts
+    assert f"step {step['Id']}: RUNNING" in err and "--- step stderr (tail) ---" in err
+    (experiment,) = [e for e in mlflow.search_experiments() if e.name == "sparkles-emr"]
+    assert run.info.experiment_id == experiment.experiment_id
+
+
+def test_ctrl_c_leaves_no_process_of_the_step_and_the_run_killed(
+    aws: dict, tracking: str, project: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C → CancelSteps (SEND_INTERRUPT) → SIGTERM to the step's process alone on the
+    node → the step ends the entry point's tree, the Spark driver's JVM included → EMR says
+    CANCELLED → the run ends KILLED."""
+    cluster = _served_cluster(aws)
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "eda")
+    launcher = _launch(project, line, _environment(aws, tracking))
+    standin = aws["standin"]
+    try:
+        deadline, tree, step_id = time.monotonic() + 300, [], None
+        while time.monotonic() < deadline:  # until the entry point's Spark driver runs
+            steps = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
+            step_id = steps[0]["Id"] if steps else None
+            tree = standin.tree_of(step_id) if step_id else []
+            names = {_name(pid) for pid in tree}
+            if "java" in names:
+                break
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            time.sleep(0.5)
+        assert "java" in names, "the entry point's Spark driver did not start"
+        os.killpg(launcher.pid, signal.SIGINT)  # Ctrl-C
+        _, err = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    assert alive(tree) == [], "processes of the step outlived its cancellation"
+    step = boto3.client("emr").describe_step(ClusterId=cluster, StepId=step_id)["Step"]
+    assert step["Status"]["State"] == "CANCELLED"
+    mlflow.set_tracking_uri(tracking)
+    assert mlflow.get_run(_option(step["Config"]["Args"], "--run-id")).info.status == "KILLED"
+
+
+def _name(pid: int) -> str:
+    import psutil
+
+    try:
+        return psutil.Process(pid).name()
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def test_a_failing_entry_point_ends_failed_saying_emrs_reason(
+    aws: dict, tracking: str, project: Path, tmp_path: Path
+) -> None:
+    """`train` with no features committed fails on the node: the step FAILED, EMR's
+    FailureDetails on the terminal, the run FAILED with the entry point's own error."""
+    cluster = _served_cluster(aws)
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "train")
+    launcher = _launch(project, line, _environment(aws, tracking))
+    try:
+        _, err = launcher.communicate(timeout=600)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    assert "ended FAILED: Unknown Error.; Command exited with status 1." in err
+    assert "run `sparkles featurize`" in err  # the step's stderr tail: what to do
+    (step,) = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
+    mlflow.set_tracking_uri(tracking)
+    run = mlflow.get_run(_option(step["Config"]["Args"], "--run-id"))
+    assert run.info.status == "FAILED"
+    assert "CacheMissingError" in run.data.tags["sparkles.error"]
+
+
+def test_a_transient_cluster_boots_with_a_wheelhouse_or_says_why_not(
+    aws: dict, tracking: str, project: Path, tmp_path: Path
+) -> None:
+    """Its bootstrap action runs with the Args list (bootstrap.sh checks them) before the
+    step; a wheelhouse it cannot use fails the bootstrap: the cluster ends with errors, the run
+    FAILED with the cluster's reason, at once (no wait for step logs that will never come)."""
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("sparkles-emr")
+    standin = aws["standin"]
+    standin.serve_new = True
+    try:
+        with pytest.raises(Exception, match="ended with errors") as failed:
+            mlflow.projects.run(
+                str(project), entry_point="train", parameters={"profile": "local"},
+                backend="emr", synchronous=False,
+                backend_config={"s3_prefix": f"s3://{BUCKET}/bad-wheelhouse", "poll_seconds": 0.5,
+                                "log_wait_seconds": 300,
+                                "new_cluster": {"wheelhouse": "https://example.org/wheels/"}},
+            )  # fmt: skip
+    finally:
+        standin.serve_new = False
+    assert "expected a wheelhouse" in str(failed.value)
+    (run,) = mlflow.search_runs(
+        experiment_names=["sparkles-emr"], output_format="list", max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )  # fmt: skip
+    assert run.info.status == "FAILED"
+    cluster = boto3.client("emr").describe_cluster(
+        ClusterId=run.data.tags["sparkles.emr.cluster_id"]
+    )
+    assert cluster["Cluster"]["Status"]["State"] == "TERMINATED_WITH_ERRORS"

@@ -289,12 +289,27 @@ class EmrSubmittedRun(SubmittedRun):
             status = self.step_status()
         self.final_state = status["State"]
         self.failure = _failure(status)
+        cluster_failed = self._cluster_failure()
+        if cluster_failed:  # a bootstrap action failed: the step never ran, no log will come
+            self.final_state, self.failure = "FAILED", cluster_failed
         say(f"step {self.step_id}: {self.final_state}{self.failure} "
              f"({time.monotonic() - started:.0f} s)")  # fmt: skip
-        self.attach_logs()
+        if not cluster_failed:
+            self.attach_logs()
         if STATES[self.final_state] == RunStatus.KILLED:
             self.end_run(RunStatus.KILLED)
         return self.final_state == "COMPLETED"
+
+    def _cluster_failure(self) -> str:
+        """Why a transient cluster ended with errors (its ``StateChangeReason``), or ""."""
+        if self.config.new_cluster is None:
+            return ""
+        status = self.emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"]["Status"]
+        if status["State"] != "TERMINATED_WITH_ERRORS":
+            return ""
+        reason = status.get("StateChangeReason") or {}
+        said = ": ".join(str(reason[k]) for k in ("Code", "Message") if reason.get(k))
+        return f": the cluster {self.cluster_id} ended with errors ({said or 'no reason given'})"
 
     def cancel(self) -> None:
         """Cancel the step as AWS documents it: ``SEND_INTERRUPT`` (the step ends its processes,
