@@ -111,3 +111,5 @@ def test_sigterm_to_the_step_alone_ends_every_process_of_the_entry_point(
     assert "stopping the entry point" in output
     assert "the entry point is at work" in output  # EMR's own step log gets it too
     assert not list(work.glob("sparkles-step-*")), "the step's project folder is left on the node"
+    tags = mlflow.get_run(run.info.run_id).data.tags
+    assert tags["mlflow.project.backend"] == "emr"  # not the nested `mlflow run`'s "local"

@@ -188,9 +188,18 @@ class EmrBackend(AbstractBackend):
             raise
         say(f"run {run_id}: step {step_id} on cluster {cluster_id}")
         submitted = EmrSubmittedRun(run_id, cluster_id, step_id, config, emr, s3)
-        if config.wait and not backend_config.get(PROJECT_SYNCHRONOUS, False):
+        if config.wait and not backend_config.get(PROJECT_SYNCHRONOUS, False) and _from_cli():
             _wait_here(submitted)
         return submitted
+
+
+def _from_cli() -> bool:
+    """Whether ``mlflow run`` (a click command) called: it never waits for a plugin backend's
+    run, so this backend does; from Python, ``mlflow.projects.run(synchronous=True)`` waits
+    through MLflow and ``synchronous=False`` returns the submitted run at once."""
+    import click
+
+    return click.get_current_context(silent=True) is not None
 
 
 def _wait_here(submitted: EmrSubmittedRun) -> None:

@@ -55,8 +55,9 @@ class EmrBackendConfig(BaseModel):
     # the tracking URI the step logs to, if the cluster reaches the server by another address
     # (default: the caller's, as with an SSM port forward to a server on the primary node)
     cluster_tracking_uri: str | None = None
-    # MLflow's CLI never waits for a plugin backend's run: this one waits for its step itself
-    # (Ctrl-C cancels it) unless told not to; MLflow's Python API (synchronous=True) waits anyway
+    # MLflow's CLI never waits for a plugin backend's run: under `mlflow run` this one waits for
+    # its step itself (Ctrl-C cancels it) unless told not to; from Python, synchronous=True waits
+    # through MLflow and synchronous=False returns at once
     wait: bool = True
     poll_seconds: float = Field(default=30.0, gt=0)
     log_wait_seconds: float = Field(default=300.0, ge=0)  # EMR pushes step logs every ~5 min

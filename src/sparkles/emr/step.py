@@ -81,6 +81,16 @@ class RunOutput:
                 except Exception as err:  # the tracking server blinked: the next round retries
                     print(f"sparkles: step output not logged yet: {err}", file=sys.stderr)
 
+    def ran_on_emr(self) -> None:
+        """The nested ``mlflow run`` tagged the run with its own backend (``local``): it ran as
+        an EMR step, as the caller's backend tagged it before."""
+        from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
+
+        try:
+            self.client.set_tag(self.run_id, MLFLOW_PROJECT_BACKEND, "emr")
+        except Exception as err:
+            print(f"sparkles: the run's backend tag not restored: {err}", file=sys.stderr)
+
     def finish(self) -> None:
         for copy in self.copies:
             copy.join()
@@ -201,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         every = float(os.environ.get(LOG_SECONDS_ENV, "30"))
         output = RunOutput(args.tracking_uri, args.run_id, logs, every)
-        return run_until_cancelled(command(args, project), project, env, grace, output)
+        code = run_until_cancelled(command(args, project), project, env, grace, output)
+        output.ran_on_emr()
+        return code
 
 
 if __name__ == "__main__":
