@@ -126,3 +126,23 @@ def test_without_a_region_boto3s_own_chain_picks_it(monkeypatch) -> None:
     # an hours-long wait survives throttling: botocore's standard retries, with backoff
     retries = emr.meta.config.retries
     assert (retries["mode"], retries["total_max_attempts"]) == ("standard", 11)  # 1 + 10 retries
+
+
+def test_a_step_older_than_its_caller_says_so_in_one_line(capsys) -> None:
+    """The backend (the caller's install) and the step (the cluster's bootstrapped wheel) may
+    differ: an option the step does not know stops it with one line naming both versions,
+    instead of argparse's usage message; a mere difference is said and the step goes on."""
+    from sparkles import __version__
+    from sparkles.emr.step import main, versions_agree
+
+    base = ["--archive", "s3://b/p.tar.gz", "--entry-point", "tune", "--run-id", "r",
+            "--experiment-id", "1", "--tracking-uri", "http://h:5000"]  # fmt: skip
+    assert main([*base, "--client-version", "9.0.0", "--retry-budget", "3"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == [
+        f"sparkles: sparkles {__version__} on this cluster, 9.0.0 on the caller's machine: this "
+        "step does not know --retry-budget 3; bootstrap the cluster with the caller's wheel "
+        "(docs/emr.md)"
+    ]
+    assert versions_agree("9.0.0", []) and "running the caller's" in capsys.readouterr().err
+    assert versions_agree(__version__, []) and capsys.readouterr().err == ""

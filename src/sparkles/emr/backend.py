@@ -45,6 +45,7 @@ from mlflow.projects.utils import (
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 
+from sparkles import __version__
 from sparkles.emr.project import package
 from sparkles.emr.settings import (
     EmrBackendConfig,
@@ -105,6 +106,7 @@ def step_args(
         "--archive", archive, "--entry-point", entry_point, "--run-id", run_id,
         "--experiment-id", experiment_id,
         "--tracking-uri", config.cluster_tracking_uri or tracking_uri,
+        "--client-version", __version__,
         *(f"-P{key}={value}" for key, value in params.items()),
     ]  # fmt: skip
 

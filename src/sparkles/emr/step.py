@@ -185,6 +185,26 @@ def run_until_cancelled(
         signal.signal(signal.SIGTERM, previous)
 
 
+def versions_agree(client: str | None, unknown: list[str]) -> bool:
+    """The caller's backend and this step come from two installs: say in one line when they
+    differ (the step runs the caller's project code, so a difference alone is a warning), and
+    stop when the caller asks for what this step does not know."""
+    from sparkles import __version__ as here
+
+    if client in (None, here) and not unknown:
+        return True
+    both = f"sparkles {here} on this cluster, {client or 'an older one'} on the caller's machine"
+    if unknown:
+        print(
+            f"sparkles: {both}: this step does not know {' '.join(unknown)}; bootstrap the "
+            "cluster with the caller's wheel (docs/emr.md)",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return False
+    print(f"sparkles: {both}: running the caller's project code", file=sys.stderr, flush=True)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sparkles.emr.step", description=__doc__)
     parser.add_argument("--archive", required=True)
@@ -192,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--experiment-id", required=True)
     parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--client-version", help="the caller's sparkles (the emr backend's)")
     parser.add_argument("-P", dest="params", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if not versions_agree(args.client_version, unknown):
+        return 2
     with tempfile.TemporaryDirectory(prefix="sparkles-step-") as folder:
         project = Path(folder)
         fetch(args.archive, project)
