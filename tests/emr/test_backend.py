@@ -86,13 +86,7 @@ def aws():
     for key, value in env.items():
         patch.setenv(key, value)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    cluster = boto3.client("emr").run_job_flow(
-        Name="sparkles", ReleaseLabel="emr-spark-8.1.0", LogUri=f"s3n://{BUCKET}/emr-logs/",
-        Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceCount": 1,
-                                       "InstanceType": "m6i.xlarge"}],
-                   "KeepJobFlowAliveWhenNoSteps": True},
-        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
-    )["JobFlowId"]  # fmt: skip
+    cluster = _running_cluster("sparkles", f"s3n://{BUCKET}/emr-logs/")
     backend = emr_backends[DEFAULT_ACCOUNT_ID][REGION]
     node = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKLES_"))}
     node["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), node["PATH"]])
@@ -103,6 +97,17 @@ def aws():
     finally:
         server.stop()
         patch.undo()
+
+
+def _running_cluster(name: str, log_uri: str) -> str:
+    """A long-running cluster (steps are added to it), logging to ``log_uri``."""
+    return boto3.client("emr").run_job_flow(
+        Name=name, ReleaseLabel="emr-spark-8.1.0", LogUri=log_uri,
+        Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceCount": 1,
+                                       "InstanceType": "m6i.xlarge"}],
+                   "KeepJobFlowAliveWhenNoSteps": True},
+        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -386,13 +391,7 @@ def test_a_transient_cluster_is_terminated_when_the_run_fails_after_it_started(
 
 def _served_cluster(aws: dict) -> str:
     """A running cluster whose steps the stand-in runs (the bootstrap's venv: this one)."""
-    cluster = boto3.client("emr").run_job_flow(
-        Name="sparkles-node", ReleaseLabel="emr-spark-8.1.0", LogUri=f"s3://{BUCKET}/emr-logs/",
-        Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceCount": 1,
-                                       "InstanceType": "m6i.xlarge"}],
-                   "KeepJobFlowAliveWhenNoSteps": True},
-        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
-    )["JobFlowId"]  # fmt: skip
+    cluster = _running_cluster("sparkles-node", f"s3://{BUCKET}/emr-logs/")
     aws["standin"].served.add(cluster)
     return cluster
 
@@ -411,21 +410,30 @@ def _runs_on_the_node(config: Path, entry_point: str) -> str:
     )
 
 
+def _mlflow_run_on_the_node(
+    aws: dict, tracking: str, project: Path, tmp_path: Path, entry_point: str
+) -> tuple[str, int, str]:
+    """`mlflow run --backend emr` of ``entry_point`` on a served cluster, to its end: the
+    cluster, the exit code and what the terminal showed."""
+    cluster = _served_cluster(aws)
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), entry_point)
+    launcher = _launch(project, line, _environment(aws, tracking))
+    try:
+        _, err = launcher.communicate(timeout=900)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    return cluster, launcher.returncode, err
+
+
 def test_a_step_runs_its_entry_point_into_the_same_run(
     aws: dict, tracking: str, project: Path, tmp_path: Path
 ) -> None:
     """The step really runs on the stand-in's node (the step, `mlflow run`, the entry point,
     Spark), into the run the backend created; its output reaches the run from the step itself.
     `eda`: a real Spark entry point that logs artifacts, and the cheapest."""
-    cluster = _served_cluster(aws)
-    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "eda")
-    launcher = _launch(project, line, _environment(aws, tracking))
-    try:
-        out, err = launcher.communicate(timeout=900)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode == 0, err[-4000:]
+    cluster, code, err = _mlflow_run_on_the_node(aws, tracking, project, tmp_path, "eda")
+    assert code == 0, err[-4000:]
     (step,) = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
     assert step["Status"]["State"] == "COMPLETED"
     run_id = _option(step["Config"]["Args"], "--run-id")
@@ -491,15 +499,8 @@ def test_a_failing_entry_point_ends_failed_saying_emrs_reason(
 ) -> None:
     """`train` with no features committed fails on the node: the step FAILED, EMR's
     FailureDetails on the terminal, the run FAILED with the entry point's own error."""
-    cluster = _served_cluster(aws)
-    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "train")
-    launcher = _launch(project, line, _environment(aws, tracking))
-    try:
-        _, err = launcher.communicate(timeout=600)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode != 0
+    cluster, code, err = _mlflow_run_on_the_node(aws, tracking, project, tmp_path, "train")
+    assert code != 0
     assert "ended FAILED: Unknown Error.; Command exited with status 1." in err
     assert "run `sparkles featurize`" in err  # the step's stderr tail: what to do
     (step,) = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
