@@ -403,20 +403,27 @@ def _config(tmp_path: Path, **values) -> Path:
     return config
 
 
-def _runs_on_the_node(config: Path, entry_point: str) -> str:
+def _runs_on_the_node(config: Path, entry_point: str, *params: str) -> str:
     return (
         f"mlflow run . --backend emr --backend-config {config} -e {entry_point} "
-        f"--experiment-name sparkles-emr -P profile=local -P overrides='{SMALL}'"
+        f"--experiment-name sparkles-emr -P profile=local -P overrides='{SMALL}' "
+        + " ".join(f"-P {param}" for param in params)
     )
 
 
 def _mlflow_run_on_the_node(
-    aws: dict, tracking: str, project: Path, tmp_path: Path, entry_point: str
+    aws: dict,
+    tracking: str,
+    project: Path,
+    tmp_path: Path,
+    entry_point: str,
+    *params: str,
+    cluster: str | None = None,
 ) -> tuple[str, int, str]:
-    """`mlflow run --backend emr` of ``entry_point`` on a served cluster, to its end: the
-    cluster, the exit code and what the terminal showed."""
-    cluster = _served_cluster(aws)
-    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), entry_point)
+    """`mlflow run --backend emr` of ``entry_point`` on a served cluster (a new one unless
+    given), to its end: the cluster, the exit code and what the terminal showed."""
+    cluster = cluster or _served_cluster(aws)
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), entry_point, *params)
     launcher = _launch(project, line, _environment(aws, tracking))
     try:
         _, err = launcher.communicate(timeout=900)
@@ -426,26 +433,50 @@ def _mlflow_run_on_the_node(
     return cluster, launcher.returncode, err
 
 
-def test_a_step_runs_its_entry_point_into_the_same_run(
+def test_featurize_then_tune_run_as_steps_into_their_runs(
     aws: dict, tracking: str, project: Path, tmp_path: Path
 ) -> None:
-    """The step really runs on the stand-in's node (the step, `mlflow run`, the entry point,
-    Spark), into the run the backend created; its output reaches the run from the step itself.
-    `eda`: a real Spark entry point that logs artifacts, and the cheapest."""
-    cluster, code, err = _mlflow_run_on_the_node(aws, tracking, project, tmp_path, "eda")
-    assert code == 0, err[-4000:]
-    (step,) = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"]
-    assert step["Status"]["State"] == "COMPLETED"
-    run_id = _option(step["Config"]["Args"], "--run-id")
+    """docs/emr.md's featurize and tune lines, on a node the stand-in runs (the step, `mlflow
+    run`, the entry point, Spark; the local profile, as the node here has no S3A): each step
+    runs into the run the backend created, its output reaching the run from the step itself;
+    tune fits on the table featurize committed, reading no image."""
+    # the node's data and feature store at fixed places: each step unpacks the project into
+    # a folder of its own, which the local profile's relative paths would follow
+    node = tmp_path / "node"
+    fixed = (f"data.labels_csv={node}/labels.csv data.classes_csv={node}/classes.csv "
+             f"data.images={node}/images cache.dir={node}/cache featurizer.model=MobileNetV2 "
+             "featurizer.weights=random")  # fmt: skip
+    cluster = _served_cluster(aws)
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "featurize")
+    launcher = _launch(
+        project, line.replace(SMALL, f"{SMALL} {fixed}"), _environment(aws, tracking)
+    )
+    _, err = launcher.communicate(timeout=900)
+    assert launcher.returncode == 0, err[-4000:]
+    grid = "tune.logistic.grid.regParam=[0.1] tune.logistic.grid.elasticNetParam=[0.0]"
+    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "tune", "method=grid")
+    line = line.replace(SMALL, f"{SMALL} {fixed} {grid}")
+    launcher = _launch(project, line, _environment(aws, tracking))
+    try:
+        _, err = launcher.communicate(timeout=900)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    assert launcher.returncode == 0, err[-4000:]
+    featurized, tuned = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"][::-1]
+    assert {featurized["Status"]["State"], tuned["Status"]["State"]} == {"COMPLETED"}
     mlflow.set_tracking_uri(tracking)
-    run = mlflow.get_run(run_id)
+    run = mlflow.get_run(_option(tuned["Config"]["Args"], "--run-id"))
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.backend"] == "emr"
-    assert run.data.tags["sparkles.command"] == "eda"  # the entry point ran in this run
-    assert run.data.metrics["eda_label_rows"] > 0
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    assert {"eda", "emr-step"} <= artifacts
-    assert f"step {step['Id']}: RUNNING" in err and "--- step stderr (tail) ---" in err
+    assert run.data.tags["sparkles.command"].startswith("tune")  # the entry point ran here
+    assert run.data.tags["sparkles.features.run_id"] == _option(
+        featurized["Config"]["Args"], "--run-id"
+    )
+    assert "auc" in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert "emr-step" in artifacts
+    assert f"step {tuned['Id']}: RUNNING" in err and "--- step stderr (tail) ---" in err
     (experiment,) = [e for e in mlflow.search_experiments() if e.name == "sparkles-emr"]
     assert run.info.experiment_id == experiment.experiment_id
 
@@ -510,7 +541,36 @@ def test_a_failing_entry_point_ends_failed_saying_emrs_reason(
     assert "CacheMissingError" in run.data.tags["sparkles.error"]
 
 
-def test_a_transient_cluster_boots_with_a_wheelhouse_or_says_why_not(
+def test_a_transient_cluster_boots_with_a_wheelhouse_runs_its_step_and_terminates(
+    aws: dict, tracking: str, project: Path
+) -> None:
+    """From Python, waiting through MLflow: the bootstrap action gets the wheel and the
+    wheelhouse as two arguments and accepts them, the step runs `eda` into the run, and the
+    cluster ends with its step."""
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("sparkles-emr")
+    standin = aws["standin"]
+    standin.serve_new = True
+    try:
+        submitted = mlflow.projects.run(
+            str(project), entry_point="eda", parameters={"profile": "local", "overrides": SMALL},
+            backend="emr", synchronous=True,
+            backend_config={"s3_prefix": f"s3://{BUCKET}/booted", "poll_seconds": 0.5,
+                            "log_wait_seconds": 5,
+                            "new_cluster": {"wheelhouse": f"s3://{BUCKET}/wheels/"}},
+        )  # fmt: skip
+    finally:
+        standin.serve_new = False
+    assert mlflow.get_run(submitted.run_id).info.status == "FINISHED"
+    assert submitted.get_status() == "FINISHED"
+    emr = boto3.client("emr")
+    (bootstrap,) = emr.list_bootstrap_actions(ClusterId=submitted.cluster_id)["BootstrapActions"]
+    assert bootstrap["Args"][1] == f"s3://{BUCKET}/wheels/"
+    state = emr.describe_cluster(ClusterId=submitted.cluster_id)["Cluster"]["Status"]["State"]
+    assert state in ("TERMINATING", "TERMINATED")
+
+
+def test_a_wheelhouse_the_bootstrap_refuses_fails_the_run_with_the_clusters_reason(
     aws: dict, tracking: str, project: Path, tmp_path: Path, capfd
 ) -> None:
     """Its bootstrap action runs with the Args list (bootstrap.sh checks them) before the
