@@ -71,17 +71,16 @@ class EmrStandIn:
                     continue
                 step.cancellation_option = option
                 process = self.processes.get(step_id)
+                if process is not None:
+                    self.cancelling[step_id] = option  # it ends CANCELLED when it exits
                 if step.state == "RUNNING" and option == "SEND_INTERRUPT":
                     step.state = "CANCEL_PENDING"
                     if process is not None:
                         process.send_signal(signal.SIGTERM)  # the step's process alone
                 elif process is not None:  # TERMINATE_PROCESS: the step and every descendant
-                    self.cancelling[step_id] = option
                     _kill_tree(process.pid)
                 else:
                     step.state = "CANCELLED"
-                if process is not None:
-                    self.cancelling[step_id] = option
                 info.append({"StepId": step_id, "Status": "SUBMITTED"})
         return info
 
@@ -109,7 +108,6 @@ class EmrStandIn:
             if failed:
                 cluster.state = "TERMINATED_WITH_ERRORS"
                 cluster.last_state_change_reason = failed
-                self.failed_bootstrap = failed
                 for step in cluster.steps:
                     step.state = "CANCELLED"
                 return

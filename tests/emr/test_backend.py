@@ -10,6 +10,7 @@ step becomes CANCELLED). Nothing of this project is replaced.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -403,10 +404,10 @@ def _config(tmp_path: Path, **values) -> Path:
     return config
 
 
-def _runs_on_the_node(config: Path, entry_point: str, *params: str) -> str:
+def _runs_on_the_node(config: Path, entry_point: str, *params: str, overrides: str = SMALL) -> str:
     return (
         f"mlflow run . --backend emr --backend-config {config} -e {entry_point} "
-        f"--experiment-name sparkles-emr -P profile=local -P overrides='{SMALL}' "
+        f"--experiment-name sparkles-emr -P profile=local -P overrides='{overrides}' "
         + " ".join(f"-P {param}" for param in params)
     )
 
@@ -419,11 +420,13 @@ def _mlflow_run_on_the_node(
     entry_point: str,
     *params: str,
     cluster: str | None = None,
+    overrides: str = SMALL,
 ) -> tuple[str, int, str]:
     """`mlflow run --backend emr` of ``entry_point`` on a served cluster (a new one unless
     given), to its end: the cluster, the exit code and what the terminal showed."""
     cluster = cluster or _served_cluster(aws)
-    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), entry_point, *params)
+    config = _config(tmp_path, cluster_id=cluster)
+    line = _runs_on_the_node(config, entry_point, *params, overrides=overrides)
     launcher = _launch(project, line, _environment(aws, tracking))
     try:
         _, err = launcher.communicate(timeout=900)
@@ -446,23 +449,14 @@ def test_featurize_then_tune_run_as_steps_into_their_runs(
     fixed = (f"data.labels_csv={node}/labels.csv data.classes_csv={node}/classes.csv "
              f"data.images={node}/images cache.dir={node}/cache featurizer.model=MobileNetV2 "
              "featurizer.weights=random")  # fmt: skip
-    cluster = _served_cluster(aws)
-    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "featurize")
-    launcher = _launch(
-        project, line.replace(SMALL, f"{SMALL} {fixed}"), _environment(aws, tracking)
-    )
-    _, err = launcher.communicate(timeout=900)
-    assert launcher.returncode == 0, err[-4000:]
+    on_node = functools.partial(_mlflow_run_on_the_node, aws, tracking, project, tmp_path)
+    cluster, code, err = on_node("featurize", overrides=f"{SMALL} {fixed}")
+    assert code == 0, err[-4000:]
     grid = "tune.logistic.grid.regParam=[0.1] tune.logistic.grid.elasticNetParam=[0.0]"
-    line = _runs_on_the_node(_config(tmp_path, cluster_id=cluster), "tune", "method=grid")
-    line = line.replace(SMALL, f"{SMALL} {fixed} {grid}")
-    launcher = _launch(project, line, _environment(aws, tracking))
-    try:
-        _, err = launcher.communicate(timeout=900)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert launcher.returncode == 0, err[-4000:]
+    _, code, err = on_node(
+        "tune", "method=grid", cluster=cluster, overrides=f"{SMALL} {fixed} {grid}"
+    )
+    assert code == 0, err[-4000:]
     featurized, tuned = boto3.client("emr").list_steps(ClusterId=cluster)["Steps"][::-1]
     assert {featurized["Status"]["State"], tuned["Status"]["State"]} == {"COMPLETED"}
     mlflow.set_tracking_uri(tracking)

@@ -13,10 +13,11 @@ pyproject.toml) hands ``run`` the project, entry point and parameters. This back
    transient cluster (``new_cluster``) with that one step, which runs ``sparkles.emr.step``
    with the bootstrap's venv: it fetches the archive and runs ``mlflow run`` there **into the
    same run id**;
-5. returns an ``EmrSubmittedRun``: ``wait`` polls the step, ``get_status`` maps its state,
-   ``cancel`` cancels it (the run ends KILLED); when the step ends its stdout and stderr are
-   fetched from the cluster's log URI, attached to the run under ``emr-step/`` and their tail
-   printed.
+5. returns an ``EmrSubmittedRun``: ``wait`` polls the step, saying each state on the
+   terminal, ``get_status`` maps its state, ``cancel`` cancels it (the run ends KILLED once EMR
+   says the step ended); the step logs its stdout and stderr into the run (``emr-step/``) as
+   they are written, and their tails are printed when it ends (the cluster's log URI only for
+   a step that died first).
 
 AWS calls go through boto3's default credential chain and endpoint settings
 (``AWS_ENDPOINT_URL`` included, which the tests point at a local moto server).
@@ -25,7 +26,6 @@ AWS calls go through boto3's default credential chain and endpoint settings
 from __future__ import annotations
 
 import gzip
-import logging
 import sys
 import tempfile
 import time
@@ -63,8 +63,6 @@ from sparkles.names import (
     ERROR_TAG,
 )
 
-log = logging.getLogger(__name__)
-
 BACKEND = "emr"
 # EMR step states → MLflow run states
 STATES = {
@@ -77,6 +75,13 @@ STATES = {
     "FAILED": RunStatus.FAILED,
 }
 ACCEPTS_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+
+
+def _ongoing(state: str) -> bool:
+    """The step has not ended (pending, running, or being cancelled)."""
+    return STATES[state] in (RunStatus.SCHEDULED, RunStatus.RUNNING)
+
+
 AWS_ATTEMPTS = 10  # per call, with botocore's backoff
 # how long a cancel waits for EMR to say the step ended (the step's own grace is 30 s)
 CANCEL_WAIT_SECONDS = 120.0
@@ -156,7 +161,7 @@ class EmrBackend(AbstractBackend):
                 local = Path(folder) / "project.tar.gz"
                 count = package(work_dir, local)
                 s3.upload_file(str(local), *split_s3(archive))
-            log.info("uploaded %d project files to %s", count, archive)
+            say(f"uploaded {count} project files to {archive}")
             args = step_args(
                 config, archive, entry_point, params, run_id, experiment_id, tracking_uri
             )
@@ -170,11 +175,9 @@ class EmrBackend(AbstractBackend):
                     cluster_id, step_id = start_transient(emr, s3, config, step, work_dir)
                 else:
                     cluster_id = config.cluster_id
-                    role = {"ExecutionRoleArn": config.execution_role_arn}
-                    added = emr.add_job_flow_steps(
-                        JobFlowId=cluster_id, Steps=[step],
-                        **(role if config.execution_role_arn else {}),
-                    )  # fmt: skip
+                    role = config.execution_role_arn
+                    runtime = {"ExecutionRoleArn": role} if role else {}
+                    added = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step], **runtime)
                     step_id = added["StepIds"][0]
         except BaseException as err:
             client.set_tag(run_id, ERROR_TAG, f"{type(err).__name__}: {err}"[:5000])
@@ -217,9 +220,10 @@ def _wait_here(submitted: EmrSubmittedRun) -> None:
         say(f"lost track of step {submitted.step_id}: {err}; it may still run (see the console)")
         try:
             submitted.attach_logs()
-        finally:
-            MlflowClient().set_tag(submitted.run_id, ERROR_TAG, f"{type(err).__name__}: {err}")
-            submitted.end_run(RunStatus.FAILED)
+        except Exception as lost:  # the same outage: what the step teed is in the run anyway
+            say(f"no step output attached: {lost}")
+        MlflowClient().set_tag(submitted.run_id, ERROR_TAG, f"{type(err).__name__}: {err}")
+        submitted.end_run(RunStatus.FAILED)
         raise EmrError(
             f"run {submitted.run_id}: waiting for step {submitted.step_id}: {err}"
         ) from err
@@ -292,7 +296,7 @@ class EmrSubmittedRun(SubmittedRun):
         True if it completed."""
         started, said = time.monotonic(), None
         status = self.step_status()
-        while STATES[status["State"]] in (RunStatus.SCHEDULED, RunStatus.RUNNING):
+        while _ongoing(status["State"]):
             if status["State"] != said:
                 said = status["State"]
                 say(f"step {self.step_id}: {said} ({time.monotonic() - started:.0f} s)")
@@ -335,17 +339,16 @@ class EmrSubmittedRun(SubmittedRun):
                 say(f"EMR could not cancel step {self.step_id}: {info.get('Reason', '?')}")
         deadline = time.monotonic() + CANCEL_WAIT_SECONDS
         state = self.step_state()
-        while state in ("PENDING", "RUNNING", "CANCEL_PENDING") and time.monotonic() < deadline:
+        while _ongoing(state) and time.monotonic() < deadline:
             time.sleep(min(self.config.poll_seconds, 5))
             state = self.step_state()
         self.final_state = state
         if self.config.new_cluster is not None:
             terminate(self.emr, self.cluster_id)
-        if state in ("PENDING", "RUNNING", "CANCEL_PENDING"):
+        if _ongoing(state):
             say(f"step {self.step_id} is still {state} after {CANCEL_WAIT_SECONDS:.0f} s: the "
                  "run is marked KILLED; see the EMR console")  # fmt: skip
-        self.end_run(STATES.get(state, RunStatus.KILLED) if state == "COMPLETED" else
-                     RunStatus.KILLED)  # fmt: skip
+        self.end_run(RunStatus.FINISHED if state == "COMPLETED" else RunStatus.KILLED)
 
     def end_run(self, status: int) -> None:
         """End the run with ``status`` unless it already ended (the step's mlflow ends it)."""
@@ -370,7 +373,7 @@ class EmrSubmittedRun(SubmittedRun):
             return
         log_uri = self.emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"].get("LogUri")
         if not log_uri:
-            log.warning("cluster %s has no log URI: no step output to attach", self.cluster_id)
+            say(f"cluster {self.cluster_id} has no log URI: no step output to attach")
             return
         bucket, key = split_s3(log_uri)
         folder = f"{key.rstrip('/')}/{self.cluster_id}/steps/{self.step_id}/".lstrip("/")
@@ -392,9 +395,9 @@ class EmrSubmittedRun(SubmittedRun):
                     break
                 time.sleep(min(self.config.poll_seconds, 15))
             for path in found:
-                MlflowClient().log_artifact(self.run_id, str(path), EMR_STEP_ARTIFACTS)
+                client.log_artifact(self.run_id, str(path), EMR_STEP_ARTIFACTS)
             if not found:
-                log.warning("no step logs at s3://%s/%s yet: see the EMR console", bucket, folder)
+                say(f"no step logs at s3://{bucket}/{folder} yet: see the EMR console")
             for path in sorted(found):
                 _print_tail(path)
 

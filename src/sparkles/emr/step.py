@@ -48,6 +48,7 @@ class RunOutput:
 
         self.client, self.run_id, self.every = MlflowClient(tracking_uri), run_id, every
         self.files = {name: folder / name for name in ("stdout", "stderr")}
+        self.logged: dict[Path, int] = {}  # size of each file when it was last logged
         self.copies: list[threading.Thread] = []
         self.stop = threading.Event()
         self.uploads = threading.Thread(target=self._upload_now_and_then, daemon=True)
@@ -74,12 +75,17 @@ class RunOutput:
             self.upload()
 
     def upload(self) -> None:
+        """Each file that grew since it was last logged (an hours-long step's output is not
+        sent again every round)."""
         for path in self.files.values():
-            if path.exists():
-                try:
-                    self.client.log_artifact(self.run_id, str(path), EMR_STEP_ARTIFACTS)
-                except Exception as err:  # the tracking server blinked: the next round retries
-                    print(f"sparkles: step output not logged yet: {err}", file=sys.stderr)
+            size = path.stat().st_size if path.exists() else -1
+            if size < 0 or size == self.logged.get(path):
+                continue
+            try:
+                self.client.log_artifact(self.run_id, str(path), EMR_STEP_ARTIFACTS)
+                self.logged[path] = size
+            except Exception as err:  # the tracking server blinked: the next round retries
+                print(f"sparkles: step output not logged yet: {err}", file=sys.stderr)
 
     def ran_on_emr(self) -> None:
         """The nested ``mlflow run`` tagged the run with its own backend (``local``): it ran as
@@ -127,28 +133,26 @@ def command(args: argparse.Namespace, project: Path) -> list[str]:
 def end_tree(root: psutil.Process, grace: float) -> None:
     """SIGTERM to ``root`` and every descendant, then SIGKILL to whatever is left after
     ``grace`` seconds, descendants started meanwhile included."""
-    known: dict[int, psutil.Process] = {}
+    known: dict[int, psutil.Process] = {root.pid: root}
 
     def collect() -> list[psutil.Process]:
-        for process in [root, *known.values()]:
+        for process in list(known.values()):
             try:
-                for child in process.children(recursive=True):
-                    known.setdefault(child.pid, child)
+                known.update((child.pid, child) for child in process.children(recursive=True))
             except psutil.NoSuchProcess:
                 continue
-        return [root, *known.values()]
+        return list(known.values())
 
-    for process in collect():
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(collect(), timeout=grace)
-    for process in [*alive, *(p for p in collect() if p.is_running())]:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            continue
+    def send(signal_with: str) -> None:
+        for process in collect():
+            try:
+                getattr(process, signal_with)()
+            except psutil.NoSuchProcess:
+                continue
+
+    send("terminate")
+    psutil.wait_procs(collect(), timeout=grace)
+    send("kill")
     psutil.wait_procs(collect(), timeout=10)
 
 

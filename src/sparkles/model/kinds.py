@@ -86,7 +86,9 @@ class ClassifierKind:
 
     def check(self, train: TrainConfig, tune: TuneConfig, source: str = "") -> None:
         """Every section of this kind, so a bad one fails before Spark starts."""
-        self.settings(train, source), self.grid(tune, source), self.hyperopt(tune, source)
+        self.settings(train, source)
+        self.grid(tune, source)
+        self.hyperopt(tune, source)
 
     # --- its life ----------------------------------------------------------------------------
     def default_params(self, settings: TrainConfig) -> Params:
