@@ -88,7 +88,9 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 
     profile = _profile(args)
     spark = build_session(profile)
-    result = run_featurize(profile, spark, refresh=_truthy(args.refresh))
+    result = run_featurize(
+        profile, spark, refresh=_truthy(args.refresh), rehash=_truthy(args.rehash)
+    )
     print(json.dumps(summary(result), indent=2))
     return 0
 
@@ -126,7 +128,9 @@ def cmd_main(args: argparse.Namespace) -> int:
     from sparkles.session import build_session
 
     profile = _profile(args, TRAIN_OPTIONS)
-    print(json.dumps(run_main(profile, build_session(profile), _truthy(args.refresh)), indent=2))
+    spark = build_session(profile)
+    outcome = run_main(profile, spark, _truthy(args.refresh), _truthy(args.rehash))
+    print(json.dumps(outcome, indent=2))
     return 0
 
 
@@ -288,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh", nargs="?", const="true", default="false",
         help="run the CNN on every image again (the new features win)",
     )  # fmt: skip
+    _add_rehash(featurize)
     featurize.set_defaults(func=cmd_featurize)
 
     compact = commands.add_parser(
@@ -348,9 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh", nargs="?", const="true", default="false",
         help="run the CNN on every image again (the new features win)",
     )  # fmt: skip
+    _add_rehash(main_job)
     main_job.set_defaults(func=cmd_main)
     _add_openimages(commands)
     return parser
+
+
+def _add_rehash(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rehash", nargs="?", const="true", default="false",
+        help="read and hash every image file again, repairing the file index (after a tool "
+        "rewrote files keeping their size and modification time)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

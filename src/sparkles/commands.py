@@ -66,11 +66,13 @@ def run_train(profile: Profile, spark: SparkSession, features: str | None = None
     return {"run_id": active.info.run_id, "features_run_id": source.info.run_id, **outcome}
 
 
-def run_main(profile: Profile, spark: SparkSession, refresh: bool = False) -> dict[str, Any]:
+def run_main(
+    profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
+) -> dict[str, Any]:
     """Featurize (reusing the cache when it can) and train, in one MLflow run."""
     classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
     with tracking.run(profile, "main") as active:
-        featurized = featurize(profile, spark, refresh=refresh)
+        featurized = featurize(profile, spark, refresh=refresh, rehash=rehash)
         log_featurize(featurized, spark, profile)
         outcome = _train_and_log(profile, spark, featurized)
     return {"run_id": active.info.run_id, **outcome}
@@ -123,9 +125,11 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
     }  # fmt: skip
 
 
-def run_featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
+def run_featurize(
+    profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
+) -> FeaturizeResult:
     with tracking.run(profile, "featurize"):
-        result = featurize(profile, spark, refresh)
+        result = featurize(profile, spark, refresh, rehash)
         log_featurize(result, spark, profile)
     return result
 

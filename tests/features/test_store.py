@@ -18,7 +18,7 @@ from sparkles.cli import main as cli_main
 from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.config import load_profile
 from sparkles.data.sample import ensure_sample
-from sparkles.features import store as feature_store
+from sparkles.features import segments
 from sparkles.features.featurize import featurize
 from sparkles.features.store import SEGMENTS, FeatureStore
 from tests.conftest import ROOT, write_profile
@@ -56,31 +56,6 @@ def _features(result) -> dict[str, np.ndarray]:
     return {row.image_id: row.features.toArray() for row in rows}
 
 
-def test_added_images_are_the_only_ones_computed(spark, tmp_path: Path) -> None:
-    _, profile = _sample(tmp_path)
-    aside = tmp_path / "aside"
-    aside.mkdir()
-    added = _labelled_files(profile, 4)
-    for file in added:
-        shutil.move(file, aside / file.name)
-    first = featurize(profile, spark)
-    assert first.counts["computed"] == first.counts["rows_in"] > 0
-    assert first.counts["reused"] == 0 and not first.reused
-    for file in added:
-        shutil.move(aside / file.name, file)
-
-    second = featurize(profile, spark)
-    counts = second.counts
-    assert counts["computed"] == counts["computed_images"] == len(added)
-    assert counts["reused"] == first.counts["rows_in"]
-    assert counts["rows_in"] == first.counts["rows_in"] + len(added)
-    assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
-    assert second.fingerprint != first.fingerprint
-    before, after = _features(first), _features(second)
-    assert set(after) == set(before) | {file.stem for file in added}
-    assert all(np.array_equal(before[image], after[image]) for image in before)
-
-
 def test_changing_the_classes_runs_no_cnn(spark, tmp_path: Path, monkeypatch) -> None:
     path, profile = _sample(tmp_path)
     first = featurize(profile, spark)
@@ -102,8 +77,10 @@ def test_changing_the_classes_runs_no_cnn(spark, tmp_path: Path, monkeypatch) ->
     )
 
 
-def test_rewriting_one_file_recomputes_exactly_that_file(spark, tmp_path: Path) -> None:
-    """Same name, same size, same mtime, other bytes: what ``cp -p`` or ``rsync -t`` can leave."""
+def test_a_rewrite_keeping_size_and_mtime_is_found_by_rehash(spark, tmp_path: Path) -> None:
+    """Same name, same size, same mtime, other bytes (what ``cp -p`` or ``rsync -t`` can leave):
+    the file index trusts the metadata, as git does; ``rehash`` reads every file, repairs the
+    index and recomputes exactly that file."""
     _, profile = _sample(tmp_path)
     first = featurize(profile, spark)
     target = _labelled_files(profile, 1)[0]
@@ -115,16 +92,25 @@ def test_rewriting_one_file_recomputes_exactly_that_file(spark, tmp_path: Path) 
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
 
-    second = featurize(profile, spark)
-    assert second.counts["computed"] == 1 and second.counts["computed_images"] == 1
-    assert second.counts["reused"] == second.counts["rows_in"] - 1
-    assert second.fingerprint != first.fingerprint
-    rewritten = second.table.read().where(f"image_id = '{target.stem}'").first()
+    trusted = featurize(profile, spark)
+    assert trusted.counts["hashed_files"] == trusted.counts["computed"] == 0
+    assert trusted.fingerprint == first.fingerprint
+
+    repaired = featurize(profile, spark, rehash=True)
+    counts = repaired.counts
+    assert counts["hashed_files"] == counts["matched_files"] and counts["indexed_files"] == 0
+    assert counts["index_repaired"] == 1
+    assert counts["computed"] == 1 and counts["computed_images"] == 1
+    assert counts["reused"] == counts["rows_in"] - 1
+    assert repaired.fingerprint != first.fingerprint
+    rewritten = repaired.table.read().where(f"image_id = '{target.stem}'").first()
     original = first.table.read().where(f"image_id = '{target.stem}'").first()
     assert rewritten.image_sha256 != original.image_sha256
     assert rewritten.featurize_error is not None or not np.array_equal(
         rewritten.features.toArray(), original.features.toArray()
     )
+    after = featurize(profile, spark)  # the repaired index is trusted again
+    assert after.counts["hashed_files"] == 0 and after.fingerprint == repaired.fingerprint
 
 
 def test_appends_compact_past_the_threshold_and_the_newest_row_wins(
@@ -168,7 +154,7 @@ def test_appends_compact_past_the_threshold_and_the_newest_row_wins(
     assert len(store.segments.listed()) == 5
     store.tidy()
     assert len(store.segments.listed()) == 5
-    monkeypatch.setattr(feature_store, "STALE_AFTER_SECONDS", -1)
+    monkeypatch.setattr(segments, "STALE_AFTER_SECONDS", -1)
     store.tidy()
     assert store.segments.listed() == [compacted.key]
 

@@ -74,8 +74,11 @@ def read_image_files(spark: SparkSession, root: str, glob: str = "*.jpg") -> Ima
 
 
 def read_contents(spark: SparkSession, paths: list[str]) -> DataFrame:
-    """(path, content) of exactly these files: reads scale with what is used, not the folder."""
+    """(path, length, modificationTime, content) of exactly these files, as read: reads scale
+    with what is used, not the folder."""
     if not paths:
-        return spark.createDataFrame([], "path string, content binary")
+        schema = "path string, length long, modificationTime timestamp, content binary"
+        return spark.createDataFrame([], schema)
     literal = [GLOB_CHARACTERS.sub(r"\\\1", path) for path in paths]
-    return spark.read.format("binaryFile").load(literal).select("path", "content")
+    frame = spark.read.format("binaryFile").load(literal)
+    return frame.select("path", "length", "modificationTime", "content")

@@ -29,13 +29,10 @@ from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import ensure_sample
 from sparkles.features.commit import CacheEntry, fingerprint, manifest_rows
+from sparkles.features.file_index import LENGTH, MODIFIED, FileIndex
 from sparkles.features.store import EMPTY_SHA, FeatureStore, ReconciliationError
 from sparkles.features.tables import TrainingTable
-from sparkles.names import (
-    ERROR,
-    IMAGE_ID,
-    SHA,
-)
+from sparkles.names import ERROR, IMAGE_ID, PATH, SHA
 from sparkles.progress import spark_progress
 
 log = logging.getLogger(__name__)
@@ -130,9 +127,12 @@ def _quantize_into(
     featurizer.setParams(quantizedModel=target)
 
 
-def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> FeaturizeResult:
+def featurize(
+    profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
+) -> FeaturizeResult:
     """The profile's labelled images with their features; the CNN runs only on images the
-    feature store lacks (``refresh``: on all of them, and their new rows win)."""
+    feature store lacks (``refresh``: on all of them, and their new rows win), and only files
+    the file index does not know are read to learn that (``rehash``: every file, repairing it)."""
     ensure_sample(profile)
     data, settings = profile.data, profile.featurizer
     labeled = select_target_labels(
@@ -145,8 +145,11 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
     # bf16 and f32 features never share a store: its key holds the precision that runs
     precision = featurizer.precision_that_runs()
     featurizer.setParams(precision=precision)
-    identities = _identities(spark, matched.matched, matched.empty)
-    identities = identities.persist(StorageLevel.MEMORY_AND_DISK)  # the hashes, read once
+    index = FileIndex(spark, profile.cache.dir)
+    listed = matched.matched.select(PATH, LENGTH, MODIFIED).distinct()  # under keep-all: once
+    hashes = index.hashes(listed, rehash)
+    identities = _identities(matched.matched, matched.empty, hashes.shas)
+    identities = identities.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         if precision == "int8":
             calibration = _calibrate(featurizer, identities, settings.calibration_images)
@@ -164,6 +167,8 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
             seconds = time.monotonic() - started
             if len(store.live_segments()) > profile.cache.compact_after_segments:
                 store.compact()
+        if len(index.segments.live()) > profile.cache.compact_after_segments:
+            index.compact()
         else:
             log.info("every image has features in %s: the CNN does not run", store.root)
         key = fingerprint({"store": store.key}, manifest_rows(identities, TABLE_MANIFEST))
@@ -171,7 +176,10 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
     finally:
         identities.unpersist()
     written = _reconcile(table, counts["matched_rows"], segment and segment.key)
-    counts = {**counts, **written, "computed_images": len(new)}
+    counts = {
+        **counts, **written, "computed_images": len(new), "hashed_files": hashes.hashed,
+        "indexed_files": hashes.from_index, "index_repaired": hashes.repaired,
+    }  # fmt: skip
     reused = not new
     return FeaturizeResult(
         key, table, reused, weights, precision, counts, seconds, settings.runtime,
@@ -179,17 +187,10 @@ def featurize(profile: Profile, spark: SparkSession, refresh: bool = False) -> F
     )  # fmt: skip
 
 
-def _identities(spark: SparkSession, files: DataFrame, empty: DataFrame) -> DataFrame:
-    """(path, image_id, label, image_sha256) of every labelled file, 0-byte ones included.
-
-    The bytes are hashed by Spark's ``sha2`` where they are read (JVM: no Python, no decode).
-    A file that vanished since the listing drops out here and fails the reconciliation.
-    """
-    # one read per file: under keep-all a file has one row per class
-    paths = [row.path for row in files.select("path").distinct().toLocalIterator()]
-    hashed = read_contents(spark, paths).select("path", F.sha2("content", 256).alias(SHA))
-    labelled = hashed.join(F.broadcast(files.select("path", IMAGE_ID, "label")), "path")
-    empties = empty.select("path", IMAGE_ID, "label", F.lit(EMPTY_SHA).alias(SHA))
+def _identities(files: DataFrame, empty: DataFrame, shas: DataFrame) -> DataFrame:
+    """(path, image_id, label, image_sha256) of every labelled file, 0-byte ones included."""
+    labelled = files.select(PATH, IMAGE_ID, "label").join(shas, PATH)
+    empties = empty.select(PATH, IMAGE_ID, "label", F.lit(EMPTY_SHA).alias(SHA))
     return labelled.unionByName(empties)
 
 
