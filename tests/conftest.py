@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ for variable in (
 ):
     os.environ.pop(variable, None)
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# what Keras says of its models is asked of Keras in every test session, not read from a
+# description a user's runs left (sparkles.cnn.backbones.descriptions_file)
+os.environ["SPARKLES_CACHE_DIR"] = tempfile.mkdtemp(prefix="sparkles-test-cache-")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +59,16 @@ def mlflow_server(store: str, *options: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def warned_once(caplog: pytest.LogCaptureFixture, text: str) -> Iterator[None]:
+    """The block logs exactly one WARNING containing ``text`` (not a repeat, not a print)."""
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        yield
+    found = [r for r in caplog.records if r.levelname == "WARNING" and text in r.getMessage()]
+    assert len(found) == 1, f"{len(found)} warnings with {text!r}: {caplog.text}"
 
 
 def free_port() -> int:

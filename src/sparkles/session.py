@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sys
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -43,6 +45,29 @@ def _quiet_task_failure_echoes(spark: SparkSession) -> None:
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, level)
 
 
+LOG4J_CONFIG = Path(__file__).with_name("spark-log4j2.properties")
+
+
+def _driver_java_options(configured: str) -> str:
+    """The driver JVM's options where sparkles launches it (a local master): our log4j2 file
+    unless one is given, and netlib's Java BLAS where no native one is installed (netlib then
+    prints a dlopen failure before falling back to the same Java code)."""
+    options = [configured] if configured else []
+    if "log4j2.configurationFile" not in configured:
+        options.append(f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
+    if "netlib" not in configured and not _native_blas():
+        options += [f"-Ddev.ludovic.netlib.{lib}.allowNative=false" for lib in ("blas", "lapack")]
+    return " ".join(options)
+
+
+def _native_blas() -> bool:
+    try:
+        ctypes.CDLL("libblas.so.3")
+    except OSError:
+        return False
+    return True
+
+
 def build_session(
     profile: Profile, extra: dict[str, str] | None = None, defaults: dict[str, str] | None = None
 ) -> SparkSession:
@@ -60,6 +85,9 @@ def build_session(
     settings = {**PORTABLE_DEFAULTS, **(defaults or {}), **profile.spark.conf, **(extra or {})}
     # The console bar garbles logs when stdout is not a terminal; ours (progress.py) does not.
     settings.setdefault("spark.ui.showConsoleProgress", "false")
+    if profile.spark.master.startswith("local"):
+        options = settings.get("spark.driver.extraJavaOptions", "")
+        settings["spark.driver.extraJavaOptions"] = _driver_java_options(options)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -6,11 +6,13 @@ constructor option; tests/cnn/test_featurizer.py runs it through the featurizer.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 
-from sparkles.cnn.backbones import UnknownModelError, available, get_spec
+from sparkles.cnn import backbones
+from sparkles.cnn.backbones import UnknownModelError, available, descriptions_file, get_spec
 
 # one model per family (the keras.applications module holding it), the smallest where a
 # family has several
@@ -39,6 +41,27 @@ def test_every_family_is_covered_and_sizes_are_keras_own() -> None:
     assert sizes == {"InceptionV3": (299, 299), "EfficientNetB7": (600, 600)}
     with pytest.raises(UnknownModelError, match="featurizer.model.*ConvNeXtTiny"):
         get_spec("InceptionV4")
+
+
+def test_what_keras_said_is_remembered_per_keras_version(tmp_path, monkeypatch) -> None:
+    """A later process reads a model's size and weights file from disk: no Keras import."""
+    monkeypatch.setenv("SPARKLES_CACHE_DIR", str(tmp_path))
+    get_spec.cache_clear()
+    try:
+        asked = get_spec("MobileNetV2").imagenet()
+        assert descriptions_file().parent == tmp_path
+        remembered = json.loads(descriptions_file().read_text())["MobileNetV2"]
+        assert remembered["size"] == 224 and remembered["imagenet"]["name"] == asked.name
+
+        def no_keras(name: str):
+            raise AssertionError(f"Keras was asked about {name}")
+
+        monkeypatch.setattr(backbones, "_introspect", no_keras)
+        get_spec.cache_clear()
+        again = get_spec("MobileNetV2")
+        assert again.input_size == (224, 224) and again.imagenet() == asked
+    finally:
+        get_spec.cache_clear()
 
 
 @pytest.mark.conversion

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import http.server
 import threading
 from pathlib import Path
@@ -26,6 +27,7 @@ from sparkles.cnn.runtimes import (
 from sparkles.cnn.weights import WeightsUnavailableError, resolve_weights
 from sparkles.data.images import read_image_files
 from sparkles.model.stages import stage_of
+from tests.conftest import warned_once
 from tests.images import bad_variants, encode, good_variants, photo
 
 LIMITS = {"max_bytes": 50 << 20, "max_pixels": 2_000_000}
@@ -171,6 +173,7 @@ def test_unreachable_imagenet_weights_say_how_to_provide_them(tmp_path: Path) ->
     message = str(err.value)
     assert "sparkles-test-absent.h5" in message
     assert "http://127.0.0.1:9/sparkles-test-absent.h5" in message
+    assert "127.0.0.1:9 is unreachable" in message  # found by one connect, not Keras' retries
     assert "featurizer.weights" in message and "weights_mirror" in message
 
 
@@ -194,6 +197,23 @@ def test_imagenet_weights_download_from_a_mirror(tmp_path: Path) -> None:
     assert resolved.kind == "imagenet"
     assert Path(resolved.local_path).read_bytes() == (served / test_file.name).read_bytes()
     assert resolved.identity.startswith("sha256:")
+
+
+def test_weights_in_the_keras_cache_are_used_where_their_checksum_holds(tmp_path: Path) -> None:
+    """No network asked when Keras' cache has the file whole; a damaged one is not used."""
+    cached = tmp_path / "models" / "sparkles-test-cached.h5"
+    cached.parent.mkdir()
+    cached.write_bytes(b"weights")
+    good = ImagenetFile(
+        cached.name, "http://127.0.0.1:9/unused", hashlib.sha256(b"weights").hexdigest()
+    )
+    spec = dataclasses.replace(get_spec("MobileNetV2"), imagenet_file=good)
+    resolved = resolve_weights(spec, "imagenet", cache_dir=str(tmp_path))
+    assert resolved.local_path == str(cached) and resolved.kind == "imagenet"
+    damaged = dataclasses.replace(good, file_hash=hashlib.md5(b"other").hexdigest())
+    with pytest.raises(WeightsUnavailableError, match="127.0.0.1:9 is unreachable"):
+        resolve_weights(dataclasses.replace(spec, imagenet_file=damaged), "imagenet",
+                        cache_dir=str(tmp_path))  # fmt: skip
 
 
 def test_random_weights_are_reproducible_and_seeded() -> None:
@@ -236,14 +256,14 @@ def test_bf16_features_stay_within_the_documented_tolerance(photos: Path, runtim
 
 
 @pytest.mark.skipif(cpu_has_bf16(), reason="this CPU has bf16: the fallback cannot happen here")
-def test_bf16_falls_back_to_f32_where_the_cpu_lacks_it(spark, photos: Path) -> None:
+def test_bf16_falls_back_to_f32_where_the_cpu_lacks_it(spark, photos: Path, caplog) -> None:
     featurizer = DeepImageFeaturizer(modelName="MobileNetV2", weights="random", precision="bf16")
-    with pytest.warns(UserWarning, match="no bf16 instructions"):
+    with warned_once(caplog, "no bf16 instructions"):
         assert featurizer.precision_that_runs() == "f32"
     # an executor given bf16 by a driver that has it refuses, rather than running f32 under it
     with pytest.raises(PrecisionUnavailableError, match="featurizer.precision=f32"):
         compile_cnn(get_spec("MobileNetV2"), None, "avg", 0, "openvino", "bf16")
-    with pytest.warns(UserWarning, match="no bf16 instructions"):
+    with warned_once(caplog, "no bf16 instructions"):
         rows = featurizer.transform(read_image_files(spark, str(photos)).files).collect()
     assert len(rows) == 7 and all(r.featurize_error is None for r in rows)
 

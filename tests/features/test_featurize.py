@@ -20,7 +20,7 @@ from sparkles.config import load_profile
 from sparkles.data.sample import ensure_sample
 from sparkles.features.commit import STALE_AFTER_SECONDS, CommittedTables
 from sparkles.features.featurize import featurize
-from tests.conftest import write_profile
+from tests.conftest import warned_once, write_profile
 from tests.images import encode, photo
 
 
@@ -122,12 +122,12 @@ def test_other_settings_use_another_store(spark, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(cpu_has_bf16(), reason="this CPU has bf16: the fallback cannot happen here")
 def test_bf16_requested_on_a_cpu_without_it_is_recorded_as_the_f32_that_ran(
-    spark, damaged, tmp_path: Path
+    spark, damaged, tmp_path: Path, caplog
 ) -> None:
     folder, _ = damaged
     cache = f"cache.dir={tmp_path / 'cache'}"
     f32 = featurize(_profile(folder, cache), spark)
-    with pytest.warns(UserWarning, match="no bf16 instructions"):
+    with warned_once(caplog, "no bf16 instructions"):
         asked_bf16 = run_featurize(_profile(folder, cache, "featurizer.precision=bf16"), spark)
     assert asked_bf16.reused and asked_bf16.fingerprint == f32.fingerprint
     run = mlflow.search_runs(
@@ -192,7 +192,9 @@ def test_featurize_run_is_logged(spark, damaged, tmp_path: Path) -> None:
     assert set(quarantined) == {ids["empty"], ids["truncated"], ids["text"]}
 
 
-def test_weights_fall_back_only_where_the_profile_allows(spark, damaged, tmp_path: Path) -> None:
+def test_weights_fall_back_only_where_the_profile_allows(
+    spark, damaged, tmp_path: Path, caplog
+) -> None:
     folder, _ = damaged
     missing = tmp_path / "absent.h5"
     strict = _profile(folder, f"featurizer.weights={missing}", f"cache.dir={tmp_path / 'c1'}")
@@ -208,7 +210,7 @@ def test_weights_fall_back_only_where_the_profile_allows(spark, damaged, tmp_pat
         folder, f"featurizer.weights={missing}", "featurizer.allow_random_weights=true",
         f"cache.dir={tmp_path / 'c2'}",
     )  # fmt: skip
-    with pytest.warns(UserWarning, match="falling back to RANDOM weights"):
+    with warned_once(caplog, "falling back to RANDOM weights"):
         result = featurize(lenient, spark)
     assert result.weights.kind == "random"
     settings = json.loads(Path(urlparse(result.table.store.root).path, "settings.json").read_text())

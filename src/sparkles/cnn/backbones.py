@@ -8,6 +8,10 @@ the input size costs no model build, the weights file one build with no weights 
 process, and only when ``weights: imagenet`` is resolved). ``weights: imagenet`` therefore
 downloads exactly what ``keras.applications.X(weights="imagenet", include_top=False)`` would,
 into the same cache.
+
+What Keras answered is remembered on disk per Keras version (``descriptions_file``): a featurize
+with nothing new to compute needs the input size and the weights file's name for its store key,
+and importing Keras and building a model to learn them again cost ~4 s of such a run.
 """
 
 from __future__ import annotations
@@ -17,13 +21,22 @@ import functools
 import hashlib
 import importlib
 import inspect
+import json
+import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sparkles.cnn.quiet import import_keras
 from sparkles.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # For the models whose constructor does not say (MobileNetV3): their weights files are named
 # for 224 px (Keras' docs), and imagenet_utils' smallest input elsewhere is 32 px.
@@ -57,11 +70,12 @@ class CnnSpec:
         return self.imagenet_file or _imagenet_file(self.name, self.input_size)
 
     def preprocess(self) -> Callable[[np.ndarray], np.ndarray]:
+        import_keras()
         return importlib.import_module(f"keras.src.applications.{self.family}").preprocess_input
 
     def build(self, weights: str | None, pooling: str, seed: int = 0) -> Any:
         """The headless model; ``weights=None`` gives seeded random weights (tests, offline)."""
-        import keras
+        keras = import_keras()
 
         if weights is None:
             keras.utils.set_random_seed(seed)
@@ -97,7 +111,7 @@ def _intercept(module: Any, attribute: str, seen: dict[str, Any]) -> Iterator[No
 
 def available() -> list[str]:
     """The model names ``keras.applications`` exports."""
-    import keras
+    keras = import_keras()
 
     return sorted(
         name
@@ -114,7 +128,7 @@ class UnknownModelError(UserError, ValueError):
 
 
 def _constructor(name: str) -> Callable[..., Any]:
-    import keras
+    keras = import_keras()
 
     if name not in available():
         raise UnknownModelError(
@@ -124,9 +138,52 @@ def _constructor(name: str) -> Callable[..., Any]:
     return getattr(keras.applications, name)
 
 
+def descriptions_file() -> Path:
+    """Where Keras' answers are kept, per Keras version: $SPARKLES_CACHE_DIR, else
+    $XDG_CACHE_HOME/sparkles or ~/.cache/sparkles."""
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("SPARKLES_CACHE_DIR") or Path(xdg) / "sparkles"
+    return Path(base) / f"keras-{version('keras')}-applications.json"
+
+
+def _described() -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads(descriptions_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(name: str, **fields: Any) -> None:
+    """Merge ``fields`` into ``name``'s description; a file that cannot be written is skipped."""
+    target = descriptions_file()
+    known = _described()
+    known[name] = {**known.get(name, {}), **fields}
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=target.parent, delete=False) as handle:
+            json.dump(known, handle, indent=1, sort_keys=True)
+        os.replace(handle.name, target)  # readers see the old file or the new one
+    except OSError as err:
+        log.debug("not remembering %s's description in %s: %s", name, target, err)
+
+
 @functools.cache
 def get_spec(name: str) -> CnnSpec:
     """The model called ``name`` in keras.applications; its input size is Keras' default."""
+    known = _described().get(name)
+    if known and "family" in known:
+        weights = known.get("imagenet")
+        return CnnSpec(
+            name, known["family"], (known["size"], known["size"]), known["min_size"],
+            ImagenetFile(**weights) if weights else None,
+        )  # fmt: skip
+    spec = _introspect(name)
+    _remember(name, family=spec.family, size=spec.input_size[0], min_size=spec.min_size)
+    return spec
+
+
+def _introspect(name: str) -> CnnSpec:
+    import_keras()
     from keras.src.applications import imagenet_utils
 
     constructor = _constructor(name)
@@ -141,6 +198,7 @@ def get_spec(name: str) -> CnnSpec:
 
 @functools.cache
 def _imagenet_file(name: str, input_size: tuple[int, int]) -> ImagenetFile:
+    import_keras()
     from keras.src.utils import file_utils
 
     seen: dict[str, Any] = {}
@@ -148,7 +206,9 @@ def _imagenet_file(name: str, input_size: tuple[int, int]) -> ImagenetFile:
         _constructor(name)(include_top=False, weights="imagenet", input_shape=(*input_size, 3))
     if not seen:
         raise ValueError(f"keras.applications.{name} fetches no ImageNet weights file")
-    return ImagenetFile(seen["fname"], seen["origin"], seen.get("file_hash"))
+    file = ImagenetFile(seen["fname"], seen["origin"], seen.get("file_hash"))
+    _remember(name, imagenet=asdict(file))
+    return file
 
 
 def sha256_file(path: str) -> str:

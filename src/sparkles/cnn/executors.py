@@ -22,6 +22,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 
 from sparkles.cnn.backbones import CnnSpec, sha256_file
 from sparkles.cnn.batches import batch_featurizer
+from sparkles.cnn.quiet import import_keras
 from sparkles.cnn.runtimes import (
     WORKER_TIMINGS_ENV,
     WORKER_TIMINGS_PREFIX,
@@ -85,6 +86,7 @@ def make_predict_fn(
         threads = context.cpus() if context is not None else 0
         if settings.runtime == "keras":  # OpenVINO's worker never imports TensorFlow
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import_keras()
             import tensorflow as tf
 
             try:  # only possible before TF's first op in this worker

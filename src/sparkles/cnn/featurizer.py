@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
+import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlparse
@@ -50,6 +49,8 @@ from sparkles.code import ship_to_executors
 from sparkles.config import FeaturizerConfig
 from sparkles.names import CONTENT, ERROR, FEATURES, WEIGHTS_DIR
 from sparkles.storage import is_uri
+
+log = logging.getLogger(__name__)
 
 
 def calibration_sample(images: DataFrame, sha: str, seed: int, count: int) -> DataFrame:
@@ -290,9 +291,7 @@ class DeepImageFeaturizer(
         whose CPU lacks it (executors are checked again when they build the model)."""
         precision, reason = precision_that_runs(self.getPrecision())
         if reason:
-            message = f"featurizer precision bf16 requested, but {reason}"
-            warnings.warn(message, stacklevel=3)
-            print(f"sparkles: {message}", file=sys.stderr, flush=True)
+            log.warning("featurizer precision bf16 requested, but %s", reason)
         return precision
 
     def _transform(self, dataset: DataFrame) -> DataFrame:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sparkles.cnn.backbones import CnnSpec, sha256_file
+from sparkles.cnn.quiet import converting, import_keras
 
 RUNTIMES = ("keras", "openvino")
 # Set in a Python worker's environment: after each batch it prints its cumulative seconds
@@ -108,7 +109,7 @@ def compile_cnn(
 def _keras(
     spec: CnnSpec, weights: str | None, pooling: str, seed: int, precision: str
 ) -> CompiledCnn:
-    import keras
+    keras = import_keras()
 
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
@@ -159,7 +160,7 @@ def preprocessing_model(spec: CnnSpec) -> Any:
     import openvino as ov
 
     def build() -> Any:
-        import keras
+        keras = import_keras()
 
         pixels = keras.Input((*spec.input_size, 3), name="pixels")
         # an identity (EfficientNet, ConvNeXt: the model preprocesses) still makes a graph
@@ -180,9 +181,10 @@ def _cached(folder: Path, build: Callable[[], Any]) -> Any:
             return ov.Core().read_model(folder / "model.xml")
         except Exception:  # unreadable (OpenVINO raises its own types): replace it
             shutil.rmtree(folder, ignore_errors=True)
-    import keras
+    keras = import_keras()
 
-    model = ov.convert_model(build())
+    with converting():
+        model = ov.convert_model(build())
     keras.backend.clear_session()  # the Keras model built for the conversion is not needed
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

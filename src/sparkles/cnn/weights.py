@@ -7,18 +7,25 @@ with a message that says how to provide it, not an hour later on an executor.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import socket
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from pyspark.sql import SparkSession
 
 from sparkles import storage
-from sparkles.cnn.backbones import CnnSpec, sha256_file
+from sparkles.cnn.backbones import CnnSpec, ImagenetFile, sha256_file
+from sparkles.cnn.quiet import import_keras
 from sparkles.errors import UserError
 from sparkles.storage import is_uri
+
+WEIGHTS_PROBE_SECONDS = 5  # offline, a download attempt fails in this long at most
 
 
 class WeightsUnavailableError(UserError, RuntimeError):
@@ -38,25 +45,66 @@ class ResolvedWeights:
 
 
 def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
-    import keras
-
+    """Keras' cached file, else Keras' own download; offline, a clear error at once (a DNS
+    failure or WEIGHTS_PROBE_SECONDS of silence), not Keras' retries."""
     file = spec.imagenet()
     origin = file.origin_from(mirror)
-    if cache_dir:  # Keras silently falls back to /tmp/.keras when the folder does not exist yet
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    try:  # Keras reports downloads on stdout, which belongs to our JSON summaries
-        with contextlib.redirect_stdout(sys.stderr):
-            return keras.utils.get_file(
-                file.name, origin, cache_subdir="models", file_hash=file.file_hash,
-                cache_dir=cache_dir,
-            )  # fmt: skip
-    except Exception as err:  # keras raises a bare Exception for fetch failures
-        raise WeightsUnavailableError(
-            f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
-            f"downloaded from {origin}: {err}. Provide the file {file.name} one way: "
-            f"put it in ~/.keras/models/ (or $KERAS_HOME/models/), set featurizer.weights to its "
-            f"path or s3:// URI, or set featurizer.weights_mirror to a server that has it."
-        ) from err
+    cached = cached_weights(file, cache_dir)
+    if cached is not None:
+        return cached
+    unreachable = _unreachable(origin)
+    if unreachable is None:
+        keras = import_keras()
+
+        if cache_dir:  # Keras silently falls back to /tmp/.keras when the folder does not exist
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        try:  # Keras reports downloads on stdout, which belongs to our JSON summaries
+            with contextlib.redirect_stdout(sys.stderr):
+                return keras.utils.get_file(
+                    file.name, origin, cache_subdir="models", file_hash=file.file_hash,
+                    cache_dir=cache_dir,
+                )  # fmt: skip
+        except Exception as err:  # keras raises a bare Exception for fetch failures
+            unreachable = str(err)
+    raise WeightsUnavailableError(
+        f"ImageNet weights for {spec.name} are not in the Keras cache and could not be "
+        f"downloaded from {origin}: {unreachable}. Provide the file {file.name} one way: "
+        f"put it in ~/.keras/models/ (or $KERAS_HOME/models/), set featurizer.weights to its "
+        f"path or s3:// URI, or set featurizer.weights_mirror to a server that has it."
+    )
+
+
+def cached_weights(file: ImagenetFile, cache_dir: str | None = None) -> str | None:
+    """The file where ``keras.utils.get_file`` keeps it (``cache_dir``, else $KERAS_HOME or
+    ~/.keras, else /tmp/.keras), if it is there whole: Keras' checksum (md5 or sha256) holds."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
+    fallback = os.path.join(tempfile.gettempdir(), ".keras")
+    homes = [cache_dir] if cache_dir else [keras_home, fallback]
+    for home in homes:
+        path = Path(os.path.expanduser(home)) / "models" / file.name
+        if path.is_file() and (file.file_hash is None or _digest(path, file.file_hash)):
+            return str(path)
+    return None
+
+
+def _digest(path: Path, expected: str) -> bool:
+    algorithm = hashlib.sha256 if len(expected) == 64 else hashlib.md5  # Keras' "auto"
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest() == expected
+
+
+def _unreachable(url: str) -> str | None:
+    """Why ``url``'s server (or the proxy for it) cannot be reached now; None if it answers."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlsplit(proxy)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), WEIGHTS_PROBE_SECONDS).close()
+    except OSError as err:
+        return f"{parts.hostname}:{port} is unreachable ({err})"
+    return None
 
 
 def _file(spark: SparkSession | None, location: str) -> str:

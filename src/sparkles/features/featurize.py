@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,9 +67,7 @@ def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
         if not settings.allow_random_weights:
             raise
         allowed = f"allow_random_weights: true in {profile.source}"
-        message = f"{err} -- falling back to RANDOM weights ({allowed})"
-        warnings.warn(message, stacklevel=2)
-        log.warning(message)
+        log.warning("%s -- falling back to RANDOM weights (%s)", err, allowed)
         fallback = resolve_weights(spec, "random", settings.random_seed)
         return dataclasses.replace(fallback, requested=settings.weights)
 
@@ -167,10 +164,10 @@ def featurize(
             seconds = time.monotonic() - started
             if len(store.live_segments()) > profile.cache.compact_after_segments:
                 store.compact()
-        if len(index.segments.live()) > profile.cache.compact_after_segments:
-            index.compact()
         else:
             log.info("every image has features in %s: the CNN does not run", store.root)
+        if len(index.segments.live()) > profile.cache.compact_after_segments:
+            index.compact()
         key = fingerprint({"store": store.key}, manifest_rows(identities, TABLE_MANIFEST))
         table = TrainingTable(key, store.save_table(key, identities), store)
     finally:
@@ -198,7 +195,7 @@ def _images_to_compute(identities: DataFrame, known: DataFrame) -> list[tuple[st
     """(image_sha256, one path with those bytes) of every image ``known`` lacks."""
     missing = identities.select(SHA, "path").join(known, SHA, "left_anti")
     one_path = missing.groupBy(SHA).agg(F.min("path").alias("path")).orderBy(SHA)
-    return [(row[SHA], row.path) for row in one_path.toLocalIterator()]
+    return [(row[SHA], row.path) for row in one_path.collect()]
 
 
 def _compute(

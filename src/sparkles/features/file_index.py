@@ -76,7 +76,7 @@ class FileIndex:
         trusted = self.trusted()
         known = listed.join(trusted, [PATH, LENGTH, MODIFIED]).select(PATH, SHA)
         unknown = listed if rehash else listed.join(known, PATH, "left_anti")
-        paths = [row.path for row in unknown.select(PATH).toLocalIterator()]
+        paths = [row.path for row in unknown.select(PATH).collect()]  # one job, not one a partition
         if not paths:
             return Hashes(known, known.count(), 0, 0)
         log.info("hashing %d files the file index does not know", len(paths))
