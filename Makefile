@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 quickstart: install
 	sparkles init --profile $(PROFILE)
 	mlflow run . --env-manager local --experiment-name sparkles -P profile=$(PROFILE)
-	@echo "Compare runs: mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI)"
+	@sparkles init --profile $(PROFILE) | tail -n 1
 
 lint: install
 	ruff check .

@@ -11,6 +11,7 @@ import tempfile
 import mlflow
 import pytest
 
+from sparkles import tracking
 from sparkles.commands import run_tune
 from sparkles.config import load_profile
 from sparkles.deploy.registry import promote
@@ -64,11 +65,29 @@ def render(url: str, screenshot: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def test_experiment_page_lists_the_runs(server) -> None:
+def readme_ui_links() -> tuple[str, str]:
+    """The UI's address and the runs link, as README.md gives them."""
+    text = (ROOT / "README.md").read_text()
+    [link] = re.findall(r"# open (http://\S+/#/experiments/\d+/runs\S*)", text)
+    return link.split("/#/")[0], link
+
+
+def test_the_readme_link_opens_the_runs_table_where_the_home_page_would_not(server) -> None:
+    """A fresh browser, as a newcomer's: the README's link lands on the runs table; the
+    experiment's link on the home page lands on the GenAI overview, as the README warns."""
     base, _, tuned, _ = server
     experiment = mlflow.get_experiment_by_name("reg-strong")
-    text = render(f"{base}/#/experiments/{experiment.experiment_id}/runs", "experiment-runs.png")
-    assert "Training runs" in text  # opened as a model-training experiment, not the GenAI overview
+    readme_base, readme_link = readme_ui_links()
+    assert tracking.runs_page("1") == readme_link  # what `sparkles init` prints
+    home = render(base + "/", "home.png")
+    assert "Model training" in home and "reg-strong" in home  # the switch the README names
+    plain = render(f"{base}/#/experiments/{experiment.experiment_id}", "experiment-genai.png")
+    assert "Overview" in plain and "Traces" in plain
+    link = readme_link.replace(readme_base, base).replace(
+        "/experiments/1/", f"/experiments/{experiment.experiment_id}/"
+    )
+    text = render(link, "experiment-runs.png")
+    assert "Runs" in text and "Model registry" in text and "Overview" not in text
     for name in ("main", "tune-grid"):
         assert re.search(rf"\b{name}\b", text), name
     assert (SHOTS / "experiment-runs.png").stat().st_size > 10_000

@@ -78,6 +78,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"tracking {where}, experiment {profile.mlflow.experiment!r} "
         f"(id {experiment_id}); data at {profile.data.images}"
     )
+    print(f"compare runs: {tracking.how_to_compare(where, experiment_id)}")
     return 0
 
 
@@ -288,11 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "featurize", parents=[common],
         help="CNN features for the profile's images; only those the feature store lacks",
     )  # fmt: skip
-    featurize.add_argument(
-        "--refresh", nargs="?", const="true", default="false",
-        help="run the CNN on every image again (the new features win)",
-    )  # fmt: skip
-    _add_rehash(featurize)
+    _add_featurize_options(featurize)
     featurize.set_defaults(func=cmd_featurize)
 
     compact = commands.add_parser(
@@ -349,17 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
         "main", parents=[common], help="featurize (cache-aware) then train, in one MLflow run"
     )
     _add_train_options(main_job)
-    main_job.add_argument(
-        "--refresh", nargs="?", const="true", default="false",
-        help="run the CNN on every image again (the new features win)",
-    )  # fmt: skip
-    _add_rehash(main_job)
+    _add_featurize_options(main_job)
     main_job.set_defaults(func=cmd_main)
     _add_openimages(commands)
     return parser
 
 
-def _add_rehash(parser: argparse.ArgumentParser) -> None:
+def _add_featurize_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--refresh", nargs="?", const="true", default="false",
+        help="run the CNN on every image again (the new features win)",
+    )  # fmt: skip
     parser.add_argument(
         "--rehash", nargs="?", const="true", default="false",
         help="read and hash every image file again, repairing the file index (after a tool "
@@ -399,28 +396,15 @@ def main(argv: list[str] | None = None) -> int:
         started = _active_spark()
         if started is not None and already is None:
             if os.environ.get(REPORT_READS, "") not in ("", "0"):
-                _report_reads(started)
+                from sparkles.progress import report_reads  # pyspark is loaded by now
+
+                report_reads(started)
             started.stop()
 
 
 # Set (to 1) to log what Spark ran and read at the end of a command (bench/commands.py does):
 # a second or so of status-store queries, so not by default.
 REPORT_READS = "SPARKLES_REPORT_READS"
-
-
-def _report_reads(spark) -> None:
-    """What the command ran and read, image files apart: on S3 those bytes are the bill."""
-    from sparkles.progress import input_bytes, jobs_run
-
-    try:
-        total, images = input_bytes(spark), input_bytes(spark, scanning="binaryFile")
-        jobs = jobs_run(spark)
-    except Exception:  # a status store that cannot be asked must not fail a finished command
-        return
-    log.info(
-        "Spark ran %d jobs and read %.1f MB (cached blocks included), %.1f MB of it image files",
-        jobs, total / 1e6, images / 1e6,
-    )  # fmt: skip
 
 
 def _active_spark():  # -> SparkSession | None, without importing pyspark for commands that don't

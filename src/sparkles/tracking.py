@@ -32,8 +32,24 @@ def tracking_uri(profile: Profile) -> str:
     return _STARTUP_TRACKING_URI or profile.mlflow.tracking_uri
 
 
-# The MLflow 3 UI opens an experiment in GenAI mode unless told it holds model training runs.
+# The MLflow 3 UI opens an experiment in GenAI mode unless told it holds model training runs
+# (a UI with the GenAI / Model training switch follows the switch instead: ``runs_page``).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def runs_page(experiment_id: str, base: str = UI) -> str:
+    """The experiment's runs table in the UI's *Model training* workspace. A fresh browser
+    starts MLflow 3.17 in its GenAI workspace, where the experiment opens on its traces
+    overview; the ``workflowType`` parameter picks the workspace."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def how_to_compare(where: str, experiment_id: str) -> str:
+    """What to open to see the runs: a tracking server serves its own UI; a store needs one."""
+    if where.startswith(("http://", "https://")):
+        return f"open {runs_page(experiment_id, where.rstrip('/'))}"
+    return f"mlflow ui --backend-store-uri {where}, then open {runs_page(experiment_id)}"
 
 
 def configure(profile: Profile) -> str:
