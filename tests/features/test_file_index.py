@@ -16,11 +16,8 @@ from pathlib import Path
 import numpy as np
 from inotify_simple import INotify, flags
 
-from sparkles.config import load_profile
-from sparkles.data.sample import ensure_sample
 from sparkles.features.featurize import featurize
-from tests.conftest import write_profile
-from tests.features.test_store import _features, _labelled_files
+from tests.features.test_store import _features, _labelled_files, _sample
 
 
 @contextmanager
@@ -34,8 +31,7 @@ def opened_files(folder: Path) -> Iterator[set[str]]:
 
 
 def test_a_featurize_reads_only_the_files_the_index_lacks(spark, tmp_path: Path) -> None:
-    profile = load_profile(str(write_profile(tmp_path)))
-    ensure_sample(profile)
+    _, profile = _sample(tmp_path)
     images = Path(profile.data.images)
     aside = tmp_path / "aside"
     aside.mkdir()
@@ -69,7 +65,7 @@ def test_a_featurize_reads_only_the_files_the_index_lacks(spark, tmp_path: Path)
 
     # re-timestamped: read once to learn its bytes are known, no CNN work
     touched = added[0]
-    os.utime(touched, (time.time() - 3600, time.time() - 3600))
+    os.utime(touched, (time.time() - 7200, time.time() - 7200))
     with opened_files(images) as opened:
         fourth = featurize(profile, spark)
     assert opened == {touched.name}
@@ -81,8 +77,7 @@ def test_a_file_modified_as_it_is_hashed_is_read_again_until_it_settles(
     spark, tmp_path: Path
 ) -> None:
     """git's racy entries: a modification time not older than the hash proves nothing."""
-    profile = load_profile(str(write_profile(tmp_path)))
-    ensure_sample(profile)
+    _, profile = _sample(tmp_path)
     featurize(profile, spark)
     racy = _labelled_files(profile, 1)[0]
     future = time.time() + 3600  # a clock ahead of ours, or a write in the same tick
