@@ -107,7 +107,7 @@ def _committed(folder: Path) -> pd.DataFrame:
 
 def _features(cache: Path) -> dict[str, np.ndarray]:
     """File name → features, from the feature store's files (pandas: no Spark involved)."""
-    (store,) = [p for p in cache.iterdir() if p.is_dir()]
+    (store,) = [p for p in cache.iterdir() if (p / "settings.json").is_file()]  # not file-index/
     frame = _committed(store / "tables").merge(_committed(store / "segments"), on="image_sha256")
     frame = frame[frame.featurize_error.isna()]
     pairs = zip(frame.path, frame.features, strict=True)
