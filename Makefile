@@ -11,9 +11,11 @@ PYTEST_ARGS ?=
 # and train (pyspark.ml) tests that use Spark (their unit tier does not touch pyspark: it ran
 # in the first venv). featurize and tune add only plain DataFrame code; they passed on 3.5.9
 # until CI time ran short (`make test-spark35 SPARK35_TESTS="tests/features/test_featurize.py
-# tests/train/test_tune.py"` runs them).
+# tests/train/test_tune.py"` runs them). The file index's tests run here too: its listing is
+# binaryFile's length and modificationTime (Hadoop's FileStatus), on both pyspark lines.
 VENV35 ?= .venv-spark35
-SPARK35_TESTS ?= tests/cnn/test_featurizer.py tests/train/test_fit.py tests/train/test_splits.py
+SPARK35_TESTS ?= tests/cnn/test_featurizer.py tests/train/test_fit.py tests/train/test_splits.py \
+	tests/features/test_file_index.py
 
 .PHONY: install quickstart test test-fast test-spark35 lint format clean
 
