@@ -166,7 +166,8 @@ def featurize(
                 store.compact()
         else:
             log.info("every image has features in %s: the CNN does not run", store.root)
-        if len(index.segments.live()) > profile.cache.compact_after_segments:
+        # only a run that appended to the index can have pushed it past the threshold
+        if hashes.hashed and len(index.segments.live()) > profile.cache.compact_after_segments:
             index.compact()
         key = fingerprint({"store": store.key}, manifest_rows(identities, TABLE_MANIFEST))
         table = TrainingTable(key, store.save_table(key, identities), store)
