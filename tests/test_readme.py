@@ -288,10 +288,10 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     assert parent.data.metrics["accuracy"] > 0.5
 
     # Registry: promote, then predict with the champion.
-    space.run(command("mlflow run . -e promote"))
+    space.run(command("mlflow run . -e promote --env-manager local"))
     champion = client().get_model_version_by_alias("sparkles-car-vs-tree", "champion")
     assert champion.tags["sparkles.promotion.decision"] == "first-champion"
-    space.run(command("mlflow run . -e predict"))
+    space.run(command("mlflow run . -e predict --env-manager local -P images="))
     scored = pd.read_parquet(space.root / "predictions" / "predictions")
     quarantined = pd.read_parquet(space.root / "predictions" / "quarantine")
     on_disk = list((space.root / "data" / "sample" / "validation").glob("*.jpg"))
@@ -299,13 +299,17 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     assert set(scored.predicted_label) <= {"Car", "Tree"}
 
     # Serve the champion without Spark, and ask it with curl, as written.
-    _check_serving(space, command("mlflow models serve"), command("IMAGE="))
+    _check_serving(
+        space, command("mlflow models serve -m models:/sparkles-car-vs"), command("IMAGE=")
+    )
 
     # The Python example scores images with the champion, through Spark and pyfunc.
     (example,) = [text for text in readme_python() if "load_model" in text]
     (space.root / "readme_example.py").write_text(example)
     done = space.run("python readme_example.py")
     assert "prediction" in done.stdout and ("Car" in done.stdout or "Tree" in done.stdout)
+
+    _check_multi_label(space)
 
     # EDA, as an entry point and as a notebook run as plain Python.
     before = _ids(space)
@@ -324,7 +328,32 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     assert default == [], [r.data.tags.get("mlflow.project.entryPoint") for r in default]
 
 
-def _check_serving(space: Workspace, serve: str, ask: str) -> None:
+def _check_multi_label(space: Workspace) -> None:
+    """The multi-label lines: main (no feature computed), a search on micro F1, its own
+    registered model promoted, predict and serve answering sets of classes."""
+    multi = 'mlflow run . -e {} --env-manager local -P overrides="data.multi_label_policy'
+    before = _ids(space)
+    space.run(command(multi.format("main")))
+    (main,) = _new_runs(space, before)
+    assert main.data.metrics["count_computed"] == 0 and "subset_accuracy" in main.data.metrics
+    before = _ids(space)
+    space.run(command(f'{TUNE} -P overrides="data.multi_label_policy'))
+    (parent,) = [r for r in _new_runs(space, before) if "mlflow.parentRunId" not in r.data.tags]
+    assert "best_val_micro_f1" in parent.data.metrics
+    space.run(command(multi.format("promote")))
+    champion = mlflow.MlflowClient().get_model_version_by_alias("sparkles-car-and-tree", "champion")
+    assert champion.run_id in (main.info.run_id, parent.info.run_id)
+    space.run(command("mlflow run . -e predict --env-manager local -P model_uri="))
+    scored = pd.read_parquet(space.root / "predictions-multi-label" / "predictions")
+    assert "predicted_label" not in scored and len(scored) > 0
+    assert {name for names in scored.predicted_labels for name in names} <= {"Car", "Tree"}
+    serve = command("mlflow models serve -m models:/sparkles-car-and-tree")
+    (row,) = _check_serving(space, serve, command("IMAGE=").replace(":5001/", ":5002/"))
+    assert set(row["predicted_labels"]) <= {"Car", "Tree"} and "prediction" not in row
+    assert row["featurize_error"] is None and 0 <= row["probability_Car"] <= 1
+
+
+def _check_serving(space: Workspace, serve: str, ask: str) -> list[dict]:
     """Start the README's serve line, run its curl line (which waits for the server), stop."""
     script = "\n".join(["set -euo pipefail", *space.setup, f"exec {serve}"])
     serving = subprocess.Popen(
@@ -341,8 +370,11 @@ def _check_serving(space: Workspace, serve: str, ask: str) -> None:
             os.killpg(serving.pid, signal.SIGTERM)
             serving.wait(timeout=60)
     (row,) = answer["predictions"]
+    if "predicted_labels" in row:  # a multi-label model: _check_multi_label reads it
+        return answer["predictions"]
     assert row["prediction"] in ("Car", "Tree") and row["featurize_error"] is None
     assert row["probability_Car"] + row["probability_Tree"] == pytest.approx(1, abs=1e-9)
+    return answer["predictions"]
 
 
 def _check_mlflow_ui(space: Workspace, line: str) -> None:

@@ -24,6 +24,7 @@ TRAIN_OPTIONS = {
     "elastic_net_param": "train.elastic_net_param",
     "max_iter": "train.max_iter",
 }
+METRIC_HELP = "auc, accuracy or f1; multi-label: auc, micro_f1, macro_f1 or subset_accuracy"
 TUNE_OPTIONS = {"method": "tune.method", "max_evals": "tune.max_evals", "metric": "tune.metric"}
 # Commands that read a feature table and fit: no live UI to serve (the history server still
 # has their event logs where the profile keeps them), unless the profile asks for one.
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--method", default=None, help="grid or hyperopt (default: the profile's)")
     tune.add_argument("--max-evals", default=None, help="hyperopt trials")
-    tune.add_argument("--metric", default=None, help="auc, accuracy or f1 (validation split)")
+    tune.add_argument("--metric", default=None, help=METRIC_HELP)
     _add_features_option(tune)
     tune.set_defaults(func=cmd_tune)
 
@@ -318,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "promote", parents=[common], help="register the best run; move `champion` if it is better"
     )
     promote.add_argument("--experiment", default=None, help="default: the profile's")
-    promote.add_argument("--metric", default=None, help="auc, accuracy or f1 (test split)")
+    promote.add_argument("--metric", default=None, help=METRIC_HELP)
     promote.add_argument("--model-name", default=None, help="registered model name")
     promote.add_argument("--min-improvement", default=None, help="required gain over champion")
     promote.set_defaults(func=cmd_promote)

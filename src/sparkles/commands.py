@@ -29,6 +29,8 @@ from sparkles.train.splits import split_params, train_and_test
 from sparkles.train.tune import search
 
 log = logging.getLogger(__name__)
+HEADLINE = ("accuracy", "f1", "auc")
+HEADLINE_MULTI_LABEL = ("auc", "micro_f1", "subset_accuracy", "study_accuracy")
 
 
 def _train_and_log(
@@ -43,13 +45,9 @@ def _train_and_log(
     result = train(profile, spark, featurized.table, params, validation)
     log_training(result, spark, profile, featurized, params)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
-    log.info(
-        "accuracy %.4f  f1 %.4f  auc %.4f on %d test images",
-        metrics["accuracy"],
-        metrics["f1"],
-        metrics.get("auc", float("nan")),
-        metrics["count_test"],
-    )
+    shown = HEADLINE_MULTI_LABEL if profile.multi_label else HEADLINE
+    said = "  ".join(f"{name} {metrics[name]:.4f}" for name in shown)
+    log.info("%s on %d test images", said, metrics["count_test"])
     return {"featurize": summary(featurized), "metrics": metrics}
 
 
@@ -105,8 +103,8 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
         )
         with read_once(featurized.table.features()) as features:
             train_set, _ = train_and_test(features, split_params(profile.train))
-            n_classes = train_set.select("label").distinct().count()
-            found = search(profile, train_set, n_classes, method, max_evals)
+            labels = sorted(row.label for row in train_set.select("label").distinct().collect())
+            found = search(profile, train_set, labels, method, max_evals)
         best = found.best
         mlflow.set_tags({BEST_RUN_TAG: best.run_id, TRIALS_TAG: len(found.trials)})
         mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])

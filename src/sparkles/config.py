@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from sparkles.errors import ConfigError
+from sparkles.names import MULTI_LABEL
 from sparkles.overrides import (
     CREDENTIAL_KEYS,
     apply_overrides,
@@ -31,6 +32,11 @@ from sparkles.overrides import (
 from sparkles.storage import is_uri
 
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
+# what a search and the registry may select on: val_<metric>, higher is better
+Metric = Literal["auc", "accuracy", "f1", "micro_f1", "macro_f1", "subset_accuracy"]
+# auc is the macro mean over classes of more than two, single- or multi-label alike
+SINGLE_LABEL_METRICS = ("auc", "accuracy", "f1")
+MULTI_LABEL_METRICS = ("auc", "micro_f1", "macro_f1", "subset_accuracy")
 
 
 class _Strict(BaseModel):
@@ -87,8 +93,9 @@ class DataConfig(_Strict):
     image_glob: str = "*.jpg"
     classes: list[str] = Field(default_factory=lambda: ["Car", "Tree"], min_length=2)
     # an image with several target classes: dropped (counted), kept once under the first class
-    # listed, or kept once per class (the 2019 study's counting; splits keep its copies together)
-    multi_label_policy: Literal["drop", "keep-first", "keep-all"] = "drop"
+    # listed, kept once per class (the 2019 study's counting; splits keep its copies together),
+    # or kept once with its set of classes and a classifier per class (docs/commands.md)
+    multi_label_policy: Literal["drop", "keep-first", "keep-all", "multi-label"] = "drop"
     sample: SampleConfig | None = None
 
     @model_validator(mode="after")
@@ -270,7 +277,7 @@ class TuneConfig(_KindSections):
         return self
 
     method: Literal["grid", "hyperopt"] = "hyperopt"
-    metric: Literal["auc", "accuracy", "f1"] = "auc"
+    metric: Metric = "auc"
     max_evals: int = Field(default=16, ge=1)
     seed: int = 0
     validation: Literal["holdout", "cv"] = "holdout"
@@ -281,7 +288,7 @@ class TuneConfig(_KindSections):
 
 class RegistryConfig(_Strict):
     model_name: str = "sparkles-car-vs-tree"
-    metric: Literal["auc", "accuracy", "f1"] = "auc"
+    metric: Metric = "auc"
     min_improvement: float = Field(default=0.0, ge=0)
     # runs that fell back to random weights are never promoted unless this says so
     allow_random_weights: bool = False
@@ -313,6 +320,25 @@ class Profile(_Strict):
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     eda: EdaConfig = EdaConfig()
+
+    @property
+    def multi_label(self) -> bool:
+        return self.data.multi_label_policy == MULTI_LABEL
+
+    @model_validator(mode="after")
+    def _metrics_of_the_policy(self) -> Profile:
+        """A multi-label model has no single accuracy or weighted F1 to select on, and a
+        single-label one no label sets: a metric the runs will not log is an error now."""
+        allowed = MULTI_LABEL_METRICS if self.multi_label else SINGLE_LABEL_METRICS
+        policy = self.data.multi_label_policy
+        for section in ("tune", "registry"):
+            metric = getattr(self, section).metric
+            if metric not in allowed:
+                raise ValueError(
+                    f"key '{section}.metric': {metric!r} is not logged under "
+                    f"data.multi_label_policy {policy!r} (one of {', '.join(allowed)})"
+                )
+        return self
 
 
 def conf_dir() -> Path:

@@ -19,6 +19,10 @@ LABEL_INDEX = "label_index"  # the StringIndexer's index of LABEL
 PREDICTION_INDEX = "prediction_index"  # the classifier's, before IndexToString names it
 QUARANTINE_REASON = "reason"  # ERROR's name in quarantine.csv and the predictions' CSV
 PASSED_THROUGH = (PATH, IMAGE_ID)  # what a scorer hands back beside its prediction
+# multi-label (data.multi_label_policy: multi-label): an image's set of classes, true and said
+MULTI_LABEL = "multi-label"
+LABELS = "labels"
+PREDICTED_LABELS = "predicted_labels"
 
 
 def probability_column(label: str) -> str:

@@ -26,6 +26,7 @@ from sparkles.tracking import loggable
 if TYPE_CHECKING:
     from sparkles.model.kinds import SearchAxes
     from sparkles.train.evaluate import Evaluation
+    from sparkles.train.evaluate_sets import SetEvaluation
     from sparkles.train.tune import Search
 
 
@@ -54,6 +55,43 @@ def plot_roc(evaluation: Evaluation, path: Path) -> Path:
         title = f"ROC one-vs-rest, held-out test\nmacro-average AUC = {auc:.4f}"
     axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     axes.legend(loc="lower right")
+    return save_figure(figure, path)
+
+
+def plot_roc_per_class(evaluation: SetEvaluation, path: Path) -> Path:
+    """Multi-label: one curve per class (its classifier's margin against carrying the class),
+    each class's threshold marked where its classifier says it."""
+    figure = Figure(figsize=(5, 5))
+    axes = figure.subplots()
+    frame = evaluation.predictions
+    for name, threshold in zip(evaluation.labels, evaluation.thresholds, strict=True):
+        truth = frame.labels.str.split("|").apply(lambda names, n=name: n in names).astype(int)
+        fpr, tpr, _ = roc_curve(truth, frame[f"margin_{name}"])
+        (line,) = axes.plot(fpr, tpr, lw=2, label=f"{name} (AUC = {sk_auc(fpr, tpr):.4f})")
+        said = frame[f"probability_{name}"] >= threshold
+        at = (said[truth == 0].mean() if (truth == 0).any() else 0.0, said[truth == 1].mean())
+        axes.scatter(*at, color=line.get_color(), edgecolors="black", zorder=3)
+    axes.plot([0, 1], [0, 1], ls="--", color="grey", label="chance (AUC = 0.5)")
+    auc = evaluation.metrics.get("auc", float("nan"))
+    title = f"ROC per class, held-out test\nmacro-average AUC = {auc:.4f}; dots: thresholds"
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    axes.legend(loc="lower right")
+    return save_figure(figure, path)
+
+
+def plot_label_sets(evaluation: SetEvaluation, path: Path) -> Path:
+    """Multi-label: test images by true set (rows) and predicted set (columns); the diagonal is
+    subset accuracy's numerator."""
+    truth, said, matrix = evaluation.sets()
+    figure = Figure(figsize=(1.6 + 1.1 * len(said), 1.4 + 0.6 * len(truth)))
+    axes = figure.subplots()
+    axes.imshow(matrix, cmap="Blues", aspect="auto")
+    axes.set_xticks(range(len(said)), [name or "none" for name in said], rotation=30)
+    axes.set_yticks(range(len(truth)), [name or "none" for name in truth])
+    axes.set(xlabel="predicted set", ylabel="true set", title="Label sets, held-out test")
+    for (row, column), value in np.ndenumerate(matrix):
+        colour = "white" if value > matrix.max() / 2 else "black"
+        axes.text(column, row, str(value), ha="center", va="center", color=colour)
     return save_figure(figure, path)
 
 
@@ -91,8 +129,9 @@ def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
 
 
 def plot_misclassified(wrong: pd.DataFrame, contents: dict[str, bytes], path: Path) -> Path:
-    """Misclassified test images (rows of ``Evaluation.most_confident_mistakes``), truth and
-    P(predicted class) in titles; one whose bytes ``contents`` lacks is drawn as its title."""
+    """Misclassified test images (rows of ``Evaluation.most_confident_mistakes``, or of
+    ``SetEvaluation.differing`` with their own ``caption``), truth and P(predicted class) in
+    titles; one whose bytes ``contents`` lacks is drawn as its title."""
     columns = 4
     count = max(len(wrong), 1)
     rows_needed = (count + columns - 1) // columns
@@ -108,11 +147,11 @@ def plot_misclassified(wrong: pd.DataFrame, contents: dict[str, bytes], path: Pa
             cell.imshow(Image.open(io.BytesIO(contents[row.path])).convert("RGB"))
         else:
             cell.text(0.5, 0.5, "image no longer\nat its path", ha="center", va="center")
-        cell.set_title(
+        caption = getattr(row, "caption", None) or (
             f"true {row.label}, said {getattr(row, PREDICTION)}\n"
-            f"P({getattr(row, PREDICTION)}) = {row.confidence:.2f}",
-            fontsize=8,
+            f"P({getattr(row, PREDICTION)}) = {row.confidence:.2f}"
         )
+        cell.set_title(caption, fontsize=8)
     figure.suptitle("Misclassified test images (most confident first)")
     return save_figure(figure, path, dpi=90)
 

@@ -2,9 +2,15 @@
 
 Keeps positive labels only (Confidence 1), joins display names, selects the target classes by
 display name, and applies an explicit policy to images that carry several target classes:
-``drop`` them, ``keep-first`` (the first class listed), or ``keep-all`` (one row per class, the
-way the 2019 study counted them: whatever the model says, one of the rows is an error). Every
-image that leaves the set is counted.
+``drop`` them, ``keep-first`` (the first class listed), ``keep-all`` (one row per class, the
+way the 2019 study counted them: whatever the model says, one of the rows is an error), or
+``multi-label`` (the same rows, read as the image's set of classes: a classifier per class).
+Every image that leaves the set is counted.
+
+Under ``multi-label`` an image enters by a positive (Confidence 1) target label, as under every
+policy, so all four answer on the same images; every target class it does not carry is a
+negative for it, whether a human verified its absence (Confidence 0: ``explicit_negatives``) or
+nobody looked (``assumed_negatives``): both are counted.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pyspark.sql import functions as F
 
 from sparkles.data.images import ImageFiles
 from sparkles.errors import UserError
-from sparkles.names import IMAGE_ID
+from sparkles.names import IMAGE_ID, MULTI_LABEL
 
 LABELS_SCHEMA = "ImageID string, Source string, LabelName string, Confidence double"
 CLASSES_SCHEMA = "LabelName string, DisplayName string"
@@ -120,8 +126,9 @@ def select_target_labels(
         F.sum((F.col("n_targets") > 1).cast("int")).alias("multi_label_images"),
     ).first()
     multi = per_image.where("n_targets > 1").select(IMAGE_ID, F.col("ranked.label").alias("labels"))
-    kept = per_image if policy in ("keep-first", "keep-all") else per_image.where("n_targets = 1")
-    if policy == "keep-all":
+    every_row = policy in ("keep-all", MULTI_LABEL)
+    kept = per_image if policy != "drop" else per_image.where("n_targets = 1")
+    if every_row:
         ranked = kept.select(IMAGE_ID, F.explode("ranked").alias("ranked"))
         labels = ranked.select(IMAGE_ID, F.col("ranked")["label"].alias("label")).cache()
     else:
@@ -136,9 +143,30 @@ def select_target_labels(
         "labeled_images": kept.count(),
         "labeled_rows": labels.count(),
     }
+    if policy == MULTI_LABEL:
+        counts.update(_negatives(raw, target_df, per_image, len(classes), counts["labeled_rows"]))
     raw.unpersist()
     targets = per_image.select(IMAGE_ID)
     return LabeledImages(labels=labels, targets=targets, multi_label=multi, counts=counts)
+
+
+def _negatives(
+    raw: DataFrame, targets: DataFrame, per_image: DataFrame, n_classes: int, positives: int
+) -> dict[str, int]:
+    """How the (image, class) pairs that are not positives are known to be negatives: verified
+    absent (a Confidence 0 row, and no positive row of that class) or assumed."""
+    verified = (
+        raw.where(F.col("Confidence") == 0)
+        .join(F.broadcast(targets), "LabelName")
+        .select(F.col("ImageID").alias(IMAGE_ID), "label")
+        .distinct()
+        .join(per_image.select(IMAGE_ID), IMAGE_ID)
+    )
+    positive = raw.where(F.col("Confidence") == 1).join(F.broadcast(targets), "LabelName")
+    positive = positive.select(F.col("ImageID").alias(IMAGE_ID), "label")
+    explicit = verified.join(positive, [IMAGE_ID, "label"], "left_anti").count()
+    pairs = per_image.count() * n_classes
+    return {"explicit_negatives": explicit, "assumed_negatives": pairs - positives - explicit}
 
 
 def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:

@@ -18,8 +18,17 @@ from pyspark.sql import functions as F
 from sparkles import storage
 from sparkles.data.images import read_image_files
 from sparkles.errors import UserError
+from sparkles.model.label_sets import is_multi_label
 from sparkles.model.stages import class_labels
-from sparkles.names import ERROR, IMAGE_ID, PATH, PREDICTION, QUARANTINE_REASON, probability_column
+from sparkles.names import (
+    ERROR,
+    IMAGE_ID,
+    PATH,
+    PREDICTED_LABELS,
+    PREDICTION,
+    QUARANTINE_REASON,
+    probability_column,
+)
 from sparkles.progress import spark_progress
 
 log = logging.getLogger(__name__)
@@ -52,7 +61,8 @@ def _split_glob(images: str) -> tuple[str, str]:
 def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, int]:
     """One row per image file (path, image_id, predicted_label, probability: P(predicted label),
     probability_<class> for every class, featurize_error), and how many files there are,
-    0-byte ones included."""
+    0-byte ones included. A multi-label model's rows have ``predicted_labels`` (an array, empty
+    when no class reaches its threshold) in place of predicted_label and probability."""
     root, glob = _split_glob(images)
     files = read_image_files(spark, root, glob)
     inputs = files.files.select("path", IMAGE_ID, "content").unionByName(
@@ -64,11 +74,16 @@ def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, 
     # quarantined rows have no probability (vector_to_array rejects a null)
     present = F.col("probability").isNotNull()
     probability = vector_to_array("probability")
+    said = [
+        F.col(PREDICTION).alias("predicted_label"),
+        F.when(present, F.array_max(probability)).alias("probability"),
+    ]
+    if is_multi_label(model):
+        said = [F.col(PREDICTED_LABELS)]
     frame = scored.select(
         PATH,
         IMAGE_ID,
-        F.col(PREDICTION).alias("predicted_label"),
-        F.when(present, F.array_max(probability)).alias("probability"),
+        *said,
         *[
             F.when(present, probability[index]).alias(probability_column(name))
             for index, name in enumerate(class_labels(model))
@@ -110,7 +125,9 @@ def predict(
     with storage.reporting(output):
         good.write.mode("overwrite").parquet(f"{output}/{PREDICTIONS}")
         bad.write.mode("overwrite").parquet(f"{output}/{QUARANTINE}")
-        if csv:
+        if csv:  # CSV has no arrays: a multi-label set as "Car|Tree"
+            if PREDICTED_LABELS in good.columns:
+                good = good.withColumn(PREDICTED_LABELS, F.concat_ws("|", PREDICTED_LABELS))
             good.write.mode("overwrite").option("header", True).csv(f"{output}/{PREDICTIONS}_csv")
             bad.write.mode("overwrite").option("header", True).csv(f"{output}/{QUARANTINE}_csv")
     counts = everything.agg(

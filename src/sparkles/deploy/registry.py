@@ -29,6 +29,7 @@ from sparkles.data.images import read_contents
 from sparkles.errors import UserError
 from sparkles.features.commit import open_entry
 from sparkles.features.tables import open_training_table
+from sparkles.model.label_sets import is_multi_label, label_sets
 from sparkles.model.stages import class_labels
 from sparkles.names import (
     CACHE_FINGERPRINT_TAG,
@@ -44,6 +45,7 @@ from sparkles.names import (
 )
 from sparkles.session import build_session
 from sparkles.train.evaluate import headline_metrics
+from sparkles.train.evaluate_sets import headline_set_metrics
 from sparkles.train.splits import SPLIT_PARAMS, train_and_test
 
 log = logging.getLogger(__name__)
@@ -212,12 +214,13 @@ def rescore(
     features: DataFrame | None = None,
 ) -> list[float]:
     """Score each model on ``test`` (path, image_id, label): on ``features`` (stored rows of
-    those images) where given, else on the raw images."""
+    those images) where given, else on the raw images. A multi-label model scores each image
+    once, against its set of labels."""
     if features is not None:
         inputs = features.join(test.select(IMAGE_ID, "label").distinct(), [IMAGE_ID, "label"])
     else:
-        test = test.select("path", "label")
-        paths = [row.path for row in test.select("path").collect()]
+        test = test.select("path", IMAGE_ID, "label")
+        paths = [row.path for row in test.select("path").distinct().collect()]
         images = read_contents(spark, paths).select("path", "content")
         inputs = images.join(test, "path")
     scores = []
@@ -225,10 +228,14 @@ def rescore(
         model = mlflow.spark.load_model(uri)
         if features is not None:
             model = _without_featurizer(model)
+        labels = class_labels(model)
+        if is_multi_label(model):
+            scored = model.transform(label_sets(inputs)).where(F.col(ERROR).isNull())
+            scores.append(headline_set_metrics(scored, labels)[metric])
+            continue
         # with a label column present, the model's own StringIndexer adds label_index
         scored = model.transform(inputs).where(F.col(ERROR).isNull())
-        n_classes = len(class_labels(model))
-        scores.append(headline_metrics(scored, n_classes)[metric])
+        scores.append(headline_metrics(scored, len(labels))[metric])
     return scores
 
 

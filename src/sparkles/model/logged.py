@@ -55,7 +55,7 @@ def save_model(
         spark_model,
         path,
         mlflow_model=mlflow_model,
-        signature=signature(classifier["labels"]),
+        signature=signature(classifier["labels"], bool(classifier.get("multi_label"))),
         input_example=example,
         pip_requirements=pip_requirements,
         code_paths=code_paths,

@@ -6,8 +6,10 @@ It holds the backbone (weights file, model name, pooling, runtime, precision, de
 the classifier as numbers (a logistic regression's coefficients and intercepts, or a
 perceptron's layers and weights; the class names), decodes and runs the CNN with the same code
 as the Spark featurizer (``cnn.batches``, from the same ``CnnSettings``) and answers, per image,
-the predicted class, one probability per class and the reason an image could not be scored. This
-module must never import pyspark (tests/model/test_serving.py serves it where pyspark cannot load).
+the predicted class, one probability per class and the reason an image could not be scored. A
+multi-label model (classifier.json with ``multi_label``) answers ``predicted_labels``, the list of
+classes whose probability reaches their threshold, in place of ``prediction``. This module must
+never import pyspark (tests/model/test_serving.py serves it where pyspark cannot load).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sparkles.names import (
     CLASSIFIER_FILE,
     ERROR,
     PASSED_THROUGH,
+    PREDICTED_LABELS,
     PREDICTION,
     SETTINGS_FILE,
     probability_column,
@@ -39,8 +42,18 @@ from sparkles.names import (
 
 
 def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
-    """(n, classes) probabilities, as Spark computes them from the same numbers."""
-    return kind_of_numbers(classifier).probabilities(classifier, features)
+    """(n, classes) probabilities, as Spark computes them from the same numbers: of a
+    multi-label model, P(class k) by class k's own binary classifier."""
+    kind = kind_of_numbers(classifier)
+    if classifier.get("multi_label"):
+        each = [kind.probabilities(numbers, features)[:, 1] for numbers in classifier["classes"]]
+        return np.stack(each, axis=1)
+    return kind.probabilities(classifier, features)
+
+
+def _input_length(classifier: dict[str, Any]) -> int:
+    numbers = classifier["classes"][0] if classifier.get("multi_label") else classifier
+    return kind_of_numbers(classifier).input_length(numbers)
 
 
 class ImageScorer:
@@ -70,7 +83,7 @@ class ImageScorer:
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         contents = [_as_bytes(value) for value in model_input["content"]]
-        length = kind_of_numbers(self.classifier).input_length(self.classifier)
+        length = _input_length(self.classifier)
         features = np.zeros((len(contents), length))
         errors = np.empty(len(contents), dtype=object)
         for start in range(0, len(contents), self.batch_size):
@@ -82,8 +95,13 @@ class ImageScorer:
         out = pd.DataFrame(
             {name: model_input[name].to_numpy() for name in PASSED_THROUGH if name in model_input}
         )
-        names = np.asarray(labels, dtype=object)[probabilities.argmax(axis=1)]
-        out[PREDICTION] = np.where(scored, names, None)
+        if self.classifier.get("multi_label"):
+            said = probabilities >= np.asarray(self.classifier["thresholds"])
+            sets = [[name for name, yes in zip(labels, row, strict=True) if yes] for row in said]
+            out[PREDICTED_LABELS] = [s if ok else None for s, ok in zip(sets, scored, strict=True)]
+        else:
+            names = np.asarray(labels, dtype=object)[probabilities.argmax(axis=1)]
+            out[PREDICTION] = np.where(scored, names, None)
         for index, label in enumerate(labels):
             # None, not NaN, where quarantined: JSON has null but no NaN
             column = probabilities[:, index].astype(object)
@@ -134,8 +152,9 @@ def _as_bytes(value: Any) -> bytes | None:
     return bytes(value)
 
 
-def signature(labels: list[str]) -> mlflow.models.ModelSignature:
+def signature(labels: list[str], multi_label: bool = False) -> mlflow.models.ModelSignature:
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
 
     inputs = Schema(
         [
@@ -146,7 +165,9 @@ def signature(labels: list[str]) -> mlflow.models.ModelSignature:
     outputs = Schema(
         [
             *(ColSpec("string", n, required=False) for n in PASSED_THROUGH),
-            ColSpec("string", PREDICTION, required=False),
+            ColSpec(Array("string"), PREDICTED_LABELS, required=False)
+            if multi_label
+            else ColSpec("string", PREDICTION, required=False),
             *(ColSpec("double", probability_column(label), required=False) for label in labels),
             ColSpec("string", ERROR, required=False),
         ]

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.config import TrainConfig
-from sparkles.model import classifiers, kinds
+from sparkles.model import classifiers, kinds, label_sets
 from sparkles.names import ERROR, FEATURES, LABEL, LABEL_INDEX, PREDICTION, PREDICTION_INDEX
 
 OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
@@ -43,7 +43,10 @@ def stage_of(model: PipelineModel, kind: type[Stage]) -> Stage:
 
 
 def class_labels(model: PipelineModel) -> list[str]:
-    """Class names in index order (the StringIndexer's alphabetical order)."""
+    """Class names in index order (the StringIndexer's alphabetical order; a multi-label
+    model's LabelSet, alphabetical too)."""
+    if label_sets.is_multi_label(model):
+        return label_sets.label_set_stage(model).getLabels()
     return list(stage_of(model, StringIndexerModel).labels)
 
 
@@ -57,6 +60,8 @@ def feature_length(frame: DataFrame) -> int:
 
 def classifier_parameters(fitted: PipelineModel) -> dict[str, Any]:
     """The fitted classifier as plain numbers: what scores without Spark (``serving``)."""
+    if label_sets.is_multi_label(fitted):
+        return label_sets.classifier_parameters(fitted)
     kind = classifiers.kind_of_fitted(fitted.stages)
     return {"labels": class_labels(fitted), **kind.numbers(fitted.stages)}
 
@@ -120,7 +125,10 @@ def training_pipeline(
 
 
 def classifier_model(fitted: PipelineModel) -> PipelineModel:
-    """Indexer + classifier + label names: scores cached features."""
+    """Indexer + classifier + label names: scores cached features (a multi-label model names
+    its sets itself)."""
+    if label_sets.is_multi_label(fitted):
+        return fitted
     labels = class_labels(fitted)
     names = IndexToString(inputCol=PREDICTION_INDEX, outputCol=PREDICTION, labels=labels)
     return PipelineModel([*fitted.stages, names])
@@ -128,12 +136,13 @@ def classifier_model(fitted: PipelineModel) -> PipelineModel:
 
 def scoring_model(featurizer: DeepImageFeaturizer, fitted: PipelineModel) -> PipelineModel:
     """Featurizer + indexer + classifier + label names: scores raw image bytes (path, content)."""
-    size = stage_of(fitted, ProbabilisticClassificationModel).numFeatures
+    classifiers_in = [s for s in fitted.stages if isinstance(s, ProbabilisticClassificationModel)]
+    outputs = label_sets.OUTPUTS if label_sets.is_multi_label(fitted) else OUTPUTS
     return PipelineModel(
         [
             featurizer,
-            FillQuarantined(size=size),
+            FillQuarantined(size=classifiers_in[0].numFeatures),
             *classifier_model(fitted).stages,
-            MaskQuarantined(maskedCols=[*OUTPUTS, "features"]),
+            MaskQuarantined(maskedCols=[*outputs, "features"]),
         ]
     )

@@ -57,7 +57,7 @@ def _score_columns(n_classes: int) -> list[Column]:
     return [*columns, *[probability[k].alias(f"p{k}") for k in range(n_classes)]]
 
 
-def _auc(truth: np.ndarray, score: np.ndarray) -> float:
+def binary_auc(truth: np.ndarray, score: np.ndarray) -> float:
     """Area under ROC; 0.0 where ``truth`` holds one class only (as Spark's evaluator said)."""
     return float(roc_auc_score(truth, score)) if len(np.unique(truth)) == 2 else 0.0
 
@@ -65,9 +65,11 @@ def _auc(truth: np.ndarray, score: np.ndarray) -> float:
 def _headline(scores: pd.DataFrame, n_classes: int) -> dict[str, float]:
     truth, predicted = scores.true_index.to_numpy(), scores.predicted_index.to_numpy()
     if n_classes == 2:
-        auc = _auc(truth, scores.margin.to_numpy())
+        auc = binary_auc(truth, scores.margin.to_numpy())
     else:
-        auc = np.mean([_auc(truth == k, scores[f"p{k}"].to_numpy()) for k in range(n_classes)])
+        auc = np.mean(
+            [binary_auc(truth == k, scores[f"p{k}"].to_numpy()) for k in range(n_classes)]
+        )
     return {
         "accuracy": float(accuracy_score(truth, predicted)),
         "f1": float(f1_score(truth, predicted, average="weighted", zero_division=0)),

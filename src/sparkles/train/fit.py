@@ -1,6 +1,8 @@
 """Train on cached features: seeded stratified split → StringIndexer → the profile's
 classifier (logistic regression or perceptron) → held-out evaluation → MLflow (params, metrics,
-plots, predictions, the models).
+plots, predictions, the models). Under ``multi-label`` the classifier is one per class
+(``model.label_sets``), each class's threshold comes from the validation split, and the
+evaluation is ``evaluate_sets``'.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from sparkles.features.featurize import FeaturizeResult, stored_featurizer
 from sparkles.features.tables import TrainingTable
 from sparkles.model import classifiers, kinds
 from sparkles.model import logged as logged_model
+from sparkles.model.label_sets import (
+    label_set_stage,
+    label_sets,
+    multi_label_pipeline,
+    with_targets,
+)
 from sparkles.model.stages import (
     class_labels,
     classifier_model,
@@ -38,16 +46,17 @@ from sparkles.model.stages import (
 from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
 from sparkles.tracking import loggable
 from sparkles.train import evaluate as ev
+from sparkles.train import evaluate_sets as sets
 from sparkles.train.splits import split_params, train_and_test
-from sparkles.train.validation import validate, validation_folds
+from sparkles.train.validation import validate, validation_data
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainResult:
-    fitted: PipelineModel  # indexer + classifier, as fitted
-    evaluation: ev.Evaluation
+    fitted: PipelineModel  # indexer + classifier, as fitted (multi-label: ... + LabelSet)
+    evaluation: ev.Evaluation | sets.SetEvaluation
     split_counts: dict[str, dict[str, int]]
     fit_seconds: float
 
@@ -105,21 +114,38 @@ def _fit_and_test(
     counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
         raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
-    n_classes, n_features = len(counts["train"]), feature_length(train_set)
+    labels, n_features = sorted(counts["train"]), feature_length(train_set)
+    if profile.multi_label:
+        fitted_on = with_targets(label_sets(train_set), labels).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
+        pipeline = multi_label_pipeline(settings, params, n_features, labels)
+    else:
+        fitted_on, pipeline = (
+            train_set,
+            training_pipeline(settings, params, n_features, len(labels)),
+        )
     log.info("fitting a %s classifier on %s", settings.classifier, counts["train"])
     started = time.monotonic()
-    fitted = training_pipeline(settings, params, n_features, n_classes).fit(train_set)
+    fitted = pipeline.fit(fitted_on)
     fit_seconds = time.monotonic() - started
     log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
     if validation is None:
-        folds, rounds = validation_folds(train_set, profile.tune)
+        folds, rounds = validation_data(profile, train_set, labels)
         folds = folds.persist(StorageLevel.MEMORY_AND_DISK)
-        validation = validate(profile, folds, rounds, n_classes, n_features, params)
+        validation = validate(profile, folds, rounds, labels, n_features, params)
         folds.unpersist()
+    train_images = fitted_on.count() if profile.multi_label else sum(counts["train"].values())
+    fitted_on.unpersist()
     train_set.unpersist()
-    scored = classifier_model(fitted).transform(test_set)
-    evaluation = ev.evaluate(scored, class_labels(fitted))
-    evaluation.metrics["count_train"] = float(sum(counts["train"].values()))
+    if profile.multi_label:
+        thresholds = [validation[sets.threshold_metric(name)] for name in labels]
+        label_set_stage(fitted).setThresholds(thresholds)
+        evaluation = sets.evaluate_sets(fitted.transform(label_sets(test_set)), labels, thresholds)
+    else:
+        scored = classifier_model(fitted).transform(test_set)
+        evaluation = ev.evaluate(scored, class_labels(fitted))
+    evaluation.metrics["count_train"] = float(train_images)
     evaluation.metrics["fit_seconds"] = fit_seconds
     evaluation.metrics.update(validation)
     return TrainResult(fitted, evaluation, counts, fit_seconds)
@@ -182,10 +208,15 @@ def _log_evaluation(result: TrainResult, spark: SparkSession, gallery_size: int)
     evaluation = result.evaluation
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        plots.plot_roc(evaluation, out / "roc_curve.png")
-        plots.plot_confusion(evaluation, out / "confusion_matrix.png")
         plots.plot_label_distribution(result.split_counts, out / "label_distribution.png")
-        wrong = evaluation.most_confident_mistakes(gallery_size)
+        if isinstance(evaluation, sets.SetEvaluation):
+            plots.plot_roc_per_class(evaluation, out / "roc_curve.png")
+            plots.plot_label_sets(evaluation, out / "label_sets.png")
+            wrong = evaluation.differing(gallery_size)
+        else:
+            plots.plot_roc(evaluation, out / "roc_curve.png")
+            plots.plot_confusion(evaluation, out / "confusion_matrix.png")
+            wrong = evaluation.most_confident_mistakes(gallery_size)
         shown = gallery_images(spark, list(wrong.path))
         plots.plot_misclassified(wrong, shown, out / "misclassified.png")
         evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)

@@ -27,7 +27,7 @@ from sparkles.model import classifiers, kinds
 from sparkles.model.kinds import describe_params
 from sparkles.model.stages import feature_length
 from sparkles.tracking import loggable
-from sparkles.train.validation import validate, validation_folds
+from sparkles.train.validation import validate, validation_data
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Trial:
     number: int
     params: kinds.Params
-    metrics: dict[str, float]  # val_accuracy, val_f1, val_auc (means over folds), fit_seconds
+    metrics: dict[str, float]  # val_<metric> (validation.validate), fit_seconds
     run_id: str
 
 
@@ -54,11 +54,11 @@ class Search:
 class Searcher:
     """Runs trials against one persisted, fold-tagged training split."""
 
-    def __init__(self, profile: Profile, train_set: DataFrame, n_classes: int) -> None:
+    def __init__(self, profile: Profile, train_set: DataFrame, labels: list[str]) -> None:
         self.profile = profile
         self.settings = profile.tune
-        self.n_classes = n_classes
-        self.data, self.rounds = validation_folds(train_set, self.settings)
+        self.labels = labels
+        self.data, self.rounds = validation_data(profile, train_set, labels)
         self.data = self.data.persist(StorageLevel.MEMORY_AND_DISK)
         self.n_features = feature_length(self.data)
         self.search = Search(self.settings.metric)
@@ -69,7 +69,7 @@ class Searcher:
     def _validate(self, params: kinds.Params) -> dict[str, float]:
         started = time.monotonic()
         metrics = validate(
-            self.profile, self.data, self.rounds, self.n_classes, self.n_features, params
+            self.profile, self.data, self.rounds, self.labels, self.n_features, params
         )
         metrics["fit_seconds"] = time.monotonic() - started
         return metrics
@@ -117,9 +117,9 @@ class Searcher:
 
 
 def search(
-    profile: Profile, train_set: DataFrame, n_classes: int, method: str, max_evals: int
+    profile: Profile, train_set: DataFrame, labels: list[str], method: str, max_evals: int
 ) -> Search:
-    searcher = Searcher(profile, train_set, n_classes)
+    searcher = Searcher(profile, train_set, labels)
     try:
         runners: dict[str, Callable[[], Search]] = {
             "grid": searcher.run_grid,
