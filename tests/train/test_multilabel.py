@@ -13,6 +13,7 @@ import pytest
 
 from sparkles.commands import run_main, run_tune
 from sparkles.config import ConfigError, load_profile
+from sparkles.deploy.registry import held_out_images, rescore
 from sparkles.features.featurize import featurize
 from sparkles.features.tables import open_training_table
 from sparkles.model.serving import class_probabilities
@@ -102,6 +103,8 @@ def test_thresholds_come_from_validation_and_the_served_numbers_agree(
     spark_says = predictions[["probability_Car", "probability_Tree"]].to_numpy()
     np.testing.assert_allclose(ours, spark_says, atol=1e-9)
     said = ours >= np.asarray(classifier["thresholds"])
+    none = ~said.any(axis=1)  # every image has a class: then the likeliest is said
+    said[none, ours[none].argmax(axis=1)] = True
     named = [
         "|".join(n for n, yes in zip(["Car", "Tree"], row, strict=True) if yes) for row in said
     ]
@@ -141,6 +144,8 @@ def test_thresholds_maximise_f1_on_the_scores_they_are_given() -> None:
             cut[index] = other
             assert set_metrics(frame, ["Car", "Tree"], cut)[f"f1_{name}"] <= at_chosen[f"f1_{name}"]
     said = chances >= chosen
+    none = ~said.any(axis=1)
+    said[none, chances[none].argmax(axis=1)] = True
     assert at_chosen["hamming_loss"] == pytest.approx((said != truth).mean())
     assert at_chosen["subset_accuracy"] == pytest.approx((said == truth).all(axis=1).mean())
 
@@ -158,3 +163,18 @@ def test_a_metric_the_policy_does_not_log_is_an_error(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_profile(str(write_profile(tmp_path)), overrides)
+
+
+def test_the_registry_rescores_a_multi_label_model_as_it_was_tested(spark, multi) -> None:
+    """promote's gate on images neither model trained on: scored on the stored features or on
+    the image files, a multi-label model gets the test metrics its run logged."""
+    outcome, _ = multi
+    run = mlflow.get_run(outcome["run_id"])
+    test = held_out_images(spark, run)
+    uri = f"runs:/{run.info.run_id}/model"
+    stored = open_training_table(spark, run.data.tags["sparkles.cache.table"]).read()
+    for metric in ("auc", "micro_f1", "subset_accuracy"):
+        (on_features,) = rescore(spark, test, [uri], metric, stored)
+        assert on_features == pytest.approx(run.data.metrics[metric], abs=1e-6)
+    (on_images,) = rescore(spark, test, [uri], "auc")
+    assert on_images == pytest.approx(run.data.metrics["auc"], abs=1e-4)

@@ -71,7 +71,7 @@ def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> No
 def _search(profile, train_set, seed: int) -> list[tuple[float, float]]:
     profile = profile.model_copy(update={"tune": profile.tune.model_copy(update={"seed": seed})})
     with mlflow.start_run():
-        found = tune_module.search(profile, train_set, 2, "hyperopt", 2)
+        found = tune_module.search(profile, train_set, ["Car", "Tree"], "hyperopt", 2)
     return [(t.params["regParam"], t.params["elasticNetParam"]) for t in found.trials]
 
 

@@ -61,8 +61,8 @@ def _split_glob(images: str) -> tuple[str, str]:
 def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, int]:
     """One row per image file (path, image_id, predicted_label, probability: P(predicted label),
     probability_<class> for every class, featurize_error), and how many files there are,
-    0-byte ones included. A multi-label model's rows have ``predicted_labels`` (an array, empty
-    when no class reaches its threshold) in place of predicted_label and probability."""
+    0-byte ones included. A multi-label model's rows have ``predicted_labels`` (an array of
+    one class or more) in place of predicted_label and probability."""
     root, glob = _split_glob(images)
     files = read_image_files(spark, root, glob)
     inputs = files.files.select("path", IMAGE_ID, "content").unionByName(

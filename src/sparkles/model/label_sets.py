@@ -63,7 +63,9 @@ class LabelSet(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     """Per-class classifier outputs → ``probability`` (P(class k) for each k, a vector),
     ``rawPrediction`` (each classifier's margin raw[1] − raw[0], what AUC ranks) and
     ``predicted_labels`` (the classes whose probability reaches their threshold, in label
-    order; empty when none does). The per-class columns are dropped."""
+    order). Every image in a training table carries a class (it entered by one), so when no
+    class reaches its threshold the likeliest is said (``atLeastOne``, on by default) rather
+    than the empty set, which is never right there. The per-class columns are dropped."""
 
     labels = Param(Params._dummy(), "labels", "class names", TypeConverters.toListString)
     thresholds = Param(
@@ -72,18 +74,32 @@ class LabelSet(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         "P(class) at which each class is said",
         TypeConverters.toListFloat,
     )
+    atLeastOne = Param(
+        Params._dummy(),
+        "atLeastOne",
+        "say the likeliest class when none reaches its threshold",
+        TypeConverters.toBoolean,
+    )
 
     @keyword_only
     def __init__(
-        self, *, labels: list[str] | None = None, thresholds: list[float] | None = None
+        self,
+        *,
+        labels: list[str] | None = None,
+        thresholds: list[float] | None = None,
+        atLeastOne: bool = True,
     ) -> None:
         super().__init__()
-        self._setDefault(labels=[], thresholds=[])
+        self._setDefault(labels=[], thresholds=[], atLeastOne=True)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(
-        self, *, labels: list[str] | None = None, thresholds: list[float] | None = None
+        self,
+        *,
+        labels: list[str] | None = None,
+        thresholds: list[float] | None = None,
+        atLeastOne: bool = True,
     ) -> LabelSet:
         return self._set(**self._input_kwargs)
 
@@ -93,6 +109,9 @@ class LabelSet(Transformer, DefaultParamsReadable, DefaultParamsWritable):
     def getThresholds(self) -> list[float]:
         thresholds = self.getOrDefault(self.thresholds)
         return thresholds or [DEFAULT_THRESHOLD] * len(self.getLabels())
+
+    def getAtLeastOne(self) -> bool:
+        return self.getOrDefault(self.atLeastOne)
 
     def setThresholds(self, value: list[float]) -> LabelSet:
         if len(value) != len(self.getLabels()):
@@ -104,17 +123,24 @@ class LabelSet(Transformer, DefaultParamsReadable, DefaultParamsWritable):
         columns = [_per_class(index) for index in range(len(labels))]
         margins = [vector_to_array(raw)[1] - vector_to_array(raw)[0] for raw, _, _ in columns]
         chances = [vector_to_array(probability)[1] for _, probability, _ in columns]
-        said = F.array(
+        reached = F.array(
             *[
                 F.when(chance >= threshold, F.lit(name))
                 for name, chance, threshold in zip(labels, chances, thresholds, strict=True)
             ]
         )
+        said = F.filter(reached, lambda name: name.isNotNull())
+        if self.getAtLeastOne():
+            top = F.greatest(*chances)
+            likeliest = F.coalesce(
+                *[F.when(c == top, F.lit(n)) for n, c in zip(labels, chances, strict=True)]
+            )
+            said = F.when(F.size(said) == 0, F.array(likeliest)).otherwise(said)
         return dataset.withColumns(
             {
                 RAW: array_to_vector(F.array(*margins)),
                 PROBABILITY: array_to_vector(F.array(*chances)),
-                PREDICTED_LABELS: F.filter(said, lambda name: name.isNotNull()),
+                PREDICTED_LABELS: said,
             }
         ).drop(*[name for names in columns for name in names])
 
@@ -163,6 +189,7 @@ def classifier_parameters(model: PipelineModel) -> dict[str, Any]:
         "labels": stage.getLabels(),
         "multi_label": True,
         "thresholds": stage.getThresholds(),
+        "at_least_one": stage.getAtLeastOne(),
         "kind": kind.name,
         "classes": [kind.numbers([*shared, fitted]) for fitted in class_models(model)],
     }

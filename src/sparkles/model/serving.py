@@ -51,6 +51,16 @@ def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.
     return kind.probabilities(classifier, features)
 
 
+def said(chances: np.ndarray, thresholds: list[float], at_least_one: bool) -> np.ndarray:
+    """(n, classes) booleans: the classes a multi-label model says, as its LabelSet stage does
+    (those reaching their threshold; the likeliest where none does, with ``at_least_one``)."""
+    reached = chances >= np.asarray(thresholds)
+    if at_least_one:
+        none = ~reached.any(axis=1)
+        reached[none, chances[none].argmax(axis=1)] = True
+    return reached
+
+
 def _input_length(classifier: dict[str, Any]) -> int:
     numbers = classifier["classes"][0] if classifier.get("multi_label") else classifier
     return kind_of_numbers(classifier).input_length(numbers)
@@ -96,8 +106,12 @@ class ImageScorer:
             {name: model_input[name].to_numpy() for name in PASSED_THROUGH if name in model_input}
         )
         if self.classifier.get("multi_label"):
-            said = probabilities >= np.asarray(self.classifier["thresholds"])
-            sets = [[name for name, yes in zip(labels, row, strict=True) if yes] for row in said]
+            yes = said(
+                probabilities,
+                self.classifier["thresholds"],
+                self.classifier.get("at_least_one", False),
+            )
+            sets = [[name for name, on in zip(labels, row, strict=True) if on] for row in yes]
             out[PREDICTED_LABELS] = [s if ok else None for s, ok in zip(sets, scored, strict=True)]
         else:
             names = np.asarray(labels, dtype=object)[probabilities.argmax(axis=1)]

@@ -27,6 +27,7 @@ from sklearn.metrics import (
 )
 
 from sparkles.model.label_sets import DEFAULT_THRESHOLD, PROBABILITY, RAW
+from sparkles.model.serving import said as said_by
 from sparkles.names import IMAGE_ID, LABELS, PATH, PREDICTED_LABELS, probability_column
 from sparkles.train.evaluate import binary_auc
 
@@ -148,7 +149,7 @@ def set_metrics(
     said = (
         _matrix(frame[PREDICTED_LABELS], labels)
         if thresholds is None
-        else (chances >= np.asarray(thresholds)).astype(int)
+        else said_by(chances, thresholds, at_least_one=True).astype(int)
     )
     precision, recall, f1, _ = precision_recall_fscore_support(truth, said, zero_division=0)
     aucs = [binary_auc(truth[:, k], margins[:, k]) for k in range(len(labels))]
