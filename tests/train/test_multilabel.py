@@ -17,7 +17,7 @@ from sparkles.deploy.registry import held_out_images, rescore
 from sparkles.features.featurize import featurize
 from sparkles.features.tables import open_training_table
 from sparkles.model.serving import class_probabilities
-from sparkles.train.evaluate_sets import choose_thresholds, set_metrics
+from sparkles.train.evaluate_sets import SetEvaluation, choose_thresholds, set_metrics
 from tests.conftest import searching, write_profile
 from tests.train.test_study import KEEP_ALL, _evaluation
 
@@ -178,3 +178,26 @@ def test_the_registry_rescores_a_multi_label_model_as_it_was_tested(spark, multi
         assert on_features == pytest.approx(run.data.metrics[metric], abs=1e-6)
     (on_images,) = rescore(spark, test, [uri], "auc")
     assert on_images == pytest.approx(run.data.metrics["auc"], abs=1e-4)
+
+
+def test_each_model_states_its_answer_and_single_label_ones_are_unchanged(multi) -> None:
+    outcome, keep_all = multi
+    single, multi_label = (
+        mlflow.models.get_model_info(f"runs:/{run['run_id']}/model").signature.outputs.input_names()
+        for run in (keep_all, outcome)
+    )
+    passed, per_class = ["path", "image_id"], ["probability_Car", "probability_Tree"]
+    assert single == [*passed, "prediction", *per_class, "featurize_error"]
+    assert multi_label == [*passed, "predicted_labels", *per_class, "featurize_error"]
+    assert {"accuracy", "f1", "auc", "precision_Car", "recall_Tree"} <= set(keep_all["metrics"])
+    assert not {"micro_f1", "subset_accuracy", "hamming_loss", "f1_Car"} & set(keep_all["metrics"])
+
+
+def test_a_perfect_model_has_an_empty_gallery() -> None:
+    """No image whose set differs (real features on an easy task): nothing to draw, no error."""
+    frame = pd.DataFrame(
+        {"labels": ["Car", "Tree"], "predicted_labels": ["Car", "Tree"],
+         "probability_Car": [0.9, 0.1], "probability_Tree": [0.2, 0.8], "path": ["a", "b"]}
+    )  # fmt: skip
+    evaluation = SetEvaluation({}, ["Car", "Tree"], frame, [0.5, 0.5])
+    assert evaluation.differing(12).empty

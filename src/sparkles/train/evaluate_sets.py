@@ -68,8 +68,9 @@ class SetEvaluation:
         miss = np.zeros(len(wrong))
         for name in self.labels:
             carried = wrong[LABELS].str.split(SEPARATOR).apply(lambda names, n=name: n in names)
-            miss = np.maximum(miss, np.abs(carried.to_numpy() - wrong[probability_column(name)]))
-        wrong["confidence"] = miss
+            chance = wrong[probability_column(name)].to_numpy(dtype=np.float64)
+            miss = np.maximum(miss, np.abs(carried.to_numpy(dtype=np.float64) - chance))
+        wrong["confidence"] = miss  # float even when no image differs (nlargest needs it)
         wrong = wrong.nlargest(limit, "confidence")
         chances = [
             " ".join(f"P({name})={row[probability_column(name)]:.2f}" for name in self.labels)
