@@ -309,7 +309,7 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     done = space.run("python readme_example.py")
     assert "prediction" in done.stdout and ("Car" in done.stdout or "Tree" in done.stdout)
 
-    _check_multi_label(space)
+    _check_multi_label(space, int(quick.data.metrics["count_policy_dropped_files"]))
 
     # EDA, as an entry point and as a notebook run as plain Python.
     before = _ids(space)
@@ -328,14 +328,16 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     assert default == [], [r.data.tags.get("mlflow.project.entryPoint") for r in default]
 
 
-def _check_multi_label(space: Workspace) -> None:
-    """The multi-label lines: main (no feature computed), a search on micro F1, its own
-    registered model promoted, predict and serve answering sets of classes."""
+def _check_multi_label(space: Workspace, dropped: int) -> None:
+    """The multi-label lines: main (computing only the ``dropped`` images the default policy
+    left out), a search on micro F1, its own registered model promoted, predict and serve
+    answering sets of classes."""
     multi = 'mlflow run . -e {} --env-manager local -P overrides="data.multi_label_policy'
     before = _ids(space)
     space.run(command(multi.format("main")))
     (main,) = _new_runs(space, before)
-    assert main.data.metrics["count_computed"] == 0 and "subset_accuracy" in main.data.metrics
+    assert main.data.metrics["count_computed_images"] == dropped > 0
+    assert "subset_accuracy" in main.data.metrics
     before = _ids(space)
     space.run(command(f'{TUNE} -P overrides="data.multi_label_policy'))
     (parent,) = [r for r in _new_runs(space, before) if "mlflow.parentRunId" not in r.data.tags]

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from sparkles import tracking
 from sparkles.config import ConfigError, Profile, load_profile
 from sparkles.errors import UserError, file_system_cause
 from sparkles.model.classifiers import check_profile
@@ -19,32 +20,33 @@ log = logging.getLogger("sparkles")
 
 # Command options that are profile values: passed as overrides, so they are validated with the
 # profile (one clear message naming the key) before Spark starts. Empty means "the profile's".
-TRAIN_OPTIONS = {
-    "reg_param": "train.reg_param",
-    "elastic_net_param": "train.elastic_net_param",
-    "max_iter": "train.max_iter",
-}
+TRAIN_OPTIONS = {"reg_param": "train.reg_param", "elastic_net_param": "train.elastic_net_param",
+                 "max_iter": "train.max_iter"}  # fmt: skip
 METRIC_HELP = "auc, accuracy or f1; multi-label: auc, micro_f1, macro_f1 or subset_accuracy"
 TUNE_OPTIONS = {"method": "tune.method", "max_evals": "tune.max_evals", "metric": "tune.metric"}
 # Commands that read a feature table and fit: no live UI to serve (the history server still
 # has their event logs where the profile keeps them), unless the profile asks for one.
 SHORT_COMMAND = {"spark.ui.enabled": "false"}
-PROMOTE_OPTIONS = {
-    "metric": "registry.metric",
-    "model_name": "registry.model_name",
-    "min_improvement": "registry.min_improvement",
-}
+PROMOTE_OPTIONS = {"metric": "registry.metric", "model_name": "registry.model_name",
+                   "min_improvement": "registry.min_improvement"}  # fmt: skip
 
 
-def _profile(args: argparse.Namespace, options: dict[str, str] | None = None) -> Profile:
-    """Each --set may hold several KEY=VALUE settings (MLproject passes one string)."""
+def _profile(
+    args: argparse.Namespace, options: dict[str, str] | None = None, tracked: bool = True
+) -> Profile:
+    """Each --set may hold several KEY=VALUE settings (MLproject passes one string). The
+    profile's tracking server is asked first: down, it is one line now, not minutes of retries
+    after Spark started."""
     overrides = [item for text in args.overrides for item in split_overrides(text)]
     for attribute, key in (options or {}).items():
         value = getattr(args, attribute)
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
     # the classifier kinds check their own sections (train.<kind>, tune.<kind>)
-    return check_profile(load_profile(args.profile, overrides))
+    profile = check_profile(load_profile(args.profile, overrides))
+    if tracked:
+        tracking.check_server(tracking.tracking_uri(profile))
+    return profile
 
 
 def _truthy(text: str) -> bool:
@@ -54,7 +56,7 @@ def _truthy(text: str) -> bool:
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from sparkles.data.sample import generate_sample
 
-    profile = _profile(args)
+    profile = _profile(args, tracked=False)  # writes files only
     data, sample = profile.data, profile.data.sample
     count = args.count or (sample.images if sample else 240)
     seed = args.seed if args.seed is not None else (sample.seed if sample else 7)
@@ -68,7 +70,6 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from sparkles import tracking
     from sparkles.data.sample import ensure_sample
 
     profile = _profile(args)
@@ -161,7 +162,6 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from sparkles import tracking
     from sparkles.deploy.predict import predict
     from sparkles.session import build_session
 

@@ -14,7 +14,9 @@ import mlflow
 from mlflow.entities import RunStatus
 
 from sparkles.config import Profile
+from sparkles.errors import UserError
 from sparkles.names import COMMAND_TAG, ERROR_TAG, PROFILE_EXPERIMENT_TAG, PROFILE_TAG
+from sparkles.overrides import redact
 from sparkles.storage import is_uri
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,69 @@ def runs_page(experiment_id: str, base: str = UI) -> str:
     starts MLflow 3.17 in its GenAI workspace, where the experiment opens on its traces
     overview; the ``workflowType`` parameter picks the workspace."""
     return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+class TrackingUnreachable(UserError, ConnectionError):
+    """The tracking server cannot be used: said in one line, before Spark starts."""
+
+
+SERVER_CHECK_SECONDS = 5.0  # a server that is up answers a one-row search in milliseconds
+
+
+def _cause(err: BaseException) -> str:
+    """The root of a requests failure, in the words a user acts on."""
+    import requests
+
+    chain, seen = [], err
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    names = " ".join(type(e).__name__ for e in chain)
+    if isinstance(err, requests.exceptions.SSLError):
+        return f"TLS failed ({chain[-1]})"
+    if "NameResolution" in names or "gaierror" in names:
+        return "the host name does not resolve (DNS)"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused (nothing listens there: is the server up?)"
+    if isinstance(err, requests.exceptions.Timeout):
+        return f"no answer within {SERVER_CHECK_SECONDS:g} s"
+    return f"{type(chain[-1]).__name__}: {chain[-1]}"
+
+
+def check_server(uri: str) -> None:
+    """An ``http(s)`` tracking server answers an authenticated one-row search within seconds,
+    or ``TrackingUnreachable`` says which URI failed and why (refused, DNS, TLS, 401/403, a 5xx);
+    credentials come from MLflow's own variables and are never printed. Other stores (SQLite,
+    files, Databricks) are not servers we can ask this way, and are left to MLflow. MLflow's own
+    retries stay on for the run itself: a server that blinks during a long run is retried."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+    from mlflow.utils.credentials import get_default_host_creds
+
+    creds = get_default_host_creds(uri)
+    auth = (creds.username, creds.password) if creds.username else None
+    headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
+    verify = False if creds.ignore_tls_verification else (creds.server_cert_path or True)
+    where = redact(uri)
+    try:
+        answer = requests.get(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1}, auth=auth, headers=headers, verify=verify,
+            cert=creds.client_cert_path, timeout=SERVER_CHECK_SECONDS,
+        )  # fmt: skip
+    except requests.exceptions.RequestException as err:
+        raise TrackingUnreachable(f"tracking server {where}: {_cause(err)}") from None
+    if answer.status_code in (401, 403):
+        raise TrackingUnreachable(
+            f"tracking server {where}: HTTP {answer.status_code} {answer.reason}: check "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"
+        )
+    if answer.status_code >= 400:
+        raise TrackingUnreachable(
+            f"tracking server {where}: HTTP {answer.status_code} {answer.reason} to an "
+            "experiment search (is it an MLflow server, and is it well?)"
+        )
 
 
 def how_to_compare(where: str, experiment_id: str) -> str:
