@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def mlflow_server(store: str, *options: str) -> Iterator[str]:
-    """`mlflow server` on a free loopback port over ``store``, healthy; yields its URL."""
-    port = free_port()
+def mlflow_server(store: str, *options: str, port: int | None = None) -> Iterator[str]:
+    """`mlflow server` on a free loopback port (or ``port``) over ``store``, healthy; yields
+    its URL."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *options],

@@ -332,9 +332,8 @@ def _check_multi_label(space: Workspace, dropped: int) -> None:
     """The multi-label lines: main (computing only the ``dropped`` images the default policy
     left out), a search on micro F1, its own registered model promoted, predict and serve
     answering sets of classes."""
-    multi = 'mlflow run . -e {} --env-manager local -P overrides="data.multi_label_policy'
     before = _ids(space)
-    space.run(command(multi.format("main")))
+    space.run(command('mlflow run . -e main --env-manager local -P overrides="data.multi_label'))
     (main,) = _new_runs(space, before)
     assert main.data.metrics["count_computed_images"] == dropped > 0
     assert "subset_accuracy" in main.data.metrics
@@ -342,7 +341,7 @@ def _check_multi_label(space: Workspace, dropped: int) -> None:
     space.run(command(f'{TUNE} -P overrides="data.multi_label_policy'))
     (parent,) = [r for r in _new_runs(space, before) if "mlflow.parentRunId" not in r.data.tags]
     assert "best_val_micro_f1" in parent.data.metrics
-    space.run(command(multi.format("promote")))
+    space.run(command('mlflow run . -e promote --env-manager local -P overrides="data.multi'))
     champion = mlflow.MlflowClient().get_model_version_by_alias("sparkles-car-and-tree", "champion")
     assert champion.run_id in (main.info.run_id, parent.info.run_id)
     space.run(command("mlflow run . -e predict --env-manager local -P model_uri="))
