@@ -306,6 +306,9 @@ class CacheConfig(_Strict):
     dir: str = "./.cache/features"
     # an append that leaves more live segments than this compacts them into one
     compact_after_segments: int = Field(default=16, ge=1)
+    # a featurize holding the store's lease renews it every quarter of this; one not renewed
+    # for this long belongs to a run that died, and a waiting run breaks it
+    lease_seconds: float = Field(default=120.0, gt=0)
 
 
 class Profile(_Strict):

@@ -6,11 +6,13 @@ Hadoop's FileSystem keeps one code path for a laptop and for S3.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from sparkles.errors import StorageError, file_system_cause
 
@@ -150,3 +152,43 @@ def write_text_atomic(spark: SparkSession, path: str, text: str) -> None:
         if not fs.rename(source, target):
             fs.delete(source, False)
             raise OSError(f"could not write {path}")
+
+
+def _local_file(path: str) -> Path | None:
+    """The driver-local file a ``file:`` URI names (a bare path may be the default FS: HDFS)."""
+    return Path(urlparse(path).path) if path.startswith("file:") else None
+
+
+def create_new(spark: SparkSession, path: str, text: str) -> bool:
+    """Write ``text`` to ``path`` only if nothing is there; False if something is. Atomic on a
+    local disk (O_EXCL) and on HDFS (the NameNode's create); on S3A before conditional writes,
+    a check then a write (docs/feature-store.md, "Concurrent writers")."""
+    local = _local_file(path)
+    if local is not None:
+        try:
+            handle = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        return True
+    with reporting(path):
+        fs, hpath = _fs_and_path(spark, path)
+        try:
+            stream = fs.create(hpath, False)
+        except Exception as err:  # py4j wraps Hadoop's FileAlreadyExistsException
+            if "FileAlreadyExists" in str(err):
+                return False
+            raise
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+    return True
+
+
+def rename(spark: SparkSession, source: str, target: str) -> bool:
+    """Hadoop's rename: False when ``source`` is gone (another process moved it first)."""
+    fs, src = _fs_and_path(spark, source)
+    _, dst = _fs_and_path(spark, target)
+    return bool(fs.rename(src, dst))

@@ -29,6 +29,7 @@ from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import ensure_sample
 from sparkles.features.commit import CacheEntry, fingerprint, manifest_rows
 from sparkles.features.file_index import LENGTH, MODIFIED, FileIndex
+from sparkles.features.lease import StoreLease
 from sparkles.features.store import EMPTY_SHA, FeatureStore, ReconciliationError
 from sparkles.features.tables import TrainingTable
 from sparkles.names import ERROR, IMAGE_ID, PATH, SHA
@@ -155,17 +156,20 @@ def featurize(
         )
         if precision == "int8":
             _quantize_into(spark, store, featurizer, calibration)
-        new = _images_to_compute(identities, store.images([] if refresh else store.live_segments()))
         segment, seconds = None, 0.0
-        if new:
-            log.info("featurizing %d images the store lacks", len(new))
-            started = time.monotonic()
-            segment = _compute(spark, store, featurizer, new, settings.rows_per_partition)
-            seconds = time.monotonic() - started
-            if len(store.live_segments()) > profile.cache.compact_after_segments:
-                store.compact()
-        else:
-            log.info("every image has features in %s: the CNN does not run", store.root)
+        # what the store lacks is decided, computed and committed by one run at a time
+        with StoreLease(spark, store.root, profile.cache.lease_seconds).held():
+            known = store.images([] if refresh else store.live_segments())
+            new = _images_to_compute(identities, known)
+            if new:
+                log.info("featurizing %d images the store lacks", len(new))
+                started = time.monotonic()
+                segment = _compute(spark, store, featurizer, new, settings.rows_per_partition)
+                seconds = time.monotonic() - started
+                if len(store.live_segments()) > profile.cache.compact_after_segments:
+                    store.compact()
+            else:
+                log.info("every image has features in %s: the CNN does not run", store.root)
         # only a run that appended to the index can have pushed it past the threshold
         if hashes.hashed and len(index.segments.live()) > profile.cache.compact_after_segments:
             index.compact()
