@@ -38,7 +38,7 @@ lint: install
 
 # Two lanes, one per core: the README workflow (a chain of short-lived `mlflow run` processes,
 # mostly one core each), docs/development.md's loops, the standalone-cluster test, the EMR
-# backend's (moto on loopback), the second-session weights test and the killed-append test
+# backend's (moto on loopback), the second-session weights test and the concurrent-featurize tests
 # (subprocesses), and the subprocess tests that need no Spark of this process (the lanes end
 # together: lane 1 ran ~115 s alone) run beside the rest of the suite; their log is printed
 # when both end. The unit tier runs once, in lane 2: docs/development.md's `make test-fast`,
@@ -48,7 +48,7 @@ WORKFLOW := tests/test_readme.py::test_the_readme_workflow_runs_as_written \
   tests/test_readme.py::test_the_contributing_loops_run_as_written tests/test_cluster.py \
   tests/emr/test_backend.py \
   tests/features/test_accounting.py::test_weights_reach_a_second_session_and_a_non_local_default_fs \
-  tests/features/test_store.py::test_a_killed_append_is_never_read \
+  tests/features/test_concurrency.py \
   tests/test_readme.py::test_download_entry_point_as_written tests/emr/test_scripts.py \
   tests/test_entry_points.py tests/train/test_fit.py::test_bad_parameters_are_rejected_before_spark_starts \
   tests/train/test_fit.py::test_unknown_profile_is_rejected

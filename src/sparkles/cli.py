@@ -99,16 +99,18 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    from sparkles.features.lease import StoreLease
     from sparkles.features.store import FeatureStore
     from sparkles.session import build_session
 
-    profile = _profile(args)
+    profile = _profile(args, tracked=False)  # stores only: no MLflow
     spark = build_session(profile)
     report = []
     for store in FeatureStore.all_under(spark, profile.cache.dir):
         before = len(store.live_segments())
-        compacted = store.compact()
-        store.tidy()
+        with StoreLease(spark, store.root, profile.cache.lease_seconds).held():  # no featurize
+            compacted = store.compact()
+            store.tidy()
         report.append({"store": store.root, "segments_before": before,
                        "segments_after": len(store.live_segments()),
                        "rows": compacted.meta["rows"] if compacted else None})  # fmt: skip

@@ -16,15 +16,16 @@ import pytest
 
 from sparkles import tracking
 from sparkles.features.lease import LEASE_FILE, StoreLease
-from sparkles.features.store import SEGMENTS
-from tests.conftest import ROOT
+from sparkles.features.store import SEGMENTS, FeatureStore
+from tests.conftest import ROOT, free_port, mlflow_server
 from tests.features.test_store import _sample
 
 
-def _featurize(path: str) -> subprocess.Popen:
+def _featurize(path: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sparkles.cli", "featurize", "--profile", path],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, start_new_session=True,
+        text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 
@@ -52,23 +53,28 @@ def test_two_runs_started_together_compute_each_image_once(tmp_path: Path) -> No
 
 
 @pytest.mark.e2e
-def test_a_run_killed_holding_the_lease_leaves_the_other_to_compute_it(tmp_path: Path) -> None:
+def test_a_run_killed_holding_the_lease_leaves_the_other_to_compute_it(spark, tmp_path) -> None:
+    """SIGKILL a featurize while it writes its segment, with a second one started beside it:
+    the second breaks the dead run's lease, never reads its half-written segment (kept until
+    stale: it might be a live writer's) and computes every image itself."""
     path, profile = _sample(tmp_path)
     doomed = _featurize(path)
     cache = Path(profile.cache.dir)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and doomed.poll() is None:
-        if list(cache.glob(f"*/{SEGMENTS}/*/table-*")):  # mid-pass: its segment is being written
-            break
-        time.sleep(0.05)
+    _mid_pass(doomed, cache)
     survivor = _featurize(path)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     assert doomed.returncode == -signal.SIGKILL, "the first featurize ended before it was killed"
+    [root] = [d for d in cache.iterdir() if (d / "settings.json").is_file()]
+    [left] = FeatureStore(spark, str(root)).segments.listed()
+    assert not (root / SEGMENTS / left / "meta.json").exists()  # never committed
     counts, log = _counts(survivor)
     assert counts["computed"] == counts["rows_in"] == counts["featurized"] + counts["quarantined"]
     assert "broke the featurize lease" in log
-    assert not list(cache.glob(f"*/{LEASE_FILE}"))  # released when done
+    store = FeatureStore(spark, str(root))
+    assert [s.key for s in store.live_segments()] != [left]
+    assert left in store.segments.listed()
+    assert not (root / LEASE_FILE).exists()  # released when done
 
 
 def test_a_lease_not_renewed_in_time_is_broken_and_taken(spark, tmp_path: Path) -> None:
@@ -87,3 +93,34 @@ def test_a_lease_not_renewed_in_time_is_broken_and_taken(spark, tmp_path: Path) 
         assert not other._create()  # taken: a second run would wait
     assert waited < 5
     assert not (root / LEASE_FILE).exists()
+
+
+def _mid_pass(process: subprocess.Popen, cache: Path) -> None:
+    """Wait until ``process`` writes its store segment (the CNN has run: it holds the lease), or
+    fail if it ended first."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        stores = [d for d in cache.glob("*") if (d / "settings.json").is_file()]  # not file-index/
+        if any(any(store.glob(f"{SEGMENTS}/*/table-*")) for store in stores):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"featurize ended ({process.poll()}) before it wrote its segment")
+
+
+@pytest.mark.e2e
+def test_a_tracking_server_down_mid_featurize_loses_no_features(tmp_path: Path) -> None:
+    """The server stops while the CNN runs: the run fails when it logs, its committed features
+    stay, and once the server is back the rerun computes nothing."""
+    path, profile = _sample(tmp_path)
+    store, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
+    artifacts = ("--artifacts-destination", str(tmp_path / "served-artifacts"))
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    with mlflow_server(store, *artifacts, port=port) as url:
+        env = {"MLFLOW_TRACKING_URI": url, **quick}
+        blinked = _featurize(path, env)
+        _mid_pass(blinked, Path(profile.cache.dir))
+    blinked.communicate(timeout=600)
+    assert blinked.returncode != 0  # it could not log its run
+    with mlflow_server(store, *artifacts, port=port):
+        counts, _ = _counts(_featurize(path, env))
+    assert counts["computed"] == 0 and counts["reused"] == counts["rows_in"] > 0

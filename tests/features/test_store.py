@@ -5,14 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from sparkles.cli import main as cli_main
 from sparkles.cnn.featurizer import DeepImageFeaturizer
@@ -20,8 +16,7 @@ from sparkles.config import load_profile
 from sparkles.data.sample import ensure_sample
 from sparkles.features import segments
 from sparkles.features.featurize import featurize
-from sparkles.features.store import SEGMENTS, FeatureStore
-from tests.conftest import ROOT, write_profile
+from tests.conftest import write_profile
 from tests.images import encode, photo
 
 
@@ -169,42 +164,6 @@ def test_appends_compact_past_the_threshold_and_the_newest_row_wins(
     assert grown.counts["computed"] == 1
     [merged] = store.live_segments()
     assert merged.key != compacted.key and compacted.key in merged.meta["replaces"]
-
-
-KILL_WHEN = "the append's table folder appears"
-
-
-@pytest.mark.e2e
-def test_a_killed_append_is_never_read(spark, tmp_path: Path) -> None:
-    """SIGKILL the featurize process while it writes its segment; the next run ignores it."""
-    path, profile = _sample(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "sparkles.cli", "featurize", "--profile", path]
-    process = subprocess.Popen(
-        command, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    segments = Path(profile.cache.dir)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if list(segments.glob(f"*/{SEGMENTS}/*/table-*")):
-                break
-            time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, f"featurize ended before {KILL_WHEN}"
-    [store_root] = [p for p in segments.iterdir() if (p / "settings.json").is_file()]
-    store = FeatureStore(spark, str(store_root))
-    [left] = store.segments.listed()
-    assert not (store_root / SEGMENTS / left / "meta.json").exists()
-    assert store.live_segments() == []
-
-    result = featurize(profile, spark)
-    assert result.counts["computed"] == result.counts["rows_in"]
-    assert [s.key for s in store.live_segments()] != [left]
-    assert left in store.segments.listed()  # kept until stale: it might be a live writer's
 
 
 def test_a_file_system_failure_is_one_line_naming_the_path(spark, tmp_path: Path, capsys) -> None:
