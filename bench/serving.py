@@ -97,23 +97,24 @@ CLIENTS = 4
 BATCH_SIZES = (1, 8, 32)
 
 
-def _hostile(folder: Path, max_mb: float) -> dict[str, Path]:
-    """Payloads a public endpoint gets: each must come back as a row with a reason."""
+def _hostile(real_jpeg: Path, folder: Path, max_mb: float) -> dict[str, Path]:
+    """Payloads a public endpoint gets, written into ``folder`` (scratch, never beside the
+    user's images): each must come back as a row with a reason."""
     from PIL import Image
 
-    real = next(folder.glob("*.jpg")).read_bytes()
+    real = real_jpeg.read_bytes()
     made = {
         "truncated": real[: len(real) // 2],
         "text": b"these are not pixels",
         "empty": b"",
         "too_large": os.urandom(int(max_mb * 2**20) + 1024),
     }
-    bomb = folder.parent / "bomb.png"
+    bomb = folder / "bomb.png"
     Image.new("1", (12_000, 12_000)).save(bomb)  # 144 Mpx, ~20 KB of PNG
     made["bomb"] = bomb.read_bytes()
     paths = {}
     for name, data in made.items():
-        paths[name] = folder.parent / f"hostile-{name}.bin"
+        paths[name] = folder / f"hostile-{name}.bin"
         paths[name].write_bytes(data)
     return paths
 
@@ -126,13 +127,13 @@ def _tree_rss(pid: int) -> int:
 
 
 def load(model_uri: str, tracking_uri: str, images: list[Path], requests_total: int,
-         max_mb: float) -> dict:  # fmt: skip
+         max_mb: float, work: Path) -> dict:  # fmt: skip
     """The bounded load test of ``--load``."""
     import random
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    hostile = list(_hostile(images[0].parent, max_mb).values())
+    hostile = list(_hostile(images[0], work, max_mb).values())
     rng = random.Random(0)
     plan = []
     for number in range(requests_total):
@@ -142,6 +143,7 @@ def load(model_uri: str, tracking_uri: str, images: list[Path], requests_total: 
         plan.append(paths)
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
          "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -257,7 +259,8 @@ def main() -> None:
     mean_kb = np.mean([p.stat().st_size for p in images[:32]]) / 1e3
     settings = profile.featurizer
     if args.load:
-        m = load(f"runs:/{run_id}/model", tracking_uri, images, args.load, settings.max_file_mb)
+        m = load(f"runs:/{run_id}/model", tracking_uri, images, args.load, settings.max_file_mb,
+                 work)  # fmt: skip
         print(f"{settings.model} ({settings.runtime}, {settings.precision}); {args.load} requests "
               f"({m['images']} images, a quarter hostile) from {CLIENTS} clients in "
               f"{m['wall_s']:.1f} s; {os.cpu_count()} cores\n")  # fmt: skip

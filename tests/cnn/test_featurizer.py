@@ -339,3 +339,19 @@ def test_a_worker_with_the_converted_model_cached_imports_no_tensorflow(
     features = np.asarray(answer["features"], dtype=np.float32)
     scale = np.abs(reference).max()
     assert scale > 0 and np.abs(features - reference).max() <= 1e-4 * scale
+
+
+def test_a_compiled_cnn_answers_threads_that_call_it_at_once(photos: Path) -> None:
+    """A served model's requests arrive on several threads: OpenVINO's compiled model has one
+    infer request ("Infer Request is busy" when two threads share it), so calls take turns and
+    each gets its own images' features."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(64, 64))  # small: fast
+    pixels = _decoded(photos, spec)
+    cnn = compile_cnn(spec, None, "avg", 3, "openvino", "f32")
+    alone = [cnn(pixels[i : i + 1]) for i in range(len(pixels))]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda i: cnn(pixels[i : i + 1]), list(range(len(pixels))) * 4))
+    for index, features in enumerate(together):
+        np.testing.assert_array_equal(features, alone[index % len(pixels)])

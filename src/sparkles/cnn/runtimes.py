@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,15 @@ class CompiledCnn:
     dim: int
     runtime: str
     precision: str  # what actually runs, read back from the runtime where it can say
+    # one call at a time: a served model takes requests on several threads, and OpenVINO's
+    # compiled model has one infer request ("Infer Request is busy"); each call uses every
+    # core already (LATENCY), so turns cost no throughput (bench/serving.py --load)
+    turns: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self.run(pixels), dtype=np.float32).reshape(len(pixels), self.dim)
+        with self.turns:
+            features = self.run(pixels)
+        return np.asarray(features, dtype=np.float32).reshape(len(pixels), self.dim)
 
 
 def compile_cnn(
