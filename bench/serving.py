@@ -157,7 +157,9 @@ def load(model_uri: str, tracking_uri: str, images: list[Path], requests_total: 
             if server.poll() is not None:
                 raise RuntimeError("the server exited before it was ready")
             time.sleep(0.5)
-        requests.post(f"{url}/invocations", json=_body(images[:1]), timeout=600)  # warm-up
+        for size in BATCH_SIZES:  # warm-up: each batch size once, every hostile payload in it
+            warm = [*hostile, *images][:size] if size > len(hostile) else hostile[:size]
+            requests.post(f"{url}/invocations", json=_body(warm), timeout=600)
 
         def sample() -> None:
             while not stop.wait(0.5):
@@ -203,7 +205,16 @@ def load(model_uri: str, tracking_uri: str, images: list[Path], requests_total: 
         "server_errors": sum(r[2] >= 500 for r in results),
         "other_errors": [r[3] for r in results if r[3]],
         "alive": alive,
-        "rss_mb": [m / 2**20 for m in (memory[0], memory[-1], max(memory))],
+        # after the warm-up: the first sample, the peak of each half of the run, the last
+        "rss_mb": [
+            m / 2**20
+            for m in (
+                memory[0],
+                max(memory[: len(memory) // 2]),
+                max(memory[len(memory) // 2 :]),
+                memory[-1],
+            )
+        ],
     }
 
 
@@ -267,10 +278,11 @@ def main() -> None:
         print("| batch | p50 | p95 | p99 |\n|---|---|---|---|")
         for size, (p50, p95, p99) in m["per_size"].items():
             print(f"| {size} | {p50:.0f} ms | {p95:.0f} ms | {p99:.0f} ms |")
-        start, end, peak = m["rss_mb"]
+        start, first, second, end = m["rss_mb"]
         print(f"\nserver errors (5xx): {m['server_errors']}; wrong answers: "
-              f"{m['other_errors'][:3] or 0}; server alive: {m['alive']}; RSS {start:.0f} MB at "
-              f"the start, {end:.0f} MB at the end, {peak:.0f} MB at its peak")  # fmt: skip
+              f"{m['other_errors'][:3] or 0}; server alive: {m['alive']}; server RSS after the "
+              f"warm-up {start:.0f} MB, peak in the first half {first:.0f} MB, in the second half "
+              f"{second:.0f} MB, at the end {end:.0f} MB")  # fmt: skip
         return
     print(f"{settings.model} ({settings.runtime}, {settings.precision}); sample JPEGs of "
           f"{mean_kb:.0f} KB; {args.requests} single-image requests, then batches of 32; "
