@@ -124,3 +124,32 @@ def test_a_tracking_server_down_mid_featurize_loses_no_features(tmp_path: Path) 
     with mlflow_server(store, *artifacts, port=port):
         counts, _ = _counts(_featurize(path, env))
     assert counts["computed"] == 0 and counts["reused"] == counts["rows_in"] > 0
+
+
+def test_work_done_twice_where_the_lease_did_not_hold_is_counted(
+    spark, tmp_path: Path, monkeypatch
+) -> None:
+    """S3's create is not atomic under this Hadoop: two runs may both take the lease. Played
+    here by a lease that never waits and another run committing the same images while this one
+    computes: this run still counts its own work, and says the CNN work was done twice."""
+    from contextlib import contextmanager
+
+    from sparkles.config import load_profile
+    from sparkles.features import featurize as featurize_module
+
+    path, _ = _sample(tmp_path)
+    real_compute = featurize_module._compute
+
+    @contextmanager
+    def never_waits(self):
+        yield 0.0
+
+    def beside_another(spark, store, featurizer, new, rows):
+        real_compute(spark, store, featurizer, new, rows)  # the other run, committing first
+        return real_compute(spark, store, featurizer, new, rows)
+
+    monkeypatch.setattr(StoreLease, "held", never_waits)
+    monkeypatch.setattr(featurize_module, "_compute", beside_another)
+    counts = featurize_module.featurize(load_profile(path), spark).counts
+    assert counts["computed"] == counts["rows_in"] and counts["reused"] == 0
+    assert counts["computed_twice"] == counts["computed_images"] > 0

@@ -159,6 +159,7 @@ def featurize(
         segment, seconds = None, 0.0
         # what the store lacks is decided, computed and committed by one run at a time
         with StoreLease(spark, store.root, profile.cache.lease_seconds).held():
+            leased_at = time.time()
             known = store.images([] if refresh else store.live_segments())
             new = _images_to_compute(identities, known)
             if new:
@@ -177,7 +178,8 @@ def featurize(
         table = TrainingTable(key, store.save_table(key, identities), store)
     finally:
         identities.unpersist()
-    written = _reconcile(table, counts["matched_rows"], segment and segment.key)
+    written = _reconcile(table, counts["matched_rows"], new)
+    written["computed_twice"] = _done_twice(store, segment.key, leased_at, new) if segment else 0
     counts = {
         **counts, **written, "computed_images": len(new), "hashed_files": hashes.hashed,
         "indexed_files": hashes.from_index, "index_repaired": hashes.repaired,
@@ -228,16 +230,50 @@ def _compute(
         return store.append(rows, expected=len(new))
 
 
-def _reconcile(table: TrainingTable, rows_in: int, segment: str | None) -> dict[str, int]:
-    """rows in = featurized + quarantined, and every row has a store row; else an error."""
+def _done_twice(
+    store: FeatureStore, segment: str, leased_at: float, new: list[tuple[str, str]]
+) -> int:
+    """Images this run computed that another run committed since this one took the lease: only
+    a lease that did not hold allows it (S3's create, docs/feature-store.md). Of two such runs,
+    the one that commits second always sees it."""
+    others = [
+        entry for entry in store.live_segments()
+        if entry.key != segment and "replaces" not in entry.meta  # a compaction is no CNN work
+        and entry.meta.get("committed_at", 0) >= leased_at
+    ]  # fmt: skip
+    if not others:
+        return 0
+    mine = store.spark.createDataFrame([(sha,) for sha, _ in new], f"{SHA} string")
+    twice = store.segments.read(others).select(SHA).join(mine, SHA).count()
+    log.warning(
+        "%d images this run computed were committed by another featurize at the same time: the "
+        "store's lease did not hold (on S3 its create is not atomic under this Hadoop; "
+        "docs/feature-store.md). Nothing is lost or counted twice; the CNN work was done twice",
+        twice,
+    )
+    return twice
+
+
+def _reconcile(table: TrainingTable, rows_in: int, new: list[tuple[str, str]]) -> dict[str, int]:
+    """rows in = featurized + quarantined, and every row has a store row; else an error.
+
+    ``computed``: the rows whose image this run put through the CNN (``new``), whichever
+    segment the store now reads them from (another run's, where the lease did not hold)."""
     rows = table.read(how="left")
+    if new:
+        spark = table.store.spark
+        mine = spark.createDataFrame([(sha,) for sha, _ in new], f"{SHA} string")
+        rows = rows.join(mine.withColumn("_mine", F.lit(True)), SHA, "left")
+    else:
+        rows = rows.withColumn("_mine", F.lit(None).cast("boolean"))
+    computed = F.col("_mine").isNotNull()
     outcome = rows.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("segment").isNull().cast("int")).alias("unmatched"),
         F.sum((F.col("segment").isNotNull() & F.col(ERROR).isNull()).cast("int"))
         .alias("featurized"),
         F.sum(F.col(ERROR).isNotNull().cast("int")).alias("quarantined"),
-        F.sum((F.col("segment") == F.lit(segment)).cast("int")).alias("computed"),
+        F.sum(computed.cast("int")).alias("computed"),
     ).first()  # fmt: skip
     written = {
         "rows_in": rows_in,
