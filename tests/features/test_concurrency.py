@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from sparkles import tracking
+from sparkles.features.featurize import featurize
 from sparkles.features.lease import LEASE_FILE, StoreLease
 from sparkles.features.store import SEGMENTS, FeatureStore
-from tests.conftest import ROOT, free_port, mlflow_server
+from tests.conftest import ROOT, mlflow_server
 from tests.features.test_store import _sample
 
 
@@ -53,24 +54,27 @@ def test_two_runs_started_together_compute_each_image_once(tmp_path: Path) -> No
 
 
 @pytest.mark.e2e
-def test_a_run_killed_holding_the_lease_leaves_the_other_to_compute_it(spark, tmp_path) -> None:
-    """SIGKILL a featurize while it writes its segment, with a second one started beside it:
-    the second breaks the dead run's lease, never reads its half-written segment (kept until
-    stale: it might be a live writer's) and computes every image itself."""
+def test_a_run_killed_holding_the_lease_leaves_the_other_to_compute_it(
+    spark, tmp_path: Path, caplog
+) -> None:
+    """SIGKILL a featurize while it writes its segment: the next run (this process) breaks the
+    dead run's lease, never reads its half-written segment (kept until stale: it might be a
+    live writer's) and computes every image itself."""
     path, profile = _sample(tmp_path)
     doomed = _featurize(path)
     cache = Path(profile.cache.dir)
     _mid_pass(doomed, cache)
-    survivor = _featurize(path)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     assert doomed.returncode == -signal.SIGKILL, "the first featurize ended before it was killed"
     [root] = [d for d in cache.iterdir() if (d / "settings.json").is_file()]
+    assert (root / LEASE_FILE).exists()  # the dead run's
     [left] = FeatureStore(spark, str(root)).segments.listed()
     assert not (root / SEGMENTS / left / "meta.json").exists()  # never committed
-    counts, log = _counts(survivor)
+    with caplog.at_level("WARNING"):
+        counts = featurize(profile, spark).counts
     assert counts["computed"] == counts["rows_in"] == counts["featurized"] + counts["quarantined"]
-    assert "broke the featurize lease" in log
+    assert "broke the featurize lease" in caplog.text
     store = FeatureStore(spark, str(root))
     assert [s.key for s in store.live_segments()] != [left]
     assert left in store.segments.listed()
@@ -108,48 +112,16 @@ def _mid_pass(process: subprocess.Popen, cache: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_a_tracking_server_down_mid_featurize_loses_no_features(tmp_path: Path) -> None:
+def test_a_tracking_server_down_mid_featurize_loses_no_features(spark, tmp_path: Path) -> None:
     """The server stops while the CNN runs: the run fails when it logs, its committed features
-    stay, and once the server is back the rerun computes nothing."""
+    stay, and the rerun computes nothing (the server's restart: tests/test_tracking.py)."""
     path, profile = _sample(tmp_path)
-    store, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
     artifacts = ("--artifacts-destination", str(tmp_path / "served-artifacts"))
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    with mlflow_server(store, *artifacts, port=port) as url:
-        env = {"MLFLOW_TRACKING_URI": url, **quick}
-        blinked = _featurize(path, env)
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", *artifacts) as url:
+        blinked = _featurize(path, {"MLFLOW_TRACKING_URI": url, **quick})
         _mid_pass(blinked, Path(profile.cache.dir))
     blinked.communicate(timeout=600)
     assert blinked.returncode != 0  # it could not log its run
-    with mlflow_server(store, *artifacts, port=port):
-        counts, _ = _counts(_featurize(path, env))
+    counts = featurize(profile, spark).counts
     assert counts["computed"] == 0 and counts["reused"] == counts["rows_in"] > 0
-
-
-def test_work_done_twice_where_the_lease_did_not_hold_is_counted(
-    spark, tmp_path: Path, monkeypatch
-) -> None:
-    """S3's create is not atomic under this Hadoop: two runs may both take the lease. Played
-    here by a lease that never waits and another run committing the same images while this one
-    computes: this run still counts its own work, and says the CNN work was done twice."""
-    from contextlib import contextmanager
-
-    from sparkles.config import load_profile
-    from sparkles.features import featurize as featurize_module
-
-    path, _ = _sample(tmp_path)
-    real_compute = featurize_module._compute
-
-    @contextmanager
-    def never_waits(self):
-        yield 0.0
-
-    def beside_another(spark, store, featurizer, new, rows):
-        real_compute(spark, store, featurizer, new, rows)  # the other run, committing first
-        return real_compute(spark, store, featurizer, new, rows)
-
-    monkeypatch.setattr(StoreLease, "held", never_waits)
-    monkeypatch.setattr(featurize_module, "_compute", beside_another)
-    counts = featurize_module.featurize(load_profile(path), spark).counts
-    assert counts["computed"] == counts["rows_in"] and counts["reused"] == 0
-    assert counts["computed_twice"] == counts["computed_images"] > 0
