@@ -230,6 +230,11 @@ def _compute(
         return store.append(rows, expected=len(new))
 
 
+def _shas_of(spark: SparkSession, new: list[tuple[str, str]]) -> DataFrame:
+    """The images this run put through the CNN, as a one-column frame to join on."""
+    return spark.createDataFrame([(sha,) for sha, _ in new], f"{SHA} string")
+
+
 def _done_twice(
     store: FeatureStore, segment: str, leased_at: float, new: list[tuple[str, str]]
 ) -> int:
@@ -243,8 +248,7 @@ def _done_twice(
     ]  # fmt: skip
     if not others:
         return 0
-    mine = store.spark.createDataFrame([(sha,) for sha, _ in new], f"{SHA} string")
-    twice = store.segments.read(others).select(SHA).join(mine, SHA).count()
+    twice = store.segments.read(others).select(SHA).join(_shas_of(store.spark, new), SHA).count()
     log.warning(
         "%d images this run computed were committed by another featurize at the same time: the "
         "store's lease did not hold (on S3 its create is not atomic under this Hadoop; "
@@ -261,9 +265,8 @@ def _reconcile(table: TrainingTable, rows_in: int, new: list[tuple[str, str]]) -
     segment the store now reads them from (another run's, where the lease did not hold)."""
     rows = table.read(how="left")
     if new:
-        spark = table.store.spark
-        mine = spark.createDataFrame([(sha,) for sha, _ in new], f"{SHA} string")
-        rows = rows.join(mine.withColumn("_mine", F.lit(True)), SHA, "left")
+        mine = _shas_of(table.store.spark, new).withColumn("_mine", F.lit(True))
+        rows = rows.join(mine, SHA, "left")
     else:
         rows = rows.withColumn("_mine", F.lit(None).cast("boolean"))
     computed = F.col("_mine").isNotNull()
