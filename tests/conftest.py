@@ -145,6 +145,7 @@ def write_profile(folder: Path, **sections: dict) -> Path:
         "cache": {"dir": str(folder / "cache")},
         "train": {"max_iter": 30},  # plenty for tens of images; each LR iteration is a Spark job
         "registry": {"allow_random_weights": True},  # the tests' weights are random
+        "observe": {"event_log": str(folder / "spark-events")},
     }
     for key, value in sections.items():
         profile[key] = {**profile.get(key, {}), **value}

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from sparkles import tracking
@@ -218,6 +219,20 @@ def cmd_openimages_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from sparkles import history
+
+    profile = _profile(args, tracked=args.run_id is not None)
+    if args.run_id:
+        tracking.configure(profile)
+        folder, app_id = history.event_log_of(args.run_id, Path(args.dest or tempfile.mkdtemp()))
+        return history.serve(str(folder), args.port, app_id)
+    folder = args.folder or profile.observe.event_log
+    if not folder:
+        raise UserError("the profile's observe.event_log is off: pass --folder")
+    return history.serve(folder, args.port, None)
+
+
 def _add_openimages(commands: argparse._SubParsersAction) -> None:
     from sparkles.data import download
 
@@ -351,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(main_job)
     _add_featurize_options(main_job)
     main_job.set_defaults(func=cmd_main)
+    history = commands.add_parser(
+        "history", parents=[common],
+        help="the Spark History Server over a run's event log (or the profile's folder)",
+    )  # fmt: skip
+    history.add_argument("run_id", nargs="?", default=None, help="an MLflow run id")
+    history.add_argument("--port", type=int, default=18080, help="its UI and REST API")
+    history.add_argument("--folder", default=None, help="event logs to serve (no run id)")
+    history.add_argument("--dest", default=None, help="where the run's log is downloaded")
+    history.set_defaults(func=cmd_history)
     _add_openimages(commands)
     return parser
 
@@ -402,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                 from sparkles.progress import report_reads  # pyspark is loaded by now
 
                 report_reads(started)
-            started.stop()
+            from sparkles.observe import stop_and_attach
+
+            stop_and_attach(started)
 
 
 # Set (to 1) to log what Spark ran and read at the end of a command (bench/commands.py does):

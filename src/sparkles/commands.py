@@ -17,13 +17,14 @@ from typing import Any
 import mlflow
 from pyspark.sql import SparkSession
 
-from sparkles import plots, tracking
+from sparkles import plots
 from sparkles.config import Profile
 from sparkles.data.eda import EdaResult, compute, write_report
 from sparkles.features.featurize import FeaturizeResult, featurize, summary
 from sparkles.features.lineage import committed_features, log_features_source, log_featurize
 from sparkles.model import classifiers, kinds
 from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
+from sparkles.observe import observed_run
 from sparkles.train.fit import log_training, read_once, train
 from sparkles.train.splits import split_params, train_and_test
 from sparkles.train.tune import search
@@ -55,7 +56,7 @@ def run_train(profile: Profile, spark: SparkSession, features: str | None = None
     """Train on a committed training table (``features``: a run id; else the newest that
     matches the profile). Reads features only: no image, no CNN."""
     classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
-    with tracking.run(profile, "train") as active:
+    with observed_run(profile, spark, "train") as active:
         profile, featurized, source = committed_features(
             profile, spark, active.info.experiment_id, features
         )
@@ -69,7 +70,7 @@ def run_main(
 ) -> dict[str, Any]:
     """Featurize (reusing the cache when it can) and train, in one MLflow run."""
     classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
-    with tracking.run(profile, "main") as active:
+    with observed_run(profile, spark, "main") as active:
         featurized = featurize(profile, spark, refresh=refresh, rehash=rehash)
         log_featurize(featurized, spark, profile)
         outcome = _train_and_log(profile, spark, featurized)
@@ -84,7 +85,7 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
     """
     classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
     method, max_evals, metric = profile.tune.method, profile.tune.max_evals, profile.tune.metric
-    with tracking.run(profile, f"tune-{method}") as active:
+    with observed_run(profile, spark, f"tune-{method}") as active:
         profile, featurized, source = committed_features(
             profile, spark, active.info.experiment_id, features
         )
@@ -126,7 +127,7 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
 def run_featurize(
     profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
 ) -> FeaturizeResult:
-    with tracking.run(profile, "featurize"):
+    with observed_run(profile, spark, "featurize"):
         result = featurize(profile, spark, refresh, rehash)
         log_featurize(result, spark, profile)
     return result
@@ -135,7 +136,7 @@ def run_featurize(
 def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) -> EdaResult:
     """Compute, write the folder, and log everything to an MLflow run named ``eda``."""
     settings, data = profile.eda, profile.data
-    with tracking.run(profile, "eda"):
+    with observed_run(profile, spark, "eda"):
         result = compute(
             spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n,
             settings.top_k, data.images if settings.image_sizes else None, data.image_glob,

@@ -311,6 +311,24 @@ class CacheConfig(_Strict):
     lease_seconds: float = Field(default=120.0, gt=0)
 
 
+class ObserveConfig(_Strict):
+    """What a run records of its Spark work (docs/troubleshooting.md)."""
+
+    # Spark's event log folder (local path or URI); null keeps the cluster's own setting
+    # (EMR's spark-defaults), "" turns the event log off
+    event_log: str | None = "./spark-events"
+    # the finished log is attached to the command's top-level run up to this size (else the
+    # run's tag says where it is, and why it was not attached)
+    event_log_attach_mb: float = Field(default=64.0, ge=0)
+    # the longest N SQL queries' final plans with their operator metrics, under spark/plans/
+    plans: int = Field(default=5, ge=0)
+    # MLflow system metrics (CPU, memory, disk, network) on top-level runs, sampled this often
+    system_metrics: bool = True
+    system_metrics_interval: float = Field(default=10.0, gt=0)
+    # executors sample their memory (JVM, Python workers' RSS) this often, per stage's peaks
+    executor_metrics_interval_ms: int = Field(default=500, ge=0)
+
+
 class Profile(_Strict):
     name: str
     source: str = ""
@@ -323,6 +341,7 @@ class Profile(_Strict):
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     eda: EdaConfig = EdaConfig()
+    observe: ObserveConfig = ObserveConfig()
 
     @property
     def multi_label(self) -> bool:

@@ -72,3 +72,13 @@ EVALUATION_ARTIFACTS = "evaluation"  # plots, test predictions
 TUNING_ARTIFACTS = "tuning"
 EDA_ARTIFACTS = "eda"
 EMR_STEP_ARTIFACTS = "emr-step"  # an EMR step's stdout and stderr (teed by emr.step, else S3's)
+SPARK_ARTIFACTS = "spark"  # stages.csv, timeline.png, plans/, eventlog/ (sparkles.observe)
+
+# --- a run's Spark application (sparkles.observe) ---------------------------------------------
+SPARK_APP_TAG = "sparkles.spark.app_id"
+SPARK_VERSION_TAG = "sparkles.spark.version"
+SPARK_MASTER_TAG = "sparkles.spark.master"
+SPARK_EVENT_LOG_TAG = "sparkles.spark.event_log_dir"
+SPARK_EVENT_LOG_ATTACHED_TAG = "sparkles.spark.event_log_attached"  # its name, or "no: why"
+SPARK_UI_TAG = "sparkles.spark.ui"  # the live UI while the application ran
+EMR_HISTORY_TAG = "sparkles.emr.history_server"  # EMR's persistent Spark History Server

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image
 from scipy.cluster.hierarchy import dendrogram
 from sklearn.metrics import auc as sk_auc
@@ -272,4 +273,41 @@ def plot_search(found: Search, search_axes: SearchAxes, path: Path) -> Path:
         title=f"Search: {len(found.trials)} trials",
     )
     figure.colorbar(points, ax=axes, label=colour_name)
+    return save_figure(figure, path)
+
+
+def plot_spark_timeline(
+    stages: pd.DataFrame, jobs: list[tuple[int, int]], started_ms: int, metrics: dict, path: Path
+) -> Path:
+    """A run's stages on its time axis (one bar each, coloured by the step that ran it), with
+    the seconds no Spark job ran (the driver alone: Python, planning, MLflow) shaded."""
+    figure = Figure(figsize=(10, 2.5 + min(len(stages), 60) * 0.12))
+    axes = figure.subplots()
+    wall = metrics["spark.wall_seconds"]
+    gaps, last = [], 0.0
+    for start, end in jobs:
+        start_s, end_s = (start - started_ms) / 1000, (end - started_ms) / 1000
+        if start_s > last:
+            gaps.append((last, start_s - last))
+        last = max(last, end_s)
+    if wall > last:
+        gaps.append((last, wall - last))
+    for left, width in gaps:
+        axes.axvspan(left, left + width, color="#f4cccc", lw=0)
+    steps = [step or "(no step)" for step in stages["step"]] if len(stages) else []
+    colours = {name: f"C{index % 10}" for index, name in enumerate(dict.fromkeys(steps))}
+    for row, (stage, step) in enumerate(zip(stages.itertuples(), steps, strict=True)):
+        axes.barh(row, max(stage.seconds, wall / 1000), left=stage.start_s,
+                  color=colours[step], height=0.8)  # fmt: skip
+    legend = [Patch(color="#f4cccc", label="no Spark job running (driver only)")]
+    legend += [Patch(color=colour, label=name[:70]) for name, colour in colours.items()]
+    axes.set(
+        xlim=(0, max(wall, 1e-3)), ylim=(-1, max(len(stages), 1)),
+        xlabel="seconds since the run started", ylabel="stage (in order)",
+        title=f"{len(stages)} stages; {metrics['spark.job_seconds']:.1f} s of {wall:.1f} s with a "
+        f"Spark job running, {metrics['spark.driver_only_seconds']:.1f} s driver only",
+    )  # fmt: skip
+    axes.invert_yaxis()
+    axes.legend(handles=legend[:13], loc="upper center", bbox_to_anchor=(0.5, -0.15),
+                fontsize="small", ncol=2)  # fmt: skip
     return save_figure(figure, path)

@@ -163,6 +163,23 @@ def spark_progress(
         context.setLocalProperty("spark.jobGroup.id", None)
 
 
+DESCRIPTION = "spark.job.description"
+
+
+@contextmanager
+def step(spark: SparkSession, name: str) -> Iterator[None]:
+    """Every Spark job this thread starts inside the block is described as ``name`` (the Spark
+    UI's and ``spark/stages.csv``'s description): Spark names a query's stages after a JVM
+    thread, not after the line of ours that asked for them."""
+    context = spark.sparkContext
+    before = context.getLocalProperty(DESCRIPTION)
+    context.setJobDescription(name)
+    try:
+        yield
+    finally:
+        context.setLocalProperty(DESCRIPTION, before)  # type: ignore[arg-type]
+
+
 def report_reads(spark: SparkSession) -> None:
     """Log what the command ran and read, image files apart: on S3 those bytes are the bill."""
     try:

@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from sparkles.code import ship_to_executors
 from sparkles.config import Profile
+from sparkles.storage import is_uri, qualify
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,31 @@ def _native_blas() -> bool:
     return True
 
 
+def observing(profile: Profile) -> dict[str, str]:
+    """What Spark records for ``observe``: its event log (compressed and rolled alike on
+    pyspark 3.5, where both are off by default, and 4.x, where both are on), and executors'
+    memory per stage, their process trees (JVM and Python workers' RSS) included."""
+    settings = {"spark.executor.processTreeMetrics.enabled": "true"}
+    interval = profile.observe.executor_metrics_interval_ms
+    settings["spark.executor.metrics.pollingInterval"] = f"{interval}ms"
+    folder = profile.observe.event_log
+    if folder is None:  # the cluster's own (EMR: spark-defaults.conf)
+        return settings
+    if not folder:
+        return {**settings, "spark.eventLog.enabled": "false"}
+    if not is_uri(folder):  # Spark refuses to start on a local folder that does not exist
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    return {
+        **settings,
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": qualify(folder),
+        "spark.eventLog.compress": "true",
+        "spark.eventLog.compression.codec": "zstd",
+        "spark.eventLog.rolling.enabled": "true",
+        "spark.eventLog.rolling.maxFileSize": "128m",
+    }
+
+
 def build_session(
     profile: Profile, extra: dict[str, str] | None = None, defaults: dict[str, str] | None = None
 ) -> SparkSession:
@@ -82,7 +108,8 @@ def build_session(
     if profile.spark.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(profile.spark.master).appName(profile.spark.app_name)
-    settings = {**PORTABLE_DEFAULTS, **(defaults or {}), **profile.spark.conf, **(extra or {})}
+    settings = {**PORTABLE_DEFAULTS, **observing(profile), **(defaults or {}),
+                **profile.spark.conf, **(extra or {})}  # fmt: skip
     # The console bar garbles logs when stdout is not a terminal; ours (progress.py) does not.
     settings.setdefault("spark.ui.showConsoleProgress", "false")
     if profile.spark.master.startswith("local"):

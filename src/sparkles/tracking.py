@@ -181,9 +181,18 @@ def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.Ac
     """
     experiment_id = configure(profile)
     run_id = None if nested else take_launcher_run_id()
+    # MLflow's system metrics (CPU, memory, disk, network) on a command's run; a search's
+    # trials share their parent's process, whose run samples it already
+    sampled = profile.observe.system_metrics and not nested
+    if sampled:
+        from mlflow.system_metrics import set_system_metrics_sampling_interval
+
+        set_system_metrics_sampling_interval(profile.observe.system_metrics_interval)
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop
     active = mlflow.start_run(
-        run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=name, nested=nested
-    )
+        run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=name,
+        nested=nested, log_system_metrics=sampled,
+    )  # fmt: skip
     if not nested:
         _say_if_elsewhere(profile, active)
     tags = {PROFILE_TAG: profile.name, COMMAND_TAG: name}

@@ -33,7 +33,7 @@ from sparkles.features.lease import StoreLease
 from sparkles.features.store import EMPTY_SHA, FeatureStore, ReconciliationError
 from sparkles.features.tables import TrainingTable
 from sparkles.names import ERROR, IMAGE_ID, PATH, SHA
-from sparkles.progress import spark_progress
+from sparkles.progress import spark_progress, step
 
 log = logging.getLogger(__name__)
 TABLE_MANIFEST = [IMAGE_ID, "label", SHA]  # what the training table's fingerprint covers
@@ -145,7 +145,8 @@ def featurize(
     featurizer.setParams(precision=precision)
     index = FileIndex(spark, profile.cache.dir)
     listed = matched.matched.select(PATH, LENGTH, MODIFIED).distinct()  # under keep-all: once
-    hashes = index.hashes(listed, rehash)
+    with step(spark, "file index: hash new files"):
+        hashes = index.hashes(listed, rehash)
     identities = _identities(matched.matched, matched.empty, hashes.shas)
     identities = identities.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -161,7 +162,8 @@ def featurize(
         with StoreLease(spark, store.root, profile.cache.lease_seconds).held():
             leased_at = time.time()
             known = store.images([] if refresh else store.live_segments())
-            new = _images_to_compute(identities, known)
+            with step(spark, "what the store lacks"):
+                new = _images_to_compute(identities, known)
             if new:
                 log.info("featurizing %d images the store lacks", len(new))
                 started = time.monotonic()
@@ -175,10 +177,12 @@ def featurize(
         if hashes.hashed and len(index.segments.live()) > profile.cache.compact_after_segments:
             index.compact()
         key = fingerprint({"store": store.key}, manifest_rows(identities, TABLE_MANIFEST))
-        table = TrainingTable(key, store.save_table(key, identities), store)
+        with step(spark, "commit the training table"):
+            table = TrainingTable(key, store.save_table(key, identities), store)
     finally:
         identities.unpersist()
-    written = _reconcile(table, counts["matched_rows"], new)
+    with step(spark, "reconcile"):
+        written = _reconcile(table, counts["matched_rows"], new)
     written["computed_twice"] = _done_twice(store, segment.key, leased_at, new) if segment else 0
     counts = {
         **counts, **written, "computed_images": len(new), "hashed_files": hashes.hashed,

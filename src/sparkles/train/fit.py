@@ -44,6 +44,7 @@ from sparkles.model.stages import (
     training_pipeline,
 )
 from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
+from sparkles.progress import step
 from sparkles.tracking import loggable
 from sparkles.train import evaluate as ev
 from sparkles.train import evaluate_sets as sets
@@ -98,7 +99,7 @@ def train(
     Validation metrics (``val_*``, what `promote` selects on, never the test split) are
     computed as a search trial computes them, unless given (a search's winner has them).
     """
-    with read_once(table.features()) as features:
+    with step(spark, "read the training table"), read_once(table.features()) as features:
         return _fit_and_test(profile, features, params, validation)
 
 
@@ -108,10 +109,11 @@ def _fit_and_test(
     params: kinds.Params,
     validation: dict[str, float] | None,
 ) -> TrainResult:
-    settings = profile.train
+    settings, spark = profile.train, features.sparkSession
     train_set, test_set = train_and_test(features, split_params(settings))
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
-    counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
+    with step(spark, "split"):
+        counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
     if len(counts["train"]) < 2:
         raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
     labels, n_features = sorted(counts["train"]), feature_length(train_set)
@@ -127,24 +129,28 @@ def _fit_and_test(
         )
     log.info("fitting a %s classifier on %s", settings.classifier, counts["train"])
     started = time.monotonic()
-    fitted = pipeline.fit(fitted_on)
+    with step(spark, f"fit {settings.classifier}"):
+        fitted = pipeline.fit(fitted_on)
     fit_seconds = time.monotonic() - started
     log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
     if validation is None:
         folds, rounds = validation_data(profile, train_set, labels)
         folds = folds.persist(StorageLevel.MEMORY_AND_DISK)
-        validation = validate(profile, folds, rounds, labels, n_features, params)
+        with step(spark, "validate"):
+            validation = validate(profile, folds, rounds, labels, n_features, params)
         folds.unpersist()
     train_images = fitted_on.count() if profile.multi_label else sum(counts["train"].values())
     fitted_on.unpersist()
     train_set.unpersist()
-    if profile.multi_label:
-        thresholds = [validation[sets.threshold_metric(name)] for name in labels]
-        label_set_stage(fitted).setThresholds(thresholds)
-        evaluation = sets.evaluate_sets(fitted.transform(label_sets(test_set)), labels, thresholds)
-    else:
-        scored = classifier_model(fitted).transform(test_set)
-        evaluation = ev.evaluate(scored, class_labels(fitted))
+    with step(spark, "evaluate on the test split"):
+        if profile.multi_label:
+            thresholds = [validation[sets.threshold_metric(name)] for name in labels]
+            label_set_stage(fitted).setThresholds(thresholds)
+            scored_sets = fitted.transform(label_sets(test_set))
+            evaluation = sets.evaluate_sets(scored_sets, labels, thresholds)
+        else:
+            scored = classifier_model(fitted).transform(test_set)
+            evaluation = ev.evaluate(scored, class_labels(fitted))
     evaluation.metrics["count_train"] = float(train_images)
     evaluation.metrics["fit_seconds"] = fit_seconds
     evaluation.metrics.update(validation)
@@ -170,14 +176,16 @@ def log_training(
     predictions, and the model that scores images."""
     _log_params_and_metrics(result, profile, params)
     _log_training_table(featurized)
-    _log_evaluation(result, spark, profile.train.gallery_size)
+    with step(spark, "plots and the gallery"):
+        _log_evaluation(result, spark, profile.train.gallery_size)
     log.info("logged metrics and plots; logging the model")
     featurizer = stored_featurizer(profile, featurized)
-    logged_model.log_model(
-        scoring_model(featurizer, result.fitted),
-        featurizer.setting_values(),
-        classifier_parameters(result.fitted),
-    )
+    with step(spark, "log the model"):
+        logged_model.log_model(
+            scoring_model(featurizer, result.fitted),
+            featurizer.setting_values(),
+            classifier_parameters(result.fitted),
+        )
     mlflow.set_tag(SCORING_TAG, "true")
 
 

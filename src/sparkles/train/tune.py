@@ -26,6 +26,8 @@ from sparkles.config import Profile
 from sparkles.model import classifiers, kinds
 from sparkles.model.kinds import describe_params
 from sparkles.model.stages import feature_length
+from sparkles.observe import tagged_jobs
+from sparkles.progress import step
 from sparkles.tracking import loggable
 from sparkles.train.validation import validate, validation_data
 
@@ -79,7 +81,9 @@ class Searcher:
         number = len(self.search.trials) + 1
         with tracking.run(self.profile, f"trial-{number:03d}", nested=True) as child:
             mlflow.log_params(loggable(params))
-            metrics = self._validate(params)
+            spark = self.data.sparkSession
+            with tagged_jobs(spark, child.info.run_id), step(spark, f"trial-{number:03d}"):
+                metrics = self._validate(params)
             mlflow.log_metrics(metrics)
         trial = Trial(number, params, metrics, child.info.run_id)
         self.search.trials.append(trial)
