@@ -256,6 +256,7 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     artifacts = {f.path for f in client().list_artifacts(trained.info.run_id, "evaluation")}
     for plot in ("roc_curve", "confusion_matrix", "misclassified", "label_distribution"):
         assert f"evaluation/{plot}.png" in artifacts
+    _check_spark_work(space, trained)
 
     # Tuning: trials are children of the launcher's run; the parent's params come from the refit.
     for method, line in (
@@ -376,6 +377,45 @@ def _check_serving(space: Workspace, serve: str, ask: str) -> list[dict]:
     assert row["prediction"] in ("Car", "Tree") and row["featurize_error"] is None
     assert row["probability_Car"] + row["probability_Tree"] == pytest.approx(1, abs=1e-9)
     return answer["predictions"]
+
+
+def _check_spark_work(space: Workspace, trained: mlflow.entities.Run) -> None:
+    """The train run explains its Spark work, and the README's `sparkles history` line serves
+    its application: the History Server's REST API lists every job the run counted."""
+    tags, metrics = trained.data.tags, trained.data.metrics
+    app_id = tags["sparkles.spark.app_id"]
+    assert tags["sparkles.spark.master"] == "local[*]" and tags["sparkles.spark.version"]
+    assert tags["sparkles.spark.event_log_attached"] == f"eventlog_v2_{app_id}"
+    assert metrics["spark.jobs"] > 0 and metrics["spark.driver_only_seconds"] > 0
+    assert "system/cpu_utilization_percentage" in metrics  # MLflow's system metrics
+    client = mlflow.MlflowClient()
+    names = {f.path for f in client.list_artifacts(trained.info.run_id, "spark")}
+    assert {"spark/stages.csv", "spark/timeline.png", "spark/plans", "spark/eventlog"} <= names
+    stages = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=trained.info.run_id, artifact_path="spark/stages.csv"))  # fmt: skip
+    assert len(stages) == metrics["spark.stages"]
+    assert {"split", "fit logistic", "validate", "evaluate on the test split"} <= set(stages.step)
+
+    line = command("sparkles history")
+    script = "\n".join(["set -euo pipefail", *space.setup, f"exec {line}"])
+    errors = open(space.root / "history.err", "w+")  # noqa: SIM115 (the server's, read on failure)
+    history = subprocess.Popen(
+        ["bash", "-c", script], cwd=space.root, env=user_environment(),
+        stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        said = history.stdout.readline()  # printed once the server lists the application
+        where = f"http://127.0.0.1:18080/history/{app_id}/jobs/"
+        assert where in said, (space.root / "history.err").read_text()[-3000:]
+        api = f"http://127.0.0.1:18080/api/v1/applications/{app_id}/jobs"
+        with urllib.request.urlopen(api, timeout=10) as answer:
+            jobs = json.loads(answer.read())
+        assert len(jobs) >= metrics["spark.jobs"]
+        assert {job["status"] for job in jobs} == {"SUCCEEDED"}
+    finally:
+        os.killpg(history.pid, signal.SIGTERM)
+        history.wait(timeout=60)
+        errors.close()
 
 
 def _check_mlflow_ui(space: Workspace, line: str) -> None:

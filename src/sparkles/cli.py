@@ -222,15 +222,13 @@ def cmd_openimages_download(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from sparkles import history
 
-    profile = _profile(args, tracked=args.run_id is not None)
-    if args.run_id:
-        tracking.configure(profile)
-        folder, app_id = history.event_log_of(args.run_id, Path(args.dest or tempfile.mkdtemp()))
-        return history.serve(str(folder), args.port, app_id)
-    folder = args.folder or profile.observe.event_log
-    if not folder:
-        raise UserError("the profile's observe.event_log is off: pass --folder")
-    return history.serve(folder, args.port, None)
+    profile = _profile(args, tracked=args.folder is None)
+    if args.folder:
+        return history.serve(args.folder, args.port, None)
+    experiment_id = tracking.configure(profile)
+    run_id = args.run_id or history.newest_run(experiment_id)
+    folder, app_id = history.event_log_of(run_id, Path(args.dest or tempfile.mkdtemp()))
+    return history.serve(str(folder), args.port, app_id)
 
 
 def _add_openimages(commands: argparse._SubParsersAction) -> None:
@@ -368,11 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     main_job.set_defaults(func=cmd_main)
     history = commands.add_parser(
         "history", parents=[common],
-        help="the Spark History Server over a run's event log (or the profile's folder)",
+        help="Spark's History Server over a run's event log (default: the newest run's)",
     )  # fmt: skip
     history.add_argument("run_id", nargs="?", default=None, help="an MLflow run id")
     history.add_argument("--port", type=int, default=18080, help="its UI and REST API")
-    history.add_argument("--folder", default=None, help="event logs to serve (no run id)")
+    history.add_argument(
+        "--folder", default=None,
+        help="serve every application in this folder of event logs (e.g. observe.event_log)",
+    )  # fmt: skip
     history.add_argument("--dest", default=None, help="where the run's log is downloaded")
     history.set_defaults(func=cmd_history)
     _add_openimages(commands)

@@ -45,6 +45,21 @@ def event_log_of(run_id: str, into: Path) -> tuple[Path, str | None]:
     return Path(local), tags.get(SPARK_APP_TAG)
 
 
+def newest_run(experiment_id: str) -> str:
+    """The experiment's newest run with an event log attached (a command's run; a search's
+    trials share their parent's)."""
+    for run in mlflow.search_runs(
+        experiment_ids=[experiment_id], order_by=["attributes.start_time DESC"],
+        max_results=200, output_format="list",
+    ):  # fmt: skip
+        if not run.data.tags.get(SPARK_EVENT_LOG_ATTACHED_TAG, "no").startswith("no"):
+            return run.info.run_id
+    raise UserError(
+        f"no run of experiment {experiment_id} has a Spark event log attached: run a command "
+        "(train, featurize, tune, main, eda) first, or pass --folder"
+    )
+
+
 def link(port: int, app_id: str | None) -> str:
     base = f"http://127.0.0.1:{port}"
     return f"{base}/history/{app_id}/jobs/" if app_id else f"{base}/"

@@ -77,21 +77,19 @@ def observing(profile: Profile) -> dict[str, str]:
     interval = profile.observe.executor_metrics_interval_ms
     settings["spark.executor.metrics.pollingInterval"] = f"{interval}ms"
     folder = profile.observe.event_log
-    if folder is None:  # the cluster's own (EMR: spark-defaults.conf)
-        return settings
-    if not folder:
+    if folder == "":
         return {**settings, "spark.eventLog.enabled": "false"}
-    if not is_uri(folder):  # Spark refuses to start on a local folder that does not exist
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    return {
-        **settings,
-        "spark.eventLog.enabled": "true",
-        "spark.eventLog.dir": qualify(folder),
+    settings |= {
         "spark.eventLog.compress": "true",
         "spark.eventLog.compression.codec": "zstd",
         "spark.eventLog.rolling.enabled": "true",
         "spark.eventLog.rolling.maxFileSize": "128m",
     }
+    if folder is None:  # the cluster's own folder (EMR's spark-defaults: its History Server's)
+        return settings
+    if not is_uri(folder):  # Spark refuses to start on a local folder that does not exist
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    return {**settings, "spark.eventLog.enabled": "true", "spark.eventLog.dir": qualify(folder)}
 
 
 def build_session(

@@ -17,6 +17,11 @@ underneath (nothing of this project replaced), and what moto does not do, played
   cluster ``TERMINATED_WITH_ERRORS`` with ``StateChangeReason`` ``BOOTSTRAP_FAILURE`` and
   cancels its steps. A cluster without ``KeepJobFlowAliveWhenNoSteps`` terminates after its
   last step.
+- **Persistent application UIs** (EMR API Reference: CreatePersistentAppUI,
+  GetPersistentAppUIPresignedURL): ``TargetResourceArn`` must be a cluster's ARN (else
+  ``InvalidRequestException``) and yields a ``PersistentAppUIId``; a presigned URL is asked of
+  a known id, with ``PersistentAppUIType`` one of SHS, TEZ, YTS, and answers
+  ``PresignedURLReady`` and ``PresignedURL``. Each call is recorded (``app_ui_calls``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class EmrStandIn:
         self.processes: dict[str, subprocess.Popen] = {}  # step id → its running process
         self.cancelling: dict[str, str] = {}  # step id → StepCancellationOption
         self.bootstrapped: set[str] = set()
+        self.app_uis: dict[str, str] = {}  # PersistentAppUIId → the cluster ARN it serves
+        self.app_ui_calls: list[tuple[str, dict]] = []
         self.folder = Path(tempfile.mkdtemp(prefix="emr-standin-"))
         self.lock = threading.RLock()
         self.stop = threading.Event()
@@ -83,6 +90,27 @@ class EmrStandIn:
                     step.state = "CANCELLED"
                 info.append({"StepId": step_id, "Status": "SUBMITTED"})
         return info
+
+    # --- persistent application UIs, as the EMR API Reference documents them ------------------
+    def create_persistent_app_ui(self, target_arn: str) -> dict[str, Any]:
+        from moto.emr.exceptions import InvalidRequestException
+
+        self.app_ui_calls.append(("CreatePersistentAppUI", {"TargetResourceArn": target_arn}))
+        if target_arn not in {cluster.arn for cluster in self.backend.clusters.values()}:
+            raise InvalidRequestException(f"no cluster with ARN {target_arn}")
+        ui = f"p-{len(self.app_uis) + 1:013d}"
+        self.app_uis[ui] = target_arn
+        return {"PersistentAppUIId": ui, "RuntimeRoleEnabledCluster": False}
+
+    def presigned_url(self, ui: str, kind: str | None, app_id: str | None) -> dict[str, Any]:
+        from moto.emr.exceptions import InvalidRequestException
+
+        asked = {"PersistentAppUIId": ui, "PersistentAppUIType": kind, "ApplicationId": app_id}
+        self.app_ui_calls.append(("GetPersistentAppUIPresignedURL", asked))
+        if ui not in self.app_uis or kind not in (None, "SHS", "TEZ", "YTS"):
+            raise InvalidRequestException(f"no persistent app UI {ui} of type {kind}")
+        url = f"https://{ui}.emrappui.example/shs/history/{app_id or ''}/?authToken=standin"
+        return {"PresignedURLReady": True, "PresignedURL": url}
 
     # --- the cluster side ---------------------------------------------------------------------
     def _loop(self) -> None:

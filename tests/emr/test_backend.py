@@ -70,9 +70,22 @@ def aws():
         details = getattr(self, "failure_details", None)
         return {**plain_status.fget(self), **({"FailureDetails": details} if details else {})}
 
+    def create_persistent_app_ui(self) -> ActionResult:  # moto has none either
+        return ActionResult(standin.create_persistent_app_ui(self._get_param("TargetResourceArn")))
+
+    def get_persistent_app_ui_presigned_url(self) -> ActionResult:
+        return ActionResult(standin.presigned_url(
+            self._get_param("PersistentAppUIId"), self._get_param("PersistentAppUIType"),
+            self._get_param("ApplicationId"),
+        ))  # fmt: skip
+
     plain_status = Step.status
     patch = pytest.MonkeyPatch()
     patch.setattr(ElasticMapReduceResponse, "cancel_steps", cancel_steps, raising=False)
+    for name, played in (("create_persistent_app_ui", create_persistent_app_ui),
+                         ("get_persistent_app_ui_presigned_url",
+                          get_persistent_app_ui_presigned_url)):  # fmt: skip
+        patch.setattr(ElasticMapReduceResponse, name, played, raising=False)
     patch.setattr(Step, "status", property(status))
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
@@ -471,6 +484,15 @@ def test_featurize_then_tune_run_as_steps_into_their_runs(
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert "emr-step" in artifacts
     assert f"step {tuned['Id']}: RUNNING" in err and "--- step stderr (tail) ---" in err
+    # the run knows its Spark application, and EMR's persistent History Server links to it
+    app_id = run.data.tags["sparkles.spark.app_id"]
+    spark_files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "spark")}
+    assert {"spark/stages.csv", "spark/timeline.png", "spark/eventlog"} <= spark_files
+    ui, page = run.data.tags["sparkles.emr.history_server"].split()
+    assert page.endswith(f"#/clusterDetails/{cluster}")
+    asked = dict(aws["standin"].app_ui_calls)["GetPersistentAppUIPresignedURL"]
+    assert asked == {"PersistentAppUIId": ui, "PersistentAppUIType": "SHS", "ApplicationId": app_id}
+    assert f"Spark History Server of {app_id} (this link expires): https://{ui}." in err
     (experiment,) = [e for e in mlflow.search_experiments() if e.name == "sparkles-emr"]
     assert run.info.experiment_id == experiment.experiment_id
 
