@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from sparkles import tracking
@@ -222,13 +221,10 @@ def cmd_openimages_download(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from sparkles import history
 
-    profile = _profile(args, tracked=args.folder is None)
     if args.folder:
         return history.serve(args.folder, args.port, None)
-    experiment_id = tracking.configure(profile)
-    run_id = args.run_id or history.newest_run(experiment_id)
-    folder, app_id = history.event_log_of(run_id, Path(args.dest or tempfile.mkdtemp()))
-    return history.serve(str(folder), args.port, app_id)
+    experiment_id = tracking.configure(_profile(args))
+    return history.serve_run(args.run_id or history.newest_run(experiment_id), args.port)
 
 
 def _add_openimages(commands: argparse._SubParsersAction) -> None:
@@ -247,19 +243,13 @@ def _add_openimages(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--dest", default="./data/openimages", help="output folder")
     fetch.add_argument("--workers", type=int, default=8, help="parallel downloads")
     # a mirror (or a test server) can be named in the environment: `mlflow run -e download` too
-    fetch.add_argument(
-        "--labels-url",
-        default=os.environ.get("SPARKLES_OPENIMAGES_LABELS_URL", download.LABELS_URL),
-    )
-    fetch.add_argument(
-        "--classes-url",
-        default=os.environ.get("SPARKLES_OPENIMAGES_CLASSES_URL", download.CLASSES_URL),
-    )
-    fetch.add_argument(
-        "--images-url",
-        default=os.environ.get("SPARKLES_OPENIMAGES_IMAGES_URL", download.IMAGES_URL),
-        help="template with {image_id}",
-    )
+    for what, default in (("labels", download.LABELS_URL), ("classes", download.CLASSES_URL),
+                          ("images", download.IMAGES_URL)):  # fmt: skip
+        variable = f"SPARKLES_OPENIMAGES_{what.upper()}_URL"
+        fetch.add_argument(
+            f"--{what}-url", default=os.environ.get(variable, default),
+            help="template with {image_id}" if what == "images" else None,
+        )  # fmt: skip
     fetch.set_defaults(func=cmd_openimages_download)
 
 
@@ -364,17 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(main_job)
     _add_featurize_options(main_job)
     main_job.set_defaults(func=cmd_main)
-    history = commands.add_parser(
-        "history", parents=[common],
-        help="Spark's History Server over a run's event log (default: the newest run's)",
-    )  # fmt: skip
-    history.add_argument("run_id", nargs="?", default=None, help="an MLflow run id")
+    history = commands.add_parser("history", parents=[common], help="Spark's History Server")
+    history.add_argument("run_id", nargs="?", help="a run id (default: the newest run's)")
     history.add_argument("--port", type=int, default=18080, help="its UI and REST API")
-    history.add_argument(
-        "--folder", default=None,
-        help="serve every application in this folder of event logs (e.g. observe.event_log)",
-    )  # fmt: skip
-    history.add_argument("--dest", default=None, help="where the run's log is downloaded")
+    history.add_argument("--folder", help="every application in a folder of event logs")
     history.set_defaults(func=cmd_history)
     _add_openimages(commands)
     return parser
@@ -422,19 +405,10 @@ def main(argv: list[str] | None = None) -> int:
         # exit, the JVM goes down under py4j's open connections, whose tracebacks land in a good
         # run's log. A session the caller had (a notebook, a test) is theirs to keep.
         started = _active_spark()
-        if started is not None and already is None:
-            if os.environ.get(REPORT_READS, "") not in ("", "0"):
-                from sparkles.progress import report_reads  # pyspark is loaded by now
-
-                report_reads(started)
+        if started is not None and already is None:  # then its event log goes to its runs
             from sparkles.observe import stop_and_attach
 
             stop_and_attach(started)
-
-
-# Set (to 1) to log what Spark ran and read at the end of a command (bench/commands.py does):
-# a second or so of status-store queries, so not by default.
-REPORT_READS = "SPARKLES_REPORT_READS"
 
 
 def _active_spark():  # -> SparkSession | None, without importing pyspark for commands that don't

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from sparkles.errors import ConfigError
+from sparkles.errors import ConfigError, describe
 from sparkles.names import MULTI_LABEL
 from sparkles.overrides import (
     CREDENTIAL_KEYS,
@@ -312,20 +312,15 @@ class CacheConfig(_Strict):
 
 
 class ObserveConfig(_Strict):
-    """What a run records of its Spark work (docs/troubleshooting.md)."""
+    """What a run records of its Spark work (docs/troubleshooting.md; conf/local.yaml's comments
+    say what each key does). ``event_log``: a folder, null for the cluster's own, "" for none."""
 
-    # Spark's event log folder (local path or URI); null keeps the cluster's own setting
-    # (EMR's spark-defaults), "" turns the event log off
+    enabled: bool = True
     event_log: str | None = "./spark-events"
-    # the finished log is attached to the command's top-level run up to this size (else the
-    # run's tag says where it is, and why it was not attached)
     event_log_attach_mb: float = Field(default=64.0, ge=0)
-    # the longest N SQL queries' final plans with their operator metrics, under spark/plans/
     plans: int = Field(default=5, ge=0)
-    # MLflow system metrics (CPU, memory, disk, network) on top-level runs, sampled this often
     system_metrics: bool = True
     system_metrics_interval: float = Field(default=10.0, gt=0)
-    # executors sample their memory (JVM, Python workers' RSS) this often, per stage's peaks
     executor_metrics_interval_ms: int = Field(default=500, ge=0)
 
 
@@ -373,24 +368,6 @@ def profile_path(name_or_path: str) -> Path:
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         return candidate
     return conf_dir() / f"{name_or_path}.yaml"
-
-
-def describe(error: ValidationError, source: str, section: str = "") -> str:
-    """A validation error as one line per key, named from the profile's top (``section``: the
-    dotted key of the section that was validated)."""
-    lines = []
-    for item in error.errors():
-        dotted = ".".join([*([section] if section else []), *map(str, item["loc"])])
-        dotted = dotted or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{dotted}'")
-        elif item["type"] == "missing":
-            lines.append(f"{source}: missing required key '{dotted}'")
-        elif "credentials" in item["msg"]:  # never repeat a secret in an error message
-            lines.append(f"{source}: key '{dotted}': {item['msg']}")
-        else:
-            lines.append(f"{source}: key '{dotted}': {item['msg']} (got {item['input']!r})")
-    return "\n".join(lines)
 
 
 def _check_paths(profile: Profile) -> None:

@@ -4,6 +4,7 @@ without a traceback (``cli.main`` catches ``UserError`` by type). A leaf module.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 
 class UserError(Exception):
@@ -35,3 +36,21 @@ def file_system_cause(error: BaseException) -> str | None:
     name = innermost.group(0).split(":", 1)[0].rsplit(".", 1)[-1]
     detail = (innermost.group(1) or "").strip()
     return f"{detail} ({name})" if detail else name
+
+
+def describe(error: Any, source: str, section: str = "") -> str:
+    """A pydantic ``ValidationError`` as one line per key, named from the profile's top
+    (``section``: the dotted key of the section that was validated)."""
+    lines = []
+    for item in error.errors():
+        dotted = ".".join([*([section] if section else []), *map(str, item["loc"])])
+        dotted = dotted or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{dotted}'")
+        elif item["type"] == "missing":
+            lines.append(f"{source}: missing required key '{dotted}'")
+        elif "credentials" in item["msg"]:  # never repeat a secret in an error message
+            lines.append(f"{source}: key '{dotted}': {item['msg']}")
+        else:
+            lines.append(f"{source}: key '{dotted}': {item['msg']} (got {item['input']!r})")
+    return "\n".join(lines)

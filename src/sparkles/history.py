@@ -113,6 +113,13 @@ def applications(port: int, host: str = "127.0.0.1") -> list[dict]:
         return json.loads(answer.read())
 
 
+def serve_run(run_id: str, port: int) -> int:
+    """The run's attached event log, downloaded to a temporary folder, served."""
+    with tempfile.TemporaryDirectory(prefix="sparkles-history-") as into:
+        folder, app_id = event_log_of(run_id, Path(into))
+        return serve(str(folder), port, app_id)
+
+
 def serve(folder: str, port: int, app_id: str | None) -> int:
     """In the foreground until Ctrl-C; prints the link once the server answers."""
     server = start(folder, port, app_id)

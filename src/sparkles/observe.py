@@ -106,6 +106,14 @@ class SparkWork:
                 merged.append((start, end))
         return merged
 
+    def image_stages(self) -> set[int]:
+        """Stages of the run's queries that scan image files (Spark's binaryFile source)."""
+        return {
+            int(stage) for query in self.queries
+            if "Scan binaryFile " in (query.get("physicalPlanDescription") or "")
+            for stage in query.get("stages") or []
+        }  # fmt: skip
+
     def metrics(self) -> dict[str, float]:
         """The run's totals as ``spark.*`` metrics: seconds with a job running and without
         (the driver alone: Python, planning, MLflow), tasks, time, bytes, spill, peaks."""
@@ -131,6 +139,14 @@ class SparkWork:
             "spark.executor_cpu_seconds": total("executorCpuTime") / 1e9,
             "spark.gc_seconds": total("jvmGcTime") / 1000,
             "spark.input_bytes": total("inputBytes"),
+            # of it, image files (binaryFile scans): on S3, the bytes of the bill
+            "spark.image_bytes_read": float(
+                sum(
+                    stage.get("inputBytes") or 0
+                    for stage in stages
+                    if stage["stageId"] in self.image_stages()
+                )
+            ),  # fmt: skip
             "spark.shuffle_read_bytes": total("shuffleReadBytes"),
             "spark.shuffle_write_bytes": total("shuffleWriteBytes"),
             "spark.memory_spill_bytes": total("memoryBytesSpilled"),
@@ -313,6 +329,9 @@ def observed_run(profile: Profile, spark: SparkSession, name: str) -> Iterator[m
     """``tracking.run`` that also knows its Spark application and, at its end (failed ones
     too: those are the runs a user reads this for), logs what its Spark work cost."""
     with tracking.run(profile, name) as active:
+        if not profile.observe.enabled:
+            yield active
+            return
         run_id, started_ms = active.info.run_id, int(time.time() * 1000)
         tags = application_tags(spark)
         mlflow.set_tags(tags)

@@ -178,16 +178,3 @@ def step(spark: SparkSession, name: str) -> Iterator[None]:
         yield
     finally:
         context.setLocalProperty(DESCRIPTION, before)  # type: ignore[arg-type]
-
-
-def report_reads(spark: SparkSession) -> None:
-    """Log what the command ran and read, image files apart: on S3 those bytes are the bill."""
-    try:
-        total, images = input_bytes(spark), input_bytes(spark, scanning="binaryFile")
-        jobs = jobs_run(spark)
-    except Exception:  # a status store that cannot be asked must not fail a finished command
-        return
-    log.info(
-        "Spark ran %d jobs and read %.1f MB (cached blocks included), %.1f MB of it image files",
-        jobs, total / 1e6, images / 1e6,
-    )  # fmt: skip

@@ -73,6 +73,8 @@ def observing(profile: Profile) -> dict[str, str]:
     """What Spark records for ``observe``: its event log (compressed and rolled alike on
     pyspark 3.5, where both are off by default, and 4.x, where both are on), and executors'
     memory per stage, their process trees (JVM and Python workers' RSS) included."""
+    if not profile.observe.enabled:
+        return {}
     settings = {"spark.executor.processTreeMetrics.enabled": "true"}
     interval = profile.observe.executor_metrics_interval_ms
     settings["spark.executor.metrics.pollingInterval"] = f"{interval}ms"

@@ -183,7 +183,7 @@ def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.Ac
     run_id = None if nested else take_launcher_run_id()
     # MLflow's system metrics (CPU, memory, disk, network) on a command's run; a search's
     # trials share their parent's process, whose run samples it already
-    sampled = profile.observe.system_metrics and not nested
+    sampled = profile.observe.enabled and profile.observe.system_metrics and not nested
     if sampled:
         from mlflow.system_metrics import set_system_metrics_sampling_interval
 

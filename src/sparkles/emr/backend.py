@@ -46,6 +46,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_BACKEND
 
 from sparkles import __version__
+from sparkles.emr.app_ui import link_history_server
 from sparkles.emr.project import package
 from sparkles.emr.settings import (
     EmrBackendConfig,
@@ -57,12 +58,10 @@ from sparkles.emr.settings import (
 from sparkles.emr.transient import say, start_transient, terminate
 from sparkles.names import (
     EMR_CLUSTER_TAG,
-    EMR_HISTORY_TAG,
     EMR_PROJECT_TAG,
     EMR_STEP_ARTIFACTS,
     EMR_STEP_TAG,
     ERROR_TAG,
-    SPARK_APP_TAG,
 )
 
 BACKEND = "emr"
@@ -313,7 +312,7 @@ class EmrSubmittedRun(SubmittedRun):
              f"({time.monotonic() - started:.0f} s)")  # fmt: skip
         if not cluster_failed:
             self.attach_logs()
-            self.link_history_server()
+            link_history_server(self.emr, self.cluster_id, self.run_id)
         if STATES[self.final_state] == RunStatus.KILLED:
             self.end_run(RunStatus.KILLED)
         return self.final_state == "COMPLETED"
@@ -352,35 +351,6 @@ class EmrSubmittedRun(SubmittedRun):
             say(f"step {self.step_id} is still {state} after {CANCEL_WAIT_SECONDS:.0f} s: the "
                  "run is marked KILLED; see the EMR console")  # fmt: skip
         self.end_run(RunStatus.FINISHED if state == "COMPLETED" else RunStatus.KILLED)
-
-    def link_history_server(self) -> None:
-        """EMR's persistent Spark History Server for the step's application (it outlives the
-        cluster): its id and the console page as tags, a presigned link (short-lived, so only
-        printed) on this console. The step's run says which application it ran
-        (``sparkles.spark.app_id``); a run that started none gets nothing."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = MlflowClient()
-        app_id = client.get_run(self.run_id).data.tags.get(SPARK_APP_TAG)
-        if not app_id:
-            return
-        try:
-            arn = self.emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"]["ClusterArn"]
-            ui = self.emr.create_persistent_app_ui(TargetResourceArn=arn)["PersistentAppUIId"]
-            client.set_tag(
-                self.run_id, EMR_HISTORY_TAG, f"{ui} {console_page(self.emr, self.cluster_id)}"
-            )
-            link = self.emr.get_persistent_app_ui_presigned_url(
-                PersistentAppUIId=ui, PersistentAppUIType="SHS", ApplicationId=app_id
-            )
-        except (BotoCoreError, ClientError) as err:  # the run is done: say it, do not fail it
-            say(f"no Spark History Server link for {app_id}: {err}")
-            return
-        if link.get("PresignedURLReady") and link.get("PresignedURL"):
-            say(f"Spark History Server of {app_id} (this link expires): {link['PresignedURL']}")
-        else:
-            say(f"the Spark History Server of {app_id} is not ready yet: the cluster's page in "
-                f"the EMR console has it ({console_page(self.emr, self.cluster_id)})")  # fmt: skip
 
     def end_run(self, status: int) -> None:
         """End the run with ``status`` unless it already ended (the step's mlflow ends it)."""
@@ -432,15 +402,6 @@ class EmrSubmittedRun(SubmittedRun):
                 say(f"no step logs at s3://{bucket}/{folder} yet: see the EMR console")
             for path in sorted(found):
                 _print_tail(path)
-
-
-def console_page(emr: Any, cluster_id: str) -> str:
-    """The cluster's page in the EMR console (its *Applications* tab opens the persistent UIs)."""
-    region = emr.meta.region_name
-    return (
-        f"https://{region}.console.aws.amazon.com/emr/home?region={region}"
-        f"#/clusterDetails/{cluster_id}"
-    )
 
 
 def _print_tail(path: Path) -> None:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sparkles.config import ConfigError, TrainConfig, TuneConfig, describe
+from sparkles.config import ConfigError, TrainConfig, TuneConfig
+from sparkles.errors import describe
 from sparkles.tracking import loggable
 
 if TYPE_CHECKING:
