@@ -4,12 +4,19 @@ Into a scratch store, on the local profile (the bundled sample; --set to change 
 `featurize` (first: the CNN runs), `featurize` again (nothing new), `train`, `tune --max-evals 4`,
 `promote`, `predict`, and `mlflow run . -e train`. For each: wall seconds; from its log, the
 seconds to Spark up, to the first line of the command's own work, the fit, and the model
-logging; how many Spark jobs it ran and what they read (all input, cached blocks included, and
-image files: the `binaryFile` scans; SPARKLES_REPORT_READS=1 makes a command log them); artifact
-bytes the command wrote. Then (with --scale K) `train` again on K times the images.
+logging; from its run's `spark.*` metrics (sparkles.observe), its Spark jobs, the seconds one
+ran and the driver's alone, what they read (all input, cached blocks included, and image files:
+the `binaryFile` scans); its event log's size; artifact bytes the command wrote. Then (with
+--scale K) `train` again on K times the images.
+
+With --overhead N: what observing costs (event log, executor memory sampling, the end-of-run
+summary, plans, system metrics): `featurize` (nothing new), `train` and `tune --max-evals 4`,
+N rounds each with `observe.enabled` true and false, alternating which goes first; the median
+wall seconds of each and their ratio.
 
     python bench/commands.py
     python bench/commands.py --set featurizer.model=MobileNetV2 --scale 10
+    python bench/commands.py --overhead 3
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO ([\w.]+): (.*)$")
-READ = re.compile(r"Spark ran (\d+) jobs and read ([\d.]+) MB .*, ([\d.]+) MB of it image files")
 
 
 def _size(folder: Path) -> int:
@@ -48,8 +55,30 @@ def _first(lines: list[tuple[float, str, str]], text: str, start: float) -> floa
     return next((t - start for t, _, message in lines if text in message), None)
 
 
+def _spark_work(tracking: str, since: float) -> dict[str, float]:
+    """The ``spark.*`` metrics of the newest top-level run started after ``since``, and its
+    attached event log's size (MB)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"attributes.start_time >= {int(since * 1000)}",
+        order_by=["attributes.start_time DESC"],
+    )
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    if not top:
+        return {}
+    run, folder = top[0], "spark/eventlog"
+    sizes = [
+        f.file_size or 0 for d in client.list_artifacts(run.info.run_id, folder)
+        for f in (client.list_artifacts(run.info.run_id, d.path) if d.is_dir else [d])
+    ]  # fmt: skip
+    return {**run.data.metrics, "event_log_mb": sum(sizes) / 1e6}
+
+
 def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dict:
-    """One cold process; its figures from the clock, its log and the artifact folder."""
+    """One cold process; its figures from the clock, its log, its run and the artifacts."""
     artifacts_before = _size(artifacts)
     started = time.time()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
@@ -63,7 +92,7 @@ def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dic
     fit = re.search(r"fitted in ([\d.]+) s", done.stderr)
     logging_from = _first(lines, "logging the model", started)
     logged_at = _first(lines, "accuracy ", started)
-    read = READ.findall(done.stderr)
+    spark = _spark_work(env["MLFLOW_TRACKING_URI"], started)
     return {
         "command": name,
         "wall_s": wall,
@@ -71,11 +100,18 @@ def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dic
         "first_own_line_s": own,
         "fit_s": float(fit[1]) if fit else None,
         "model_logging_s": (logged_at - logging_from) if logging_from and logged_at else None,
-        "jobs": int(read[-1][0]) if read else None,
-        "read_mb": float(read[-1][1]) if read else None,
-        "image_mb": float(read[-1][2]) if read else None,
+        "jobs": spark.get("spark.jobs"),
+        "job_s": spark.get("spark.job_seconds"),
+        "driver_only_s": spark.get("spark.driver_only_seconds"),
+        "read_mb": _mb(spark.get("spark.input_bytes")),
+        "image_mb": _mb(spark.get("spark.image_bytes_read")),
+        "event_log_mb": spark.get("event_log_mb"),
         "artifact_mb": (_size(artifacts) - artifacts_before) / 1e6,
     }
+
+
+def _mb(value: float | None) -> float | None:
+    return None if value is None else value / 1e6
 
 
 def _cell(value: float | None, digits: int = 1) -> str:
@@ -86,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--scale", type=int, default=0, help="train again on K× the images")
+    parser.add_argument("--overhead", type=int, default=0, metavar="N",
+                        help="N rounds of observe on vs off instead")  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-commands-"))
     tracking = f"sqlite:///{work / 'mlruns.db'}"
@@ -93,11 +131,11 @@ def main() -> None:
         f"mlflow.artifact_location={work / 'artifacts'}", f"cache.dir={work / 'cache'}",
         f"data.labels_csv={work / 'data/labels.csv'}",
         f"data.classes_csv={work / 'data/classes.csv'}",
-        f"data.images={work / 'data/images'}", *args.overrides,
+        f"data.images={work / 'data/images'}", f"observe.event_log={work / 'spark-events'}",
+        *args.overrides,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=tracking, MLFLOW_EXPERIMENT_NAME="sparkles")
-    env["SPARKLES_REPORT_READS"] = "1"  # each command logs its Spark jobs and bytes read
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     sets = [item for setting in settings for item in ("--set", setting)]
     sparkles = [sys.executable, "-m", "sparkles.cli"]
@@ -117,6 +155,8 @@ def main() -> None:
         ("mlflow run -e train", [sys.executable, "-m", "mlflow", "run", ".", "-e", "train",
                                  "--env-manager", "local", "-P", overrides]),
     ]  # fmt: skip
+    if args.overhead:
+        return overhead(args.overhead, steps[:5], work, env)
     if args.scale > 1:
         base = load_profile("local", settings).data.sample.images
         scaled = [s.replace(str(work), str(work / "scaled")) for s in settings[1:]]
@@ -128,14 +168,38 @@ def main() -> None:
         ]
     print(f"{os.cpu_count()} cores; scratch store {work}\n")
     print("| command | wall s | to Spark up s | to own first line s | fit s | model logging s "
-          "| Spark jobs | Spark read MB | of it images MB | artifacts MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| Spark jobs | s with a job running | s driver only | Spark read MB "
+          "| of it images MB | event log MB | artifacts MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, argv in steps:
         m = run(name, argv, work / "artifacts", env)  # the experiment's, for every command
         print(f"| {name} | {m['wall_s']:.1f} | {_cell(m['spark_up_s'])} | "
               f"{_cell(m['first_own_line_s'])} | {_cell(m['fit_s'])} | "
-              f"{_cell(m['model_logging_s'])} | {_cell(m['jobs'], 0)} | {_cell(m['read_mb'], 2)} | "
-              f"{_cell(m['image_mb'], 2)} | {m['artifact_mb']:.2f} |", flush=True)  # fmt: skip
+              f"{_cell(m['model_logging_s'])} | {_cell(m['jobs'], 0)} | {_cell(m['job_s'])} | "
+              f"{_cell(m['driver_only_s'])} | {_cell(m['read_mb'], 2)} | "
+              f"{_cell(m['image_mb'], 2)} | {_cell(m['event_log_mb'], 2)} | "
+              f"{m['artifact_mb']:.2f} |", flush=True)  # fmt: skip
+
+
+def overhead(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: dict) -> None:
+    """init and the first featurize once, then each measured command ``rounds`` times with
+    observing on and off, the order alternating per round (a drift in the machine hits both)."""
+    for name, argv in steps[:2]:
+        run(name, argv, work / "artifacts", env)
+    off = ["--set", "observe.enabled=false"]
+    walls: dict[tuple[str, str], list[float]] = {}
+    for index in range(rounds):
+        for mode in ("on", "off") if index % 2 == 0 else ("off", "on"):
+            for name, argv in steps[2:]:
+                measured = run(name, argv + (off if mode == "off" else []), work / "artifacts", env)
+                walls.setdefault((name, mode), []).append(measured["wall_s"])
+                print(f"round {index + 1} {mode:>3}: {name} {measured['wall_s']:.1f} s", flush=True)
+    print(f"\n{os.cpu_count()} cores, {rounds} rounds: median wall seconds\n")
+    print("| command | observe on | observe off | on / off |")
+    print("|---|---|---|---|")
+    for name, _ in steps[2:]:
+        on, off_s = median(walls[(name, "on")]), median(walls[(name, "off")])
+        print(f"| {name} | {on:.1f} | {off_s:.1f} | {on / off_s:.3f} |")
 
 
 if __name__ == "__main__":

@@ -257,6 +257,7 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     for plot in ("roc_curve", "confusion_matrix", "misclassified", "label_distribution"):
         assert f"evaluation/{plot}.png" in artifacts
     _check_spark_work(space, trained)
+    _check_spill(space)
 
     # Tuning: trials are children of the launcher's run; the parent's params come from the refit.
     for method, line in (
@@ -416,6 +417,19 @@ def _check_spark_work(space: Workspace, trained: mlflow.entities.Run) -> None:
         os.killpg(history.pid, signal.SIGTERM)
         history.wait(timeout=60)
         errors.close()
+
+
+def _check_spill(space: Workspace) -> None:
+    """docs/troubleshooting.md's worked example: a train whose split spills says so, in its
+    metrics and in the stage rows of the step that spilled."""
+    before = _ids(space)
+    done = space.run(command("sparkles train --set spark.conf.spark.sql.windowExec"))
+    (spilled,) = _new_runs(space, before)
+    assert spilled.data.metrics["spark.memory_spill_bytes"] > 0
+    stages = pd.read_csv(mlflow.artifacts.download_artifacts(
+        run_id=spilled.info.run_id, artifact_path="spark/stages.csv"))  # fmt: skip
+    assert "split" in set(stages[stages.memory_spill_bytes > 0].step)
+    assert "Spark spilled" in done.stderr
 
 
 def _check_mlflow_ui(space: Workspace, line: str) -> None:
