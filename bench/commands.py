@@ -9,6 +9,10 @@ ran and the driver's alone, what they read (all input, cached blocks included, a
 the `binaryFile` scans); its event log's size; artifact bytes the command wrote. Then (with
 --scale K) `train` again on K times the images.
 
+With --map: where the seconds of `featurize` (nothing new), `train` and `tune --max-evals 4`
+go: before the run (interpreter, imports, JVM), in it with a Spark job running and without,
+after it; and per step of `spark/stages.csv` its jobs and seconds (docs/performance.md).
+
 With --overhead N: what observing costs (event log, executor memory sampling, the end-of-run
 summary, plans, system metrics): `featurize` (nothing new), `train` and `tune --max-evals 4`,
 N rounds each with `observe.enabled` true and false, alternating which goes first; the median
@@ -16,6 +20,7 @@ wall seconds of each and their ratio.
 
     python bench/commands.py
     python bench/commands.py --set featurizer.model=MobileNetV2 --scale 10
+    python bench/commands.py --map
     python bench/commands.py --overhead 3
 """
 
@@ -74,7 +79,7 @@ def _spark_work(tracking: str, since: float) -> dict[str, float]:
         f.file_size or 0 for d in client.list_artifacts(run.info.run_id, folder)
         for f in (client.list_artifacts(run.info.run_id, d.path) if d.is_dir else [d])
     ]  # fmt: skip
-    return {**run.data.metrics, "event_log_mb": sum(sizes) / 1e6}
+    return {**run.data.metrics, "event_log_mb": sum(sizes) / 1e6, "run_id": run.info.run_id}
 
 
 def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dict:
@@ -107,6 +112,7 @@ def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dic
         "image_mb": _mb(spark.get("spark.image_bytes_read")),
         "event_log_mb": spark.get("event_log_mb"),
         "artifact_mb": (_size(artifacts) - artifacts_before) / 1e6,
+        "spark": spark,
     }
 
 
@@ -122,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--scale", type=int, default=0, help="train again on K× the images")
+    parser.add_argument("--map", action="store_true", help="where each command's seconds go")
     parser.add_argument("--overhead", type=int, default=0, metavar="N",
                         help="N rounds of observe on vs off instead")  # fmt: skip
     args = parser.parse_args()
@@ -157,6 +164,8 @@ def main() -> None:
     ]  # fmt: skip
     if args.overhead:
         return overhead(args.overhead, steps[:5], work, env)
+    if args.map:
+        return where_time_goes(steps[:5], work, env)
     if args.scale > 1:
         base = load_profile("local", settings).data.sample.images
         scaled = [s.replace(str(work), str(work / "scaled")) for s in settings[1:]]
@@ -200,6 +209,50 @@ def overhead(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: d
     for name, _ in steps[2:]:
         on, off_s = median(walls[(name, "on")]), median(walls[(name, "off")])
         print(f"| {name} | {on:.1f} | {off_s:.1f} | {on / off_s:.3f} |")
+
+
+def where_time_goes(steps: list[tuple[str, list[str]]], work: Path, env: dict) -> None:
+    """Each measured command's seconds: before its run, its run's Spark jobs and driver-only
+    seconds, after it; then its stages.csv summed per step."""
+    import mlflow
+    import pandas as pd
+
+    for name, argv in steps[:2]:
+        run(name, argv, work / "artifacts", env)
+    for name, argv in steps[2:]:
+        m = run(name, argv, work / "artifacts", env)
+        spark = m["spark"]
+        before = m["spark_up_s"] or 0.0
+        inside = spark["spark.wall_seconds"]
+        print(
+            f"\n### {name}: {m['wall_s']:.1f} s wall, Spark up at {before:.1f} s; its run "
+            f"{inside:.1f} s = {spark['spark.job_seconds']:.1f} s with a Spark job running + "
+            f"{spark['spark.driver_only_seconds']:.1f} s driver only, "
+            f"{spark['spark.jobs']:.0f} jobs, {spark['spark.stages']:.0f} stages\n"
+        )
+        stages = pd.read_csv(mlflow.artifacts.download_artifacts(
+            run_id=spark["run_id"], artifact_path="spark/stages.csv",
+            tracking_uri=env["MLFLOW_TRACKING_URI"]), keep_default_na=False)  # fmt: skip
+        stages["end_s"] = stages.start_s + stages.seconds
+        stages["job_count"] = stages.jobs.astype(str).str.split().map(len)
+        steps_seen = stages.groupby("step", sort=False).agg(
+            stages=("stage", "count"), stage_s=("seconds", "sum"), first=("start_s", "min"),
+            last=("end_s", "max"), callers=("called_from", lambda c: len(set(c))),
+        )  # fmt: skip
+        print("| step | stages | stage s | from s | to s |")
+        print("|---|---|---|---|---|")
+        for step, row in steps_seen.iterrows():
+            print(
+                f"| {step or '(none)'} | {row.stages} | {row.stage_s:.2f} | {row['first']:.1f} "
+                f"| {row['last']:.1f} |"
+            )
+        top = stages.sort_values("seconds", ascending=False).head(5)
+        print(
+            "\nlongest stages: "
+            + "; ".join(
+                f"{r.stage} {r.called_from} ({r.step}) {r.seconds:.2f} s" for r in top.itertuples()
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from sparkles import plots
 from sparkles.config import Profile
@@ -25,6 +25,7 @@ from sparkles.features.lineage import committed_features, log_features_source, l
 from sparkles.model import classifiers, kinds
 from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
 from sparkles.observe import observed_run
+from sparkles.progress import step
 from sparkles.train.fit import log_training, read_once, train
 from sparkles.train.splits import split_params, train_and_test
 from sparkles.train.tune import search
@@ -40,10 +41,12 @@ def _train_and_log(
     featurized: FeaturizeResult,
     params: kinds.Params | None = None,
     validation: dict[str, float] | None = None,
+    features: DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Fit, evaluate and log one model (the profile's classifier parameters unless given)."""
+    """Fit, evaluate and log one model (the profile's classifier parameters unless given;
+    ``features``: the training table already read)."""
     params = classifiers.default_params(profile.train) if params is None else params
-    result = train(profile, spark, featurized.table, params, validation)
+    result = train(profile, spark, featurized.table, params, validation, features)
     log_training(result, spark, profile, featurized, params)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
     shown = HEADLINE_MULTI_LABEL if profile.multi_label else HEADLINE
@@ -102,19 +105,21 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
                 "tune_seed": settings.seed,
             }
         )
+        # read once for the search and the winner's refit (it was read again for the refit)
         with read_once(featurized.table.features()) as features:
             train_set, _ = train_and_test(features, split_params(profile.train))
-            labels = sorted(row.label for row in train_set.select("label").distinct().collect())
+            with step(spark, "search: classes and validation folds"):
+                labels = sorted(r.label for r in train_set.select("label").distinct().collect())
             found = search(profile, train_set, labels, method, max_evals)
-        best = found.best
-        mlflow.set_tags({BEST_RUN_TAG: best.run_id, TRIALS_TAG: len(found.trials)})
-        mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
-        with tempfile.TemporaryDirectory() as folder:
-            axes = classifiers.kind_of(profile.train).search_axes
-            plots.plot_search(found, axes, Path(folder) / "search.png")
-            mlflow.log_artifacts(folder, artifact_path=TUNING_ARTIFACTS)
-        validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
-        outcome = _train_and_log(profile, spark, featurized, best.params, validation)
+            best = found.best
+            mlflow.set_tags({BEST_RUN_TAG: best.run_id, TRIALS_TAG: len(found.trials)})
+            mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
+            with tempfile.TemporaryDirectory() as folder:
+                axes = classifiers.kind_of(profile.train).search_axes
+                plots.plot_search(found, axes, Path(folder) / "search.png")
+                mlflow.log_artifacts(folder, artifact_path=TUNING_ARTIFACTS)
+            validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
+            outcome = _train_and_log(profile, spark, featurized, best.params, validation, features)
     return {
         "run_id": active.info.run_id,
         "features_run_id": source.info.run_id,

@@ -20,6 +20,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from sparkles import plots, tracking
@@ -221,28 +222,48 @@ def _peak(stage: dict, name: str) -> int:
 
 
 def spark_work(spark: SparkSession, run_id: str, started_ms: int) -> SparkWork:
-    """The jobs the run's tag marks (Spark before 3.5 tags none: then every job since the run
-    started) and the stages that ran for them; skipped stages ran for an earlier job."""
-    store = spark.sparkContext._jsc.sc().statusStore()
+    """The jobs the run's tag marks, the stages that ran for them (skipped ones ran for an
+    earlier job) and the SQL queries that ran them: only those are read (a long session, a
+    notebook's or the test suite's, holds thousands)."""
+    jvm, context = spark.sparkContext._jvm, spark.sparkContext
+    store = context._jsc.sc().statusStore()
     work = SparkWork(started_ms, int(time.time() * 1000))
-    jobs = _as_json(spark, store.jobsList(None))
-    tag = job_tag(run_id)
-    work.jobs = [
-        job for job in jobs
-        if tag in (job.get("jobTags") or [])
-        or ("jobTags" not in job and (job["submissionTime"] or 0) >= started_ms)
-    ]  # fmt: skip
-    wanted = {stage_id for job in work.jobs for stage_id in job["stageIds"]}
-    quantiles = spark.sparkContext._gateway.new_array(spark.sparkContext._jvm.double, 0)
-    stages = _as_json(spark, store.stageList(None, False, False, quantiles, None))
+    job_ids = sorted(context._jsc.sc().statusTracker().getJobIdsForTag(job_tag(run_id)))
+    work.jobs = _as_json(spark, _java_list(jvm, [store.job(job) for job in job_ids]))
+    wanted = sorted({stage for job in work.jobs for stage in job["stageIds"]})
+    stages = []
+    for stage_id in wanted:
+        try:
+            stages.append(store.lastStageAttempt(stage_id))
+        except Py4JJavaError:  # never submitted (skipped), or evicted (spark.ui.retainedStages)
+            continue
     work.stages = [
-        stage for stage in stages
-        if stage["stageId"] in wanted and stage["status"] not in ("SKIPPED", "PENDING")
+        stage for stage in _as_json(spark, _java_list(jvm, stages))
+        if stage["status"] not in ("SKIPPED", "PENDING")
     ]  # fmt: skip
-    job_ids = {job["jobId"] for job in work.jobs}
-    queries = _as_json(spark, spark._jsparkSession.sharedState().statusStore().executionsList())
-    work.queries = [q for q in queries if job_ids & {int(job) for job in q.get("jobs") or {}}]
+    work.queries = _queries_since(spark, started_ms, set(job_ids))
     return work
+
+
+def _java_list(jvm: Any, items: list) -> Any:
+    listed = jvm.java.util.ArrayList()
+    for item in items:
+        listed.add(item)
+    return listed
+
+
+def _queries_since(spark: SparkSession, started_ms: int, job_ids: set[int]) -> list[dict]:
+    """The SQL queries that ran these jobs: read newest first, in pages, back to the run's
+    start (queries are kept in the order they began)."""
+    store = spark._jsparkSession.sharedState().statusStore()
+    found, end, page = [], int(store.executionsCount()), 100
+    while end > 0:
+        queries = _as_json(spark, store.executionsList(max(0, end - page), min(page, end)))
+        found += [q for q in queries if job_ids & {int(job) for job in q.get("jobs") or {}}]
+        if not queries or queries[0]["submissionTime"] < started_ms:
+            break
+        end -= page
+    return found
 
 
 def write_plans(spark: SparkSession, work: SparkWork, count: int, folder: Path) -> list[Path]:

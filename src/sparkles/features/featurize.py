@@ -133,10 +133,11 @@ def featurize(
     the file index does not know are read to learn that (``rehash``: every file, repairing it)."""
     ensure_sample(profile)
     data, settings = profile.data, profile.featurizer
-    labeled = select_target_labels(
-        spark, data.labels_csv, data.classes_csv, data.classes, data.multi_label_policy
-    )
-    matched = match_files(labeled, read_image_files(spark, data.images, data.image_glob))
+    with step(spark, "labels and the image listing"):
+        labeled = select_target_labels(
+            spark, data.labels_csv, data.classes_csv, data.classes, data.multi_label_policy
+        )
+        matched = match_files(labeled, read_image_files(spark, data.images, data.image_glob))
     counts = {**labeled.counts, **matched.counts}
     weights = choose_weights(profile, spark)
     featurizer = build_featurizer(profile, weights)

@@ -73,12 +73,18 @@ class FileIndex:
     def hashes(self, listed: DataFrame, rehash: bool = False) -> Hashes:
         """The sha256 of every file in ``listed`` (path, length, modification_time, one row per
         file), reading only those the index does not know (``rehash``: every one)."""
-        trusted = self.trusted()
-        known = listed.join(trusted, [PATH, LENGTH, MODIFIED]).select(PATH, SHA)
-        unknown = listed if rehash else listed.join(known, PATH, "left_anti")
-        paths = [row.path for row in unknown.select(PATH).collect()]  # one job, not one a partition
+        looked_up = listed.join(self.trusted(), [PATH, LENGTH, MODIFIED], "left")
+        known = looked_up.where(F.col(SHA).isNotNull()).select(PATH, SHA)
+        # the paths to read and how many the index knows, in one query (a count of `known` after
+        # a collect of the others ran the listing and the index's join twice: bench/commands.py)
+        unread = F.col(SHA).isNull() | F.lit(rehash)
+        lookup = looked_up.agg(
+            F.sum(F.col(SHA).isNotNull().cast("int")).alias("known"),
+            F.collect_list(F.when(unread, F.col(PATH))).alias("paths"),
+        ).first()
+        paths, from_index = list(lookup.paths), int(lookup.known or 0)
         if not paths:
-            return Hashes(known, known.count(), 0, 0)
+            return Hashes(known, from_index, 0, 0)
         log.info("hashing %d files the file index does not know", len(paths))
         hashed = read_contents(self.spark, paths).select(
             PATH,
@@ -98,7 +104,7 @@ class FileIndex:
             shas = fresh
         else:
             shas = known.unionByName(fresh)
-        return Hashes(shas, 0 if rehash else known.count(), len(paths), repaired)
+        return Hashes(shas, 0 if rehash else from_index, len(paths), repaired)
 
     def compact(self) -> None:
         self.segments.compact()

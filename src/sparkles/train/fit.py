@@ -21,6 +21,7 @@ from mlflow.data.spark_dataset_source import SparkDatasetSource
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from sparkles import plots, storage
 from sparkles.config import Profile
@@ -66,8 +67,15 @@ class TrainResult:
         return self.evaluation.metrics
 
 
-def _class_counts(frame: DataFrame) -> dict[str, int]:
-    return {row.label: row["count"] for row in frame.groupBy("label").count().collect()}
+def _split_counts(train_set: DataFrame, test_set: DataFrame) -> dict[str, dict[str, int]]:
+    """Rows per class on each side of the split, in one query (one per side ran two)."""
+    sides = train_set.select("label", F.lit("train").alias("side")).unionByName(
+        test_set.select("label", F.lit("test").alias("side"))
+    )
+    counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+    for row in sides.groupBy("side", "label").count().collect():
+        counts[row.side][row.label] = row["count"]
+    return counts
 
 
 ROWS_PER_TASK = 10_000  # 2048 floats a row: ~80 MB per task of a fit's pass
@@ -80,7 +88,8 @@ def read_once(features: DataFrame) -> Iterator[DataFrame]:
     small table in the shuffle's many partitions spends those jobs scheduling tiny tasks."""
     persisted = features.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        rows = persisted.count()
+        with step(features.sparkSession, "read the training table"):
+            rows = persisted.count()
         tasks = max(1, min(persisted.rdd.getNumPartitions(), -(-rows // ROWS_PER_TASK)))
         yield persisted.coalesce(tasks)
     finally:
@@ -93,17 +102,21 @@ def train(
     table: TrainingTable,
     params: kinds.Params,
     validation: dict[str, float] | None = None,
+    features: DataFrame | None = None,
 ) -> TrainResult:
     """Fit on the training split of a training table and evaluate on its held-out split.
 
     Validation metrics (``val_*``, what `promote` selects on, never the test split) are
     computed as a search trial computes them, unless given (a search's winner has them).
+    ``features``: the table as ``read_once`` already holds it (a search's refit).
     """
-    with step(spark, "read the training table"), read_once(table.features()) as features:
-        return _fit_and_test(profile, features, params, validation)
+    if features is not None:
+        return fit_and_test(profile, features, params, validation)
+    with read_once(table.features()) as features:
+        return fit_and_test(profile, features, params, validation)
 
 
-def _fit_and_test(
+def fit_and_test(
     profile: Profile,
     features: DataFrame,
     params: kinds.Params,
@@ -113,7 +126,7 @@ def _fit_and_test(
     train_set, test_set = train_and_test(features, split_params(settings))
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
     with step(spark, "split"):
-        counts = {"train": _class_counts(train_set), "test": _class_counts(test_set)}
+        counts = _split_counts(train_set, test_set)
     if len(counts["train"]) < 2:
         raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
     labels, n_features = sorted(counts["train"]), feature_length(train_set)

@@ -62,7 +62,8 @@ class Searcher:
         self.labels = labels
         self.data, self.rounds = validation_data(profile, train_set, labels)
         self.data = self.data.persist(StorageLevel.MEMORY_AND_DISK)
-        self.n_features = feature_length(self.data)
+        with step(train_set.sparkSession, "search: classes and validation folds"):
+            self.n_features = feature_length(self.data)
         self.search = Search(self.settings.metric)
 
     def close(self) -> None:
