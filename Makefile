@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # binaryFile's length and modificationTime (Hadoop's FileStatus), on both pyspark lines.
 VENV35 ?= .venv-spark35
 SPARK35_TESTS ?= tests/cnn/test_featurizer.py tests/train/test_fit.py tests/train/test_splits.py \
-	tests/features/test_file_index.py
+	tests/features/test_file_index.py tests/test_observe.py
 
 .PHONY: install quickstart test test-fast test-spark35 lint format clean
 
