@@ -321,7 +321,7 @@ class ObserveConfig(_Strict):
     plans: int = Field(default=5, ge=0)
     system_metrics: bool = True
     system_metrics_interval: float = Field(default=10.0, gt=0)
-    executor_metrics_interval_ms: int = Field(default=500, ge=0)
+    executor_metrics_interval_ms: int = Field(default=1000, ge=0)
 
 
 class Profile(_Strict):

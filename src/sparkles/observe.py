@@ -229,20 +229,34 @@ def spark_work(spark: SparkSession, run_id: str, started_ms: int) -> SparkWork:
     store = context._jsc.sc().statusStore()
     work = SparkWork(started_ms, int(time.time() * 1000))
     job_ids = sorted(context._jsc.sc().statusTracker().getJobIdsForTag(job_tag(run_id)))
-    work.jobs = _as_json(spark, _java_list(jvm, [store.job(job) for job in job_ids]))
-    wanted = sorted({stage for job in work.jobs for stage in job["stageIds"]})
-    stages = []
-    for stage_id in wanted:
-        try:
-            stages.append(store.lastStageAttempt(stage_id))
-        except Py4JJavaError:  # never submitted (skipped), or evicted (spark.ui.retainedStages)
-            continue
+    every_job = store.jobsList(None)
+    whole_application = every_job.size() == len(job_ids)  # a command's own process: one call
+    if whole_application:
+        work.jobs = _as_json(spark, every_job)
+    else:  # a notebook's or the test suite's long session: only this run's, one by one
+        work.jobs = _as_json(spark, _java_list(jvm, [store.job(job) for job in job_ids]))
+    wanted = {stage for job in work.jobs for stage in job["stageIds"]}
+    if whole_application:
+        quantiles = context._gateway.new_array(jvm.double, 0)
+        stages = _as_json(spark, store.stageList(None, False, False, quantiles, None))
+    else:
+        stages = _as_json(spark, _java_list(jvm, _last_attempts(store, sorted(wanted))))
     work.stages = [
-        stage for stage in _as_json(spark, _java_list(jvm, stages))
-        if stage["status"] not in ("SKIPPED", "PENDING")
+        stage for stage in stages
+        if stage["stageId"] in wanted and stage["status"] not in ("SKIPPED", "PENDING")
     ]  # fmt: skip
     work.queries = _queries_since(spark, started_ms, set(job_ids))
     return work
+
+
+def _last_attempts(store: Any, stage_ids: list[int]) -> list:
+    found = []
+    for stage_id in stage_ids:
+        try:
+            found.append(store.lastStageAttempt(stage_id))
+        except Py4JJavaError:  # never submitted (skipped), or evicted (spark.ui.retainedStages)
+            continue
+    return found
 
 
 def _java_list(jvm: Any, items: list) -> Any:
