@@ -37,8 +37,16 @@ from datetime import datetime
 from pathlib import Path
 from statistics import median
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO ([\w.]+): (.*)$")
+
+
+def _busy() -> float:
+    """CPU seconds the whole machine has spent busy (every process: the JVM, Python workers)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system
 
 
 def _size(folder: Path) -> int:
@@ -85,9 +93,9 @@ def _spark_work(tracking: str, since: float) -> dict[str, float]:
 def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dict:
     """One cold process; its figures from the clock, its log, its run and the artifacts."""
     artifacts_before = _size(artifacts)
-    started = time.time()
+    busy_before, started = _busy(), time.time()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    wall = time.time() - started
+    wall, cpu = time.time() - started, _busy() - busy_before
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{done.stderr[-3000:]}")
     lines = _lines(done.stderr)
@@ -101,6 +109,7 @@ def run(name: str, argv: list[str], artifacts: Path, env: dict[str, str]) -> dic
     return {
         "command": name,
         "wall_s": wall,
+        "cpu_s": cpu,
         "spark_up_s": spark_up,
         "first_own_line_s": own,
         "fit_s": float(fit[1]) if fit else None,
@@ -197,18 +206,25 @@ def overhead(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: d
         run(name, argv, work / "artifacts", env)
     off = ["--set", "observe.enabled=false"]
     walls: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     for index in range(rounds):
         for mode in ("on", "off") if index % 2 == 0 else ("off", "on"):
             for name, argv in steps[2:]:
                 measured = run(name, argv + (off if mode == "off" else []), work / "artifacts", env)
                 walls.setdefault((name, mode), []).append(measured["wall_s"])
-                print(f"round {index + 1} {mode:>3}: {name} {measured['wall_s']:.1f} s", flush=True)
-    print(f"\n{os.cpu_count()} cores, {rounds} rounds: median wall seconds\n")
-    print("| command | observe on | observe off | on / off |")
-    print("|---|---|---|---|")
+                cpus.setdefault((name, mode), []).append(measured["cpu_s"])
+                print(f"round {index + 1} {mode:>3}: {name} {measured['wall_s']:.1f} s, "
+                      f"{measured['cpu_s']:.1f} CPU s", flush=True)  # fmt: skip
+    print(f"\n{os.cpu_count()} cores, {rounds} rounds: medians (CPU: the machine's busy seconds)\n")
+    print("| command | wall on | wall off | on / off | CPU on | CPU off | on / off |")
+    print("|---|---|---|---|---|---|---|")
     for name, _ in steps[2:]:
         on, off_s = median(walls[(name, "on")]), median(walls[(name, "off")])
-        print(f"| {name} | {on:.1f} | {off_s:.1f} | {on / off_s:.3f} |")
+        cpu_on, cpu_off = median(cpus[(name, "on")]), median(cpus[(name, "off")])
+        print(
+            f"| {name} | {on:.1f} | {off_s:.1f} | {on / off_s:.3f} | {cpu_on:.1f} | "
+            f"{cpu_off:.1f} | {cpu_on / cpu_off:.3f} |"
+        )
 
 
 def where_time_goes(steps: list[tuple[str, list[str]]], work: Path, env: dict) -> None:

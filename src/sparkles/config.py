@@ -318,7 +318,7 @@ class ObserveConfig(_Strict):
     enabled: bool = True
     event_log: str | None = "./spark-events"
     event_log_attach_mb: float = Field(default=64.0, ge=0)
-    plans: int = Field(default=5, ge=0)
+    plans: int = Field(default=3, ge=0)
     system_metrics: bool = True
     system_metrics_interval: float = Field(default=10.0, gt=0)
     executor_metrics_interval_ms: int = Field(default=1000, ge=0)

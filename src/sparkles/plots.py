@@ -281,7 +281,7 @@ def plot_spark_timeline(
 ) -> Path:
     """A run's stages on its time axis (one bar each, coloured by the step that ran it), with
     the seconds no Spark job ran (the driver alone: Python, planning, MLflow) shaded."""
-    figure = Figure(figsize=(10, 2.5 + min(len(stages), 60) * 0.12))
+    figure = Figure(figsize=(10, 2.5 + min(len(stages), 40) * 0.12))
     axes = figure.subplots()
     wall = metrics["spark.wall_seconds"]
     gaps, last = [], 0.0
@@ -311,4 +311,4 @@ def plot_spark_timeline(
     axes.invert_yaxis()
     axes.legend(handles=legend[:13], loc="upper center", bbox_to_anchor=(0.5, -0.15),
                 fontsize="small", ncol=2)  # fmt: skip
-    return save_figure(figure, path)
+    return save_figure(figure, path, dpi=80)  # drawn at every run's end: kept cheap
