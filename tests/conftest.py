@@ -145,7 +145,11 @@ def write_profile(folder: Path, **sections: dict) -> Path:
         "cache": {"dir": str(folder / "cache")},
         "train": {"max_iter": 30},  # plenty for tens of images; each LR iteration is a Spark job
         "registry": {"allow_random_weights": True},  # the tests' weights are random
-        "observe": {"event_log": str(folder / "spark-events")},
+        # the suite's session keeps an event log and samples memory (the session's settings),
+        # but a run records its Spark work only where a test asks (tests/test_observe.py; the
+        # README workflow and the EMR steps run conf/local.yaml, where it is on): each run's
+        # summary costs ~1 s of a long session's status store
+        "observe": {"event_log": str(folder / "spark-events"), "enabled": False},
     }
     for key, value in sections.items():
         profile[key] = {**profile.get(key, {}), **value}
@@ -160,7 +164,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     from sparkles.session import build_session
 
     folder = tmp_path_factory.mktemp("spark")
-    session = build_session(load_profile(str(write_profile(folder))))
+    session = build_session(load_profile(str(write_profile(folder, observe={"enabled": True}))))
     yield session
     session.stop()
 

@@ -18,24 +18,26 @@ from tests.conftest import write_profile
 
 
 def test_a_run_made_to_spill_names_the_stage_and_its_trials_apart(spark, tmp_path: Path) -> None:
-    """The split's window, with Spark's buffers for it set to 16 rows (docs/troubleshooting.md's
-    worked example), spills: the run's metrics show it and stages.csv names the stage's step;
-    a nested run's jobs carry its id."""
-    profile = load_profile(str(write_profile(tmp_path)))
+    """The split's window, with Spark's buffers for it set to a few rows (as in
+    docs/troubleshooting.md's worked example), spills: the run's metrics show it and
+    stages.csv names the stage's step; a nested run's jobs carry its id."""
+    profile = load_profile(str(write_profile(tmp_path, observe={"enabled": True})))
+    # few rows, few spills: each spill file is read back through its own buffer, and the
+    # suite's one JVM has 1 GB of heap to share (600 rows in 16-row spills ran it out)
     table = spark.createDataFrame(
-        [(f"img{i:04d}", "Car" if i % 3 else "Tree") for i in range(600)], ["image_id", "label"]
+        [(f"img{i:04d}", "Car" if i % 3 else "Tree") for i in range(120)], ["image_id", "label"]
     )
     tiny = (
         "spark.sql.windowExec.buffer.in.memory.threshold",
         "spark.sql.windowExec.buffer.spill.threshold",
     )
-    for key in tiny:
-        spark.conf.set(key, "16")
+    for key, rows in zip(tiny, ("8", "32"), strict=True):
+        spark.conf.set(key, rows)
     try:
         with observed_run(profile, spark, "spill") as active:
             train, test = train_and_test(table, split_params(profile.train))
             with step(spark, "split"):  # as train's own split is
-                assert train.count() + test.count() == 600
+                assert train.count() + test.count() == 120
             with (
                 tracking.run(profile, "trial-001", nested=True) as child,
                 tagged_jobs(spark, child.info.run_id),

@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         # run's log. A session the caller had (a notebook, a test) is theirs to keep.
         started = _active_spark()
         if started is not None and already is None:  # then its event log goes to its runs
-            from sparkles.observe import stop_and_attach
+            from sparkles.event_log import stop_and_attach
 
             stop_and_attach(started)
 

@@ -1,8 +1,8 @@
 """What a run's Spark work cost, read once at its end from Spark's own status store (no
 per-task Python work, nothing run again): the application it ran in (tags), where its seconds,
 spill and memory went (``spark.*`` metrics, ``spark/stages.csv``, ``spark/timeline.png``), the
-longest queries' final plans with their operator metrics (``spark/plans/``), and, once the
-session has stopped, its event log (``spark/eventlog/``). docs/troubleshooting.md reads them.
+longest queries' final plans with their operator metrics (``spark/plans/``); its event log
+follows once the session has stopped (``event_log``). docs/troubleshooting.md reads them.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ import pandas as pd
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
-from sparkles import plots, tracking
+from sparkles import event_log, plots, tracking
 from sparkles.config import ObserveConfig, Profile
 from sparkles.names import (
     SPARK_APP_TAG,
     SPARK_ARTIFACTS,
-    SPARK_EVENT_LOG_ATTACHED_TAG,
     SPARK_EVENT_LOG_TAG,
     SPARK_MASTER_TAG,
     SPARK_UI_TAG,
@@ -353,12 +352,6 @@ def log_spark_work(spark: SparkSession, settings: ObserveConfig, run_id: str, st
     return work
 
 
-# application id -> (its event log folder, the cap in MB, the top-level runs made in it): each
-# run gets the log once the session stopped (a log is only complete, and readable by the
-# History Server as a finished application, then)
-_EVENT_LOGS: dict[str, tuple[str, float, list[str]]] = {}
-
-
 @contextmanager
 def observed_run(profile: Profile, spark: SparkSession, name: str) -> Iterator[mlflow.ActiveRun]:
     """``tracking.run`` that also knows its Spark application and, at its end (failed ones
@@ -370,9 +363,11 @@ def observed_run(profile: Profile, spark: SparkSession, name: str) -> Iterator[m
         run_id, started_ms = active.info.run_id, int(time.time() * 1000)
         tags = application_tags(spark)
         mlflow.set_tags(tags)
-        if SPARK_EVENT_LOG_TAG in tags:
-            where, cap = tags[SPARK_EVENT_LOG_TAG], profile.observe.event_log_attach_mb
-            _EVENT_LOGS.setdefault(tags[SPARK_APP_TAG], (where, cap, []))[2].append(run_id)
+        if SPARK_EVENT_LOG_TAG in tags:  # attached to this run once the session stopped
+            event_log.attach_later(
+                tags[SPARK_APP_TAG], tags[SPARK_EVENT_LOG_TAG], profile.observe.event_log_attach_mb,
+                run_id,
+            )  # fmt: skip
         try:
             with tagged_jobs(spark, run_id):
                 yield active
@@ -381,51 +376,3 @@ def observed_run(profile: Profile, spark: SparkSession, name: str) -> Iterator[m
                 log_spark_work(spark, profile.observe, run_id, started_ms)
             except Exception as err:  # a JVM that died (of memory) has nothing left to read
                 log.warning("could not read this run's Spark work: %s", str(err)[:300])
-
-
-def stop_and_attach(spark: SparkSession) -> None:
-    """Stop the session, then attach its finished event log to the top-level runs it served
-    (``spark/eventlog/``), or tag each with why not (over the cap, not found)."""
-    app_id = spark.sparkContext.applicationId
-    jvm = spark.sparkContext._gateway.jvm  # the gateway outlives the context
-    spark.stop()
-    if app_id not in _EVENT_LOGS:
-        return
-    folder, cap_mb, runs = _EVENT_LOGS.pop(app_id)
-    client = mlflow.MlflowClient()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            found = _fetch_event_log(jvm, folder, app_id, Path(tmp), cap_mb)
-            for run_id in runs:
-                if isinstance(found, Path):
-                    client.log_artifacts(run_id, str(found.parent), f"{SPARK_ARTIFACTS}/eventlog")
-                    client.set_tag(run_id, SPARK_EVENT_LOG_ATTACHED_TAG, found.name)
-                else:
-                    client.set_tag(run_id, SPARK_EVENT_LOG_ATTACHED_TAG, f"no: {found}")
-    except Exception as err:  # the command's work is done and logged: say it, do not fail it
-        log.warning("could not attach the Spark event log of %s: %s", app_id, str(err)[:300])
-
-
-def _fetch_event_log(jvm: Any, folder: str, app_id: str, into: Path, cap_mb: float) -> Path | str:
-    """The application's event log copied under ``into/<its name>`` (a rolled log's folder,
-    or one file), through Hadoop's FileSystem (local, HDFS, S3 alike); else why not."""
-    base = jvm.org.apache.hadoop.fs.Path(folder)
-    fs = base.getFileSystem(jvm.org.apache.hadoop.conf.Configuration())
-    names = [str(status.getPath().getName()) for status in fs.listStatus(base)]
-    ours = [
-        name for name in names
-        if name == f"eventlog_v2_{app_id}" or re.fullmatch(rf"{re.escape(app_id)}(\.\w+)?", name)
-    ]  # fmt: skip
-    if not ours:
-        return f"no finished event log of {app_id} in {folder}"
-    source = jvm.org.apache.hadoop.fs.Path(base, ours[0])
-    size_mb = fs.getContentSummary(source).getLength() / 2**20
-    if size_mb > cap_mb:
-        return (
-            f"{size_mb:.1f} MB is over observe.event_log_attach_mb ({cap_mb:g}); it is at "
-            f"{source.toString()}"
-        )
-    holder = into / "log"
-    holder.mkdir()
-    fs.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(holder.as_uri()), True)
-    return holder / ours[0]
