@@ -145,10 +145,9 @@ def write_profile(folder: Path, **sections: dict) -> Path:
         "cache": {"dir": str(folder / "cache")},
         "train": {"max_iter": 30},  # plenty for tens of images; each LR iteration is a Spark job
         "registry": {"allow_random_weights": True},  # the tests' weights are random
-        # the suite's session keeps an event log and samples memory (the session's settings),
-        # but a run records its Spark work only where a test asks (tests/test_observe.py; the
-        # README workflow and the EMR steps run conf/local.yaml, where it is on): each run's
-        # summary costs ~1 s of a long session's status store
+        # off for the suite's one long session (an event log of its tens of thousands of jobs
+        # and memory sampling cost the 2 cores minutes) and its runs; on where a test asks
+        # (tests/test_observe.py), and in the README workflow and the EMR steps (conf/local.yaml)
         "observe": {"event_log": str(folder / "spark-events"), "enabled": False},
     }
     for key, value in sections.items():
@@ -164,7 +163,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     from sparkles.session import build_session
 
     folder = tmp_path_factory.mktemp("spark")
-    session = build_session(load_profile(str(write_profile(folder, observe={"enabled": True}))))
+    session = build_session(load_profile(str(write_profile(folder))))
     yield session
     session.stop()
 
