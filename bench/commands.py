@@ -250,7 +250,6 @@ def where_time_goes(steps: list[tuple[str, list[str]]], work: Path, env: dict) -
             run_id=spark["run_id"], artifact_path="spark/stages.csv",
             tracking_uri=env["MLFLOW_TRACKING_URI"]), keep_default_na=False)  # fmt: skip
         stages["end_s"] = stages.start_s + stages.seconds
-        stages["job_count"] = stages.jobs.astype(str).str.split().map(len)
         steps_seen = stages.groupby("step", sort=False).agg(
             stages=("stage", "count"), stage_s=("seconds", "sum"), first=("start_s", "min"),
             last=("end_s", "max"), callers=("called_from", lambda c: len(set(c))),

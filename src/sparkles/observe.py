@@ -20,7 +20,6 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from sparkles import event_log, plots, tracking
@@ -33,6 +32,7 @@ from sparkles.names import (
     SPARK_UI_TAG,
     SPARK_VERSION_TAG,
 )
+from sparkles.progress import stage_data
 
 log = logging.getLogger(__name__)
 RUN_JOB_TAG = "sparkles-run-"  # + the MLflow run id: every Spark job a run (or trial) started
@@ -239,23 +239,13 @@ def spark_work(spark: SparkSession, run_id: str, started_ms: int) -> SparkWork:
         quantiles = context._gateway.new_array(jvm.double, 0)
         stages = _as_json(spark, store.stageList(None, False, False, quantiles, None))
     else:
-        stages = _as_json(spark, _java_list(jvm, _last_attempts(store, sorted(wanted))))
+        stages = _as_json(spark, _java_list(jvm, stage_data(spark, sorted(wanted))))
     work.stages = [
         stage for stage in stages
         if stage["stageId"] in wanted and stage["status"] not in ("SKIPPED", "PENDING")
     ]  # fmt: skip
     work.queries = _queries_since(spark, started_ms, set(job_ids))
     return work
-
-
-def _last_attempts(store: Any, stage_ids: list[int]) -> list:
-    found = []
-    for stage_id in stage_ids:
-        try:
-            found.append(store.lastStageAttempt(stage_id))
-        except Py4JJavaError:  # never submitted (skipped), or evicted (spark.ui.retainedStages)
-            continue
-    return found
 
 
 def _java_list(jvm: Any, items: list) -> Any:

@@ -42,7 +42,7 @@ def input_bytes(spark: SparkSession, scanning: str | None = None) -> int:
     queries whose physical plan scans that source."""
     if scanning is None:
         return sum(int(stage.inputBytes()) for stage in _stages(spark))
-    return sum(int(stage.inputBytes()) for stage in _stage_data(spark, _scanning(spark, scanning)))
+    return sum(int(stage.inputBytes()) for stage in stage_data(spark, _scanning(spark, scanning)))
 
 
 # (application, source) -> (executions classified, the last one's id, their scanning stages).
@@ -73,7 +73,7 @@ def _scanning(spark: SparkSession, source: str) -> set[int]:
     return ids | unsettled
 
 
-def _stage_data(spark: SparkSession, stage_ids: Iterable[int]) -> list:
+def stage_data(spark: SparkSession, stage_ids: Iterable[int]) -> list:
     """The last attempt of each of these stages that Spark's status store still holds."""
     store = spark.sparkContext._jsc.sc().statusStore()
     found = []
@@ -98,7 +98,7 @@ def _records_read(spark: SparkSession, group: str) -> int:
         for job_id in tracker.getJobIdsForGroup(group)
         for stage_id in (getattr(tracker.getJobInfo(job_id), "stageIds", None) or [])
     }
-    return sum(int(stage.inputRecords()) for stage in _stage_data(spark, ids))
+    return sum(int(stage.inputRecords()) for stage in stage_data(spark, ids))
 
 
 def _task_counts(spark: SparkSession, group: str) -> tuple[int, int]:
