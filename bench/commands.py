@@ -84,9 +84,10 @@ def _spark_work(tracking: str, since: float) -> dict[str, float]:
         return {}
     run, folder = top[0], "spark/eventlog"
     sizes = [
-        f.file_size or 0 for d in client.list_artifacts(run.info.run_id, folder)
+        f.file_size or 0
+        for d in client.list_artifacts(run.info.run_id, folder)
         for f in (client.list_artifacts(run.info.run_id, d.path) if d.is_dir else [d])
-    ]  # fmt: skip
+    ]
     return {**run.data.metrics, "event_log_mb": sum(sizes) / 1e6, "run_id": run.info.run_id}
 
 
@@ -138,18 +139,21 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--scale", type=int, default=0, help="train again on K× the images")
     parser.add_argument("--map", action="store_true", help="where each command's seconds go")
-    parser.add_argument("--overhead", type=int, default=0, metavar="N",
-                        help="N rounds of observe on vs off instead")  # fmt: skip
+    parser.add_argument(
+        "--overhead", type=int, default=0, metavar="N", help="N rounds of observe on vs off instead"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-commands-"))
     tracking = f"sqlite:///{work / 'mlruns.db'}"
     settings = [
-        f"mlflow.artifact_location={work / 'artifacts'}", f"cache.dir={work / 'cache'}",
+        f"mlflow.artifact_location={work / 'artifacts'}",
+        f"store.dir={work / 'cache'}",
         f"data.labels_csv={work / 'data/labels.csv'}",
         f"data.classes_csv={work / 'data/classes.csv'}",
-        f"data.images={work / 'data/images'}", f"observe.event_log={work / 'spark-events'}",
+        f"data.images={work / 'data/images'}",
+        f"observe.event_log={work / 'spark-events'}",
         *args.overrides,
-    ]  # fmt: skip
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=tracking, MLFLOW_EXPERIMENT_NAME="sparkles")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -166,11 +170,35 @@ def main() -> None:
         ("train", [*sparkles, "train", *sets]),
         ("tune --max-evals 4", [*sparkles, "tune", "--max-evals", "4", *sets]),
         ("promote", [*sparkles, "promote", *sets]),
-        ("predict", [*sparkles, "predict", "--images", images,
-                     "--output", str(work / "predictions"), *sets]),
-        ("mlflow run -e train", [sys.executable, "-m", "mlflow", "run", ".", "-e", "train",
-                                 "--env-manager", "local", "-P", overrides]),
-    ]  # fmt: skip
+        (
+            "predict",
+            [
+                *sparkles,
+                "predict",
+                "--images",
+                images,
+                "--output",
+                str(work / "predictions"),
+                *sets,
+            ],
+        ),
+        (
+            "mlflow run -e train",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "run",
+                ".",
+                "-e",
+                "train",
+                "--env-manager",
+                "local",
+                "-P",
+                overrides,
+            ],
+        ),
+    ]
     if args.overhead:
         return overhead(args.overhead, steps[:5], work, env)
     if args.map:
@@ -185,18 +213,23 @@ def main() -> None:
             (f"train ({args.scale}x images)", [*sparkles, "train", *scaled_sets]),
         ]
     print(f"{os.cpu_count()} cores; scratch store {work}\n")
-    print("| command | wall s | to Spark up s | to own first line s | fit s | model logging s "
-          "| Spark jobs | s with a job running | s driver only | Spark read MB "
-          "| of it images MB | event log MB | artifacts MB |")  # fmt: skip
+    print(
+        "| command | wall s | to Spark up s | to own first line s | fit s | model logging s "
+        "| Spark jobs | s with a job running | s driver only | Spark read MB "
+        "| of it images MB | event log MB | artifacts MB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, argv in steps:
         m = run(name, argv, work / "artifacts", env)  # the experiment's, for every command
-        print(f"| {name} | {m['wall_s']:.1f} | {_cell(m['spark_up_s'])} | "
-              f"{_cell(m['first_own_line_s'])} | {_cell(m['fit_s'])} | "
-              f"{_cell(m['model_logging_s'])} | {_cell(m['jobs'], 0)} | {_cell(m['job_s'])} | "
-              f"{_cell(m['driver_only_s'])} | {_cell(m['read_mb'], 2)} | "
-              f"{_cell(m['image_mb'], 2)} | {_cell(m['event_log_mb'], 2)} | "
-              f"{m['artifact_mb']:.2f} |", flush=True)  # fmt: skip
+        print(
+            f"| {name} | {m['wall_s']:.1f} | {_cell(m['spark_up_s'])} | "
+            f"{_cell(m['first_own_line_s'])} | {_cell(m['fit_s'])} | "
+            f"{_cell(m['model_logging_s'])} | {_cell(m['jobs'], 0)} | {_cell(m['job_s'])} | "
+            f"{_cell(m['driver_only_s'])} | {_cell(m['read_mb'], 2)} | "
+            f"{_cell(m['image_mb'], 2)} | {_cell(m['event_log_mb'], 2)} | "
+            f"{m['artifact_mb']:.2f} |",
+            flush=True,
+        )
 
 
 def overhead(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: dict) -> None:
@@ -213,8 +246,11 @@ def overhead(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: d
                 measured = run(name, argv + (off if mode == "off" else []), work / "artifacts", env)
                 walls.setdefault((name, mode), []).append(measured["wall_s"])
                 cpus.setdefault((name, mode), []).append(measured["cpu_s"])
-                print(f"round {index + 1} {mode:>3}: {name} {measured['wall_s']:.1f} s, "
-                      f"{measured['cpu_s']:.1f} CPU s", flush=True)  # fmt: skip
+                print(
+                    f"round {index + 1} {mode:>3}: {name} {measured['wall_s']:.1f} s, "
+                    f"{measured['cpu_s']:.1f} CPU s",
+                    flush=True,
+                )
     print(f"\n{os.cpu_count()} cores, {rounds} rounds: medians (CPU: the machine's busy seconds)\n")
     print("| command | wall on | wall off | on / off | CPU on | CPU off | on / off |")
     print("|---|---|---|---|---|---|---|")
@@ -246,14 +282,22 @@ def where_time_goes(steps: list[tuple[str, list[str]]], work: Path, env: dict) -
             f"{spark['spark.driver_only_seconds']:.1f} s driver only, "
             f"{spark['spark.jobs']:.0f} jobs, {spark['spark.stages']:.0f} stages\n"
         )
-        stages = pd.read_csv(mlflow.artifacts.download_artifacts(
-            run_id=spark["run_id"], artifact_path="spark/stages.csv",
-            tracking_uri=env["MLFLOW_TRACKING_URI"]), keep_default_na=False)  # fmt: skip
+        stages = pd.read_csv(
+            mlflow.artifacts.download_artifacts(
+                run_id=spark["run_id"],
+                artifact_path="spark/stages.csv",
+                tracking_uri=env["MLFLOW_TRACKING_URI"],
+            ),
+            keep_default_na=False,
+        )
         stages["end_s"] = stages.start_s + stages.seconds
         steps_seen = stages.groupby("step", sort=False).agg(
-            stages=("stage", "count"), stage_s=("seconds", "sum"), first=("start_s", "min"),
-            last=("end_s", "max"), callers=("called_from", lambda c: len(set(c))),
-        )  # fmt: skip
+            stages=("stage", "count"),
+            stage_s=("seconds", "sum"),
+            first=("start_s", "min"),
+            last=("end_s", "max"),
+            callers=("called_from", lambda c: len(set(c))),
+        )
         print("| step | stages | stage s | from s | to s |")
         print("|---|---|---|---|---|")
         for step, row in steps_seen.iterrows():

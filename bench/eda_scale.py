@@ -54,7 +54,10 @@ def main() -> None:
     spark = build_session(load_profile("local"), {"spark.task.cpus": "1"})
     started = time.monotonic()
     result = compute(
-        spark, str(folder / "labels.csv"), str(folder / "classes.csv"), ["Car", "Tree"]
+        spark,
+        labels_csv=str(folder / "labels.csv"),
+        classes_csv=str(folder / "classes.csv"),
+        classes=["Car", "Tree"],
     )
     computed = time.monotonic() - started
     write_report(result, folder / "report")

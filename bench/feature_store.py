@@ -66,10 +66,16 @@ def main() -> None:
     def profile(folder: Path, cache: str):
         return load_profile(
             "local",
-            [f"featurizer.model={args.model}", "featurizer.weights=random", "data.sample=null",
-             f"data.labels_csv={folder / 'l.csv'}", f"data.classes_csv={folder / 'c.csv'}",
-             f"data.images={folder / 'img'}", f"cache.dir={work / cache}"],
-        )  # fmt: skip
+            [
+                f"featurizer.model={args.model}",
+                "featurizer.weights=random",
+                "data.sample=null",
+                f"data.labels_csv={folder / 'l.csv'}",
+                f"data.classes_csv={folder / 'c.csv'}",
+                f"data.images={folder / 'img'}",
+                f"store.dir={work / cache}",
+            ],
+        )
 
     spark = build_session(profile(work / "warm", "warm-cache"))
     featurize(profile(work / "warm", "warm-cache"), spark)  # conversion, JIT, Python workers
@@ -103,10 +109,14 @@ def main() -> None:
     megabytes = sum(p.stat().st_size for p in images) / 1e6
     spark.stop()
 
-    print(f"{args.n} JPEGs ~1024x768, {megabytes / args.n * 1e3:.0f} KB on average; "
-          f"{args.model}, random weights; {os.cpu_count()} cores\n")  # fmt: skip
-    print("| run | images in | files read | through the CNN | reused | whole command "
-          "| of the first | CNN stage |")  # fmt: skip
+    print(
+        f"{args.n} JPEGs ~1024x768, {megabytes / args.n * 1e3:.0f} KB on average; "
+        f"{args.model}, random weights; {os.cpu_count()} cores\n"
+    )
+    print(
+        "| run | images in | files read | through the CNN | reused | whole command "
+        "| of the first | CNN stage |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     first = runs["first"][0]
     for name, (seconds, counts, cnn_seconds) in runs.items():

@@ -51,7 +51,9 @@ def generate(folder: Path, count: int) -> Path:
 
     from sparkles.data.sample import generate_sample
 
-    generate_sample(folder / "l.csv", folder / "c.csv", folder / "img", count, 11, (1024, 768))
+    generate_sample(
+        folder / "l.csv", folder / "c.csv", folder / "img", count=count, seed=11, size=(1024, 768)
+    )
     rng = np.random.default_rng(11)
     for path in sorted((folder / "img").glob("*.jpg")):
         pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
@@ -103,6 +105,7 @@ def bare(
     from sparkles.cnn.imaging import decode_image
     from sparkles.cnn.quantize import calibration_identity, quantized_model
     from sparkles.cnn.runtimes import compile_cnn
+    from sparkles.cnn.settings import CnnSettings
 
     spec = get_spec(model_name)
     files = sorted(images.glob("*.jpg"))
@@ -112,9 +115,20 @@ def bare(
         contents = [path.read_bytes() for path in files[:300]]
         identity = calibration_identity([hashlib.sha256(c).hexdigest() for c in contents])
         limit_pair = (limits["max_bytes"], limits["max_pixels"])
-        quantized = str(quantized_model(spec, None, "avg", 0, contents, identity, limit_pair))
+        quantized = str(
+            quantized_model(
+                spec,
+                None,
+                pooling="avg",
+                seed=0,
+                contents=contents,
+                identity=identity,
+                limits=limit_pair,
+            )
+        )
+    settings = CnnSettings(model=model_name, runtime=runtime, precision=precision)
     cnn = compile_cnn(
-        spec, None, "avg", 0, runtime, precision, os.cpu_count() or 0, quantized=quantized
+        spec, settings, weights=None, threads=os.cpu_count() or 0, quantized=quantized
     )
 
     def run(paths: list[Path], deadline: float = float("inf")) -> tuple[np.ndarray, int]:
@@ -142,8 +156,17 @@ def bare_in_child(
     """``bare`` in a process of its own (the pass's driver holds no second model), at most 30 s
     of images: with its start it stays under the minute after which Spark stops an idle Python
     worker, so the next warm pass keeps its worker, as a pass right after another does."""
-    command = [sys.executable, __file__, "--bare-child", images, model_name, str(batch), runtime,
-               precision, out]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--bare-child",
+        images,
+        model_name,
+        str(batch),
+        runtime,
+        precision,
+        out,
+    ]
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -159,9 +182,16 @@ def sparkles_pass(folder: str, out: str, model_name: str, overrides: str, rounds
     from sparkles.session import build_session
 
     data = Path(folder)
-    settings = [f"featurizer.model={model_name}", "featurizer.weights=random", "data.sample=null",
-         f"data.labels_csv={data / 'l.csv'}", f"data.classes_csv={data / 'c.csv'}",
-         f"data.images={data / 'img'}", f"cache.dir={out}", *json.loads(overrides)]  # fmt: skip
+    settings = [
+        f"featurizer.model={model_name}",
+        "featurizer.weights=random",
+        "data.sample=null",
+        f"data.labels_csv={data / 'l.csv'}",
+        f"data.classes_csv={data / 'c.csv'}",
+        f"data.images={data / 'img'}",
+        f"store.dir={out}",
+        *json.loads(overrides),
+    ]
     profile = load_profile("local", settings)
     runtime, precision = profile.featurizer.runtime, profile.featurizer.precision
     count, with_bare = int(rounds.split("+")[0]), rounds.endswith("+bare")
@@ -179,11 +209,16 @@ def sparkles_pass(folder: str, out: str, model_name: str, overrides: str, rounds
         with peak.sampling():
             result = featurize(profile, spark, refresh=True)
         rows = result.counts["rows_in"]
-        passes.append({
-            "name": name, "command": rows / (time.perf_counter() - started),
-            "pass": rows / result.seconds, "pass_seconds": result.seconds, "bare": bare_rate,
-            "peak_rss": peak.peak,
-        })  # fmt: skip
+        passes.append(
+            {
+                "name": name,
+                "command": rows / (time.perf_counter() - started),
+                "pass": rows / result.seconds,
+                "pass_seconds": result.seconds,
+                "bare": bare_rate,
+                "peak_rss": peak.peak,
+            }
+        )
     spark.stop()
     return {"images": rows, "passes": passes, "peak_rss": max(p["peak_rss"] for p in passes)}
 
@@ -237,8 +272,16 @@ class RssPeak:
 
 def run_passes(images: str, out: str, model_name: str, overrides: list[str], rounds: str) -> dict:
     """``sparkles_pass`` in a fresh process (a fresh JVM), with the Python worker's timings."""
-    command = [sys.executable, __file__, "--child", images, out, model_name,
-               json.dumps(overrides), rounds]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        images,
+        out,
+        model_name,
+        json.dumps(overrides),
+        rounds,
+    ]
     log = Path(tempfile.mkdtemp(prefix="sparkles-bench-pass-")) / "stderr.log"
     environment = {**os.environ, WORKER_TIMINGS_ENV: "1"}
     with log.open("w") as stderr:
@@ -281,9 +324,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="bare/pass rounds at scale×N")
     parser.add_argument("--model", default="InceptionV3")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="profile override for the sparkles runs, e.g. spark.conf.spark.driver.memory=2g",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--rows", default="", help="runtime:precision,... to run (default: every one that can)"
     )
@@ -344,8 +391,11 @@ def main() -> None:
             why = "not asked for" if args.rows else "this CPU has no bf16"
             print(f"| {runtime} | {precision} | not run: {why} |" + " |" * 10)
             continue
-        overrides = [*args.overrides, f"featurizer.runtime={runtime}",
-                     f"featurizer.precision={precision}"]  # fmt: skip
+        overrides = [
+            *args.overrides,
+            f"featurizer.runtime={runtime}",
+            f"featurizer.precision={precision}",
+        ]
         at_n = run_passes(str(small), str(work / "out-n"), args.model, overrides, "1")
         rounds = f"{args.repeats}+bare"
         at_8n = run_passes(str(large), str(work / "out-8n"), args.model, overrides, rounds)

@@ -37,7 +37,12 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="sparkles-bench-bytes-"))
     sample = generate_sample(
-        folder / "labels.csv", folder / "classes.csv", folder / "img", args.n, 5, (640, 480)
+        folder / "labels.csv",
+        folder / "classes.csv",
+        folder / "img",
+        count=args.n,
+        seed=5,
+        size=(640, 480),
     )
     labelled = sorted(sample.images.glob("*.jpg"))
     for copy in range(3):  # same bytes, names the labels CSV does not know
@@ -58,7 +63,7 @@ def main() -> None:
                     "images": str(sample.images),
                 },
                 "featurizer": {"model": "MobileNetV2", "weights": "random"},
-                "cache": {"dir": str(folder / "cache")},
+                "store": {"dir": str(folder / "cache")},
             }
         )
     )

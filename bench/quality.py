@@ -53,9 +53,13 @@ def main() -> None:
     parser.add_argument("--model", default="MobileNetV2", help="keras.applications model")
     parser.add_argument("--target", default="Car,Tree", help="the classes to tell apart")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="profile override, e.g. featurizer.calibration_images=100",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--rows", default="", help="runtime:precision,... to run (keras:f32, the reference, always)"
     )
@@ -72,11 +76,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-quality-"))
     os.environ.setdefault("SPARKLES_OPENVINO_CACHE", str(work / "converted"))
     base = [
-        "data.sample=null", f"data.images={args.images}", f"data.labels_csv={args.labels}",
-        f"data.classes_csv={args.classes}", f"data.classes=[{args.target}]",
-        f"featurizer.model={args.model}", f"featurizer.weights={args.weights}",
-        f"cache.dir={work / 'cache'}", *args.overrides,
-    ]  # fmt: skip
+        "data.sample=null",
+        f"data.images={args.images}",
+        f"data.labels_csv={args.labels}",
+        f"data.classes_csv={args.classes}",
+        f"data.classes=[{args.target}]",
+        f"featurizer.model={args.model}",
+        f"featurizer.weights={args.weights}",
+        f"store.dir={work / 'cache'}",
+        *args.overrides,
+    ]
     spark = None
     results, reference = [], None
     chosen = {tuple(row.split(":")) for row in args.rows.split(",") if row} | {("keras", "f32")}
@@ -89,7 +98,7 @@ def main() -> None:
         started = time.perf_counter()
         featurized = featurize(profile, spark, refresh=True)
         seconds = time.perf_counter() - started
-        trained = train(profile, spark, featurized.table, default_params(profile.train))
+        trained = train(profile, featurized.table, default_params(profile.train))
         features = features_by_image(featurized.table)
         reference = reference or features
         similar = cosines(reference, features)
@@ -103,8 +112,10 @@ def main() -> None:
         f"quarantined; {os.cpu_count()} cores, bf16 instructions: "
         f"{'yes' if cpu_has_bf16() else 'no'}\n"
     )
-    print("| runtime | precision | accuracy | F1 | AUC | cosine to Keras f32 (median / min) "
-          "| pass images/s | featurize command s |")  # fmt: skip
+    print(
+        "| runtime | precision | accuracy | F1 | AUC | cosine to Keras f32 (median / min) "
+        "| pass images/s | featurize command s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for runtime, precision, featurized, seconds, metrics, similar in results:
         print(

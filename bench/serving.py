@@ -54,10 +54,25 @@ def measure(model_uri: str, tracking_uri: str, images: list[Path], repeats: int)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     started = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -126,8 +141,14 @@ def _tree_rss(pid: int) -> int:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
 
 
-def load(model_uri: str, tracking_uri: str, images: list[Path], requests_total: int,
-         max_mb: float, work: Path) -> dict:  # fmt: skip
+def load(
+    model_uri: str,
+    tracking_uri: str,
+    images: list[Path],
+    requests_total: int,
+    max_mb: float,
+    work: Path,
+) -> dict:
     """The bounded load test of ``--load``."""
     import random
     import threading
@@ -138,17 +159,35 @@ def load(model_uri: str, tracking_uri: str, images: list[Path], requests_total: 
     plan = []
     for number in range(requests_total):
         size = BATCH_SIZES[number % len(BATCH_SIZES)]
-        paths = [rng.choice(hostile) if rng.random() < 0.25 else rng.choice(images)
-                 for _ in range(size)]  # fmt: skip
+        paths = [
+            rng.choice(hostile) if rng.random() < 0.25 else rng.choice(images) for _ in range(size)
+        ]
         plan.append(paths)
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-         "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     memory: list[int] = []
     stop = threading.Event()
@@ -254,11 +293,16 @@ def main() -> None:
     tracking_uri = f"sqlite:///{work / 'mlruns.db'}"
     profile = load_profile(
         "local",
-        [f"mlflow.tracking_uri={tracking_uri}", f"mlflow.artifact_location={work / 'artifacts'}",
-         f"cache.dir={work / 'cache'}", f"data.labels_csv={work / 'data/labels.csv'}",
-         f"data.classes_csv={work / 'data/classes.csv'}", f"data.images={work / 'data/images'}",
-         *args.overrides],
-    )  # fmt: skip
+        [
+            f"mlflow.tracking_uri={tracking_uri}",
+            f"mlflow.artifact_location={work / 'artifacts'}",
+            f"store.dir={work / 'cache'}",
+            f"data.labels_csv={work / 'data/labels.csv'}",
+            f"data.classes_csv={work / 'data/classes.csv'}",
+            f"data.images={work / 'data/images'}",
+            *args.overrides,
+        ],
+    )
     ensure_sample(profile)
     spark = build_session(profile)
     import mlflow
@@ -270,31 +314,43 @@ def main() -> None:
     mean_kb = np.mean([p.stat().st_size for p in images[:32]]) / 1e3
     settings = profile.featurizer
     if args.load:
-        m = load(f"runs:/{run_id}/model", tracking_uri, images, args.load, settings.max_file_mb,
-                 work)  # fmt: skip
-        print(f"{settings.model} ({settings.runtime}, {settings.precision}); {args.load} requests "
-              f"({m['images']} images, a quarter hostile) from {CLIENTS} clients in "
-              f"{m['wall_s']:.1f} s; {os.cpu_count()} cores\n")  # fmt: skip
+        m = load(
+            f"runs:/{run_id}/model", tracking_uri, images, args.load, settings.max_file_mb, work
+        )
+        print(
+            f"{settings.model} ({settings.runtime}, {settings.precision}); {args.load} requests "
+            f"({m['images']} images, a quarter hostile) from {CLIENTS} clients in "
+            f"{m['wall_s']:.1f} s; {os.cpu_count()} cores\n"
+        )
         print("| batch | p50 | p95 | p99 |\n|---|---|---|---|")
         for size, (p50, p95, p99) in m["per_size"].items():
             print(f"| {size} | {p50:.0f} ms | {p95:.0f} ms | {p99:.0f} ms |")
         start, first, second, end = m["rss_mb"]
-        print(f"\nserver errors (5xx): {m['server_errors']}; wrong answers: "
-              f"{m['other_errors'][:3] or 0}; server alive: {m['alive']}; server RSS after the "
-              f"warm-up {start:.0f} MB, peak in the first half {first:.0f} MB, in the second half "
-              f"{second:.0f} MB, at the end {end:.0f} MB")  # fmt: skip
+        print(
+            f"\nserver errors (5xx): {m['server_errors']}; wrong answers: "
+            f"{m['other_errors'][:3] or 0}; server alive: {m['alive']}; server RSS after the "
+            f"warm-up {start:.0f} MB, peak in the first half {first:.0f} MB, in the second half "
+            f"{second:.0f} MB, at the end {end:.0f} MB"
+        )
         return
-    print(f"{settings.model} ({settings.runtime}, {settings.precision}); sample JPEGs of "
-          f"{mean_kb:.0f} KB; {args.requests} single-image requests, then batches of 32; "
-          f"{os.cpu_count()} cores\n")  # fmt: skip
-    print("| served flavour | start to ready | first request | single image p50 | p95 | "
-          "images/s at batch 32 |")  # fmt: skip
+    print(
+        f"{settings.model} ({settings.runtime}, {settings.precision}); sample JPEGs of "
+        f"{mean_kb:.0f} KB; {args.requests} single-image requests, then batches of 32; "
+        f"{os.cpu_count()} cores\n"
+    )
+    print(
+        "| served flavour | start to ready | first request | single image p50 | p95 | "
+        "images/s at batch 32 |"
+    )
     print("|---|---|---|---|---|---|")
     spark_served = _spark_flavour_copy(f"runs:/{run_id}/model", work / "spark-served")
     for name, uri in (("pyfunc, no JVM", f"runs:/{run_id}/model"), ("Spark", spark_served)):
         m = measure(uri, tracking_uri, images, args.requests)
-        print(f"| {name} | {m['ready_s']:.1f} s | {m['first_s']:.2f} s | {m['p50_ms']:.0f} ms | "
-              f"{m['p95_ms']:.0f} ms | {m['images_per_s']:.1f} |", flush=True)  # fmt: skip
+        print(
+            f"| {name} | {m['ready_s']:.1f} s | {m['first_s']:.2f} s | {m['p50_ms']:.0f} ms | "
+            f"{m['p95_ms']:.0f} ms | {m['images_per_s']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -61,10 +61,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument(
-        "--images-per-second", type=float, default=24.0,
+        "--images-per-second",
+        type=float,
+        default=24.0,
         help="featurization speed to compare with (bench/featurize.py measures it; 24 = warm "
         "InceptionV3 through Spark on this 2-core machine)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-tune-"))
     profile = load_profile(
@@ -85,7 +87,9 @@ def main() -> None:
     mlflow.set_experiment("bench-tune")
     started = time.monotonic()
     with mlflow.start_run(run_name="bench-tune"):
-        found = search(profile, train_set, ["Car", "Tree"], "hyperopt", args.trials)
+        found = search(
+            profile, train_set, ["Car", "Tree"], method="hyperopt", max_evals=args.trials
+        )
     total = time.monotonic() - started
     per_trial = [t.metrics["fit_seconds"] for t in found.trials]
     featurize_pass = args.rows / args.images_per_second

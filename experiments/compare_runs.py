@@ -39,8 +39,13 @@ runs = mlflow.search_runs(
     filter_string="attributes.status = 'FINISHED' and tags.`sparkles.model.scores_images` = 'true'",
     order_by=["attributes.start_time ASC"],
 )
-columns = ["tags.mlflow.runName", "params.classifier", "params.regParam", "params.elasticNetParam",
-           "params.layers"]  # fmt: skip
+columns = [
+    "tags.mlflow.runName",
+    "params.classifier",
+    "params.regParam",
+    "params.elasticNetParam",
+    "params.layers",
+]
 columns = [c for c in columns if c in runs]
 metrics = ["metrics.accuracy", "metrics.f1", "metrics.auc"]
 table = runs[["run_id", *columns, *metrics]].rename(columns=lambda c: c.split(".")[-1])
@@ -78,8 +83,9 @@ if len(searches):
     found = Search(metric)
     for number, (_, row) in enumerate(trials.iterrows(), start=1):
         params = kind.parse_logged({n: row[f"params.{n}"] for n in names})
-        found.trials.append(Trial(number, params, {f"val_{metric}": row[f"metrics.val_{metric}"]},
-                                  row["run_id"]))  # fmt: skip
+        found.trials.append(
+            Trial(number, params, {f"val_{metric}": row[f"metrics.val_{metric}"]}, row["run_id"])
+        )
     plots.plot_search(found, kind.search_axes, output / "search.png")
 else:
     print("no finished search yet: run `sparkles tune`")

@@ -39,11 +39,11 @@ output = Path(os.environ.get("SPARKLES_NOTEBOOK_OUTPUT", "notebook-output")) / "
 
 result = eda.compute(
     spark,
-    profile.data.labels_csv,
-    profile.data.classes_csv,
-    profile.data.classes,
-    profile.eda.top_n,
-    profile.eda.top_k,
+    labels_csv=profile.data.labels_csv,
+    classes_csv=profile.data.classes_csv,
+    classes=profile.data.classes,
+    top_n=profile.eda.top_n,
+    top_k=profile.eda.top_k,
     images=profile.data.images,  # width × height from the file headers
     image_glob=profile.data.image_glob,
 )

@@ -82,8 +82,14 @@ runs = mlflow.search_runs(
     filter_string="attributes.status = 'FINISHED' and tags.`sparkles.model.scores_images` = 'true'",
     order_by=[f"metrics.val_{metric} DESC"],
 )
-shown = ["tags.mlflow.runName", "params.classifier", f"metrics.val_{metric}", "metrics.accuracy",
-         "metrics.f1", "metrics.auc"]  # fmt: skip
+shown = [
+    "tags.mlflow.runName",
+    "params.classifier",
+    f"metrics.val_{metric}",
+    "metrics.accuracy",
+    "metrics.f1",
+    "metrics.auc",
+]
 print(runs[[c for c in shown if c in runs]].to_string(index=False))
 
 # COMMAND ----------
@@ -105,8 +111,8 @@ print(f"{decision.model_name} v{decision.version}: {decision.decision} ({decisio
 result = predict(
     spark,
     f"models:/{profile.registry.model_name}@champion",
-    f"{profile.data.images.rstrip('/')}/{profile.data.image_glob}",
-    str(output / "predictions"),
+    images=f"{profile.data.images.rstrip('/')}/{profile.data.image_glob}",
+    output=str(output / "predictions"),
 )
 print(f"{result.images} images: {result.scored} scored, {result.quarantined} quarantined")
 print(pd.read_parquet(output / "predictions" / "predictions").head(8).to_string(index=False))

@@ -41,11 +41,25 @@ def mlflow_server(store: str, *options: str, port: int | None = None) -> Iterato
     its URL."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *options],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            *options,
+        ],
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -142,7 +156,7 @@ def write_profile(folder: Path, **sections: dict) -> Path:
         # MobileNetV2: 1/20 of InceptionV3's FLOPs, and its random-weight features separate the
         # sample's classes as well (tests/cnn/test_featurizer.py checks InceptionV3 itself)
         "featurizer": {"model": "MobileNetV2", "weights": "random", "batch_size": 16},
-        "cache": {"dir": str(folder / "cache")},
+        "store": {"dir": str(folder / "cache")},
         "train": {"max_iter": 30},  # plenty for tens of images; each LR iteration is a Spark job
         "registry": {"allow_random_weights": True},  # the tests' weights are random
         # off for the suite's one long session (an event log of its tens of thousands of jobs
@@ -206,9 +220,12 @@ def registry_runs(spark, tmp_path_factory: pytest.TempPathFactory):
     ):
         profile = load_profile(
             path,
-            [f"mlflow.experiment=reg-{name}", f"train.reg_param={reg_param}",
-             f"train.elastic_net_param={elastic_net}"],
-        )  # fmt: skip
+            [
+                f"mlflow.experiment=reg-{name}",
+                f"train.reg_param={reg_param}",
+                f"train.elastic_net_param={elastic_net}",
+            ],
+        )
         scores[name] = job(profile, spark)["metrics"]["auc"]
     return path, scores
 
@@ -258,8 +275,9 @@ def pytest_report_header() -> str:
 
 def searching(profile, method: str = "grid", max_evals: int = 1, metric: str = "auc"):
     """The profile with these search settings (what `sparkles tune`'s options set)."""
-    tune = profile.tune.model_copy(update={"method": method, "max_evals": max_evals,
-                                           "metric": metric})  # fmt: skip
+    tune = profile.tune.model_copy(
+        update={"method": method, "max_evals": max_evals, "metric": metric}
+    )
     return profile.model_copy(update={"tune": tune})
 
 

@@ -62,21 +62,46 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     url = f"spark://127.0.0.1:{port}"
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     master = subprocess.Popen(
-        [spark_class, f"{deploy}.master.Master", "--host", "127.0.0.1",
-         "--port", str(port), "--webui-port", str(free_port())], **quiet,
-    )  # fmt: skip
+        [
+            spark_class,
+            f"{deploy}.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(free_port()),
+        ],
+        **quiet,
+    )
     processes, work_dirs = [master], []
     try:
         _wait_for_port(port)
         for n in range(2):
             work_dirs.append(tmp_path / f"worker-{n}")
             worker_port = free_port()
-            processes.append(subprocess.Popen(
-                [spark_class, f"{deploy}.worker.Worker", "--host", "127.0.0.1",
-                 "--port", str(worker_port), "--cores", "1", "--memory", "3g",
-                 "--work-dir", str(work_dirs[-1]), "--webui-port", str(free_port()), url],
-                **quiet,
-            ))  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    [
+                        spark_class,
+                        f"{deploy}.worker.Worker",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(worker_port),
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "3g",
+                        "--work-dir",
+                        str(work_dirs[-1]),
+                        "--webui-port",
+                        str(free_port()),
+                        url,
+                    ],
+                    **quiet,
+                )
+            )
             _wait_for_port(worker_port)
         time.sleep(2)  # registration with the master follows the port opening
         yield Cluster(url, master, processes[1:], work_dirs)
@@ -169,9 +194,12 @@ def test_a_lost_worker_costs_no_row_and_the_cluster_equals_local_mode(
 ) -> None:
     profile = _cluster_profile(tmp_path, cluster, reference)
     job = subprocess.Popen(
-        _cli("featurize", profile), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=_env(),
-    )  # fmt: skip
+        _cli("featurize", profile),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     victim, survivor = cluster.workers
     deadline = time.monotonic() + 300
     while not _built_model(cluster.work_dirs[0]):

@@ -130,9 +130,16 @@ def test_a_new_setting_starts_only_at_a_key(text: str, settings: list[str]) -> N
 def test_set_takes_a_yaml_value_with_spaces_as_the_readme_writes_it(profile_path: Path) -> None:
     """`--set data.classes='[Car, Bus]'` (quotes gone in the shell), and MLproject's one string."""
     args = build_parser().parse_args(
-        ["featurize", "--profile", str(profile_path), "--set", "data.classes=[Car, Bus]",
-         "--set", "featurizer.pooling=max data.images='/tmp/summer 2024' train.reg_param=0.5"]
-    )  # fmt: skip
+        [
+            "featurize",
+            "--profile",
+            str(profile_path),
+            "--set",
+            "data.classes=[Car, Bus]",
+            "--set",
+            "featurizer.pooling=max data.images='/tmp/summer 2024' train.reg_param=0.5",
+        ]
+    )
     profile = profile_from_args(args)
     assert profile.data.classes == ["Car", "Bus"]
     assert profile.featurizer.pooling == "max"
@@ -160,7 +167,7 @@ def test_emr_profile_takes_its_locations_from_the_environment(
     monkeypatch.delenv("SPARKLES_WEIGHTS", raising=False)
     profile = load_profile("emr")
     assert profile.spark.master == "yarn"
-    assert profile.cache.dir == "s3://my-bucket/sparkles/feature-cache"
+    assert profile.store.dir == "s3://my-bucket/sparkles/feature-cache"
     assert profile.data.labels_csv.startswith("s3://my-bucket/sparkles/openimages/")
     assert profile.mlflow.tracking_uri == "http://10.0.0.5:5000"
     assert profile.featurizer.weights == "imagenet" and not profile.featurizer.allow_random_weights
@@ -229,3 +236,15 @@ def test_printed_uris_never_show_user_information() -> None:
     assert redact("https://alice:s3cret@host:5000/x") == "https://***@host:5000/x"
     assert redact("tracking http://tok@h and s3://b/k") == "tracking http://***@h and s3://b/k"
     assert redact("sqlite:///mlruns.db") == "sqlite:///mlruns.db"
+
+
+def test_a_section_renamed_since_is_read_with_one_notice(profile_path: Path, caplog) -> None:
+    """Profiles written before 0.3 say ``cache:`` for the feature store's section."""
+    from tests.conftest import warned_once
+
+    _edit(profile_path, lambda raw: raw.update(cache=raw.pop("store")))
+    with warned_once(caplog, "profile key 'cache' is now 'store'"):
+        profile = load_profile(str(profile_path))
+    assert profile.store.dir.endswith("cache")
+    with pytest.raises(ConfigError, match="'cache' is now 'store': give one of them"):
+        load_profile(str(profile_path), ["store.lease_seconds=30"])

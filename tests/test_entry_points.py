@@ -21,9 +21,18 @@ def mlflow_run(tmp_path: Path, entry_point: str, *params: str) -> subprocess.Com
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}",
     }
     command = [
-        sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry_point,
-        "--env-manager", "local", "--experiment-name", "sparkles-e2e",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(ROOT),
+        "-e",
+        entry_point,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "sparkles-e2e",
+    ]
     for param in params:
         command += ["-P", param]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

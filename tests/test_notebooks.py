@@ -51,7 +51,7 @@ def test_the_end_to_end_notebook_runs_every_step(spark, tmp_path, monkeypatch, c
     (tmp_path / "project").mkdir()
     path = write_profile(tmp_path / "project")
     overrides = (
-        "tune.logistic.grid.regParam=[0.01] tune.logistic.grid.elasticNetParam=[0.0,1.0] "
+        "tune.logistic.grid.reg_param=[0.01] tune.logistic.grid.elastic_net_param=[0.0,1.0] "
         + (f"registry.model_name={NOTEBOOK_MODEL}-end-to-end")
     )
     monkeypatch.setenv("SPARKLES_PROFILE", str(path))

@@ -45,9 +45,19 @@ ELSEWHERE = {
     "python experiments/end_to_end.py": "tests/test_notebooks.py runs it on a fresh profile",
 }
 _GENERATED = shutil.ignore_patterns(
-    ".git", ".venv*", "mlruns*", "mlartifacts", ".cache", "eda", "predictions",
-    "test-artifacts", "__pycache__", ".pytest_cache", "*.egg-info", ".ruff_cache",
-)  # fmt: skip
+    ".git",
+    ".venv*",
+    "mlruns*",
+    "mlartifacts",
+    ".cache",
+    "eda",
+    "predictions",
+    "test-artifacts",
+    "__pycache__",
+    ".pytest_cache",
+    "*.egg-info",
+    ".ruff_cache",
+)
 
 
 def COPY_IGNORE(folder: str, names: list[str]) -> set[str]:
@@ -175,9 +185,13 @@ class Workspace:
         script = "\n".join(["set -euo pipefail", *(self.setup if activate else []), line])
         started = time.monotonic()
         done = subprocess.run(
-            ["bash", "-c", script], cwd=self.root, env=user_environment(env),
-            capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
+            ["bash", "-c", script],
+            cwd=self.root,
+            env=user_environment(env),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         self.log.append(f"{time.monotonic() - started:6.1f} s  exit {done.returncode}  $ {line}")
         print(self.log[-1])  # pytest shows it for a failed test, and under -s
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
@@ -220,8 +234,8 @@ def test_the_readme_workflow_runs_as_written(tmp_path: Path) -> None:
     space.run(command("mlflow run . -e featurize"))
     (featurized,) = _new_runs(space, before)
     assert featurized.data.params["batch_size"] == "16"
-    assert featurized.data.tags["sparkles.cache.reused"] == "true"  # batch size: same features
-    fingerprint = "sparkles.cache.fingerprint"
+    assert featurized.data.tags["sparkles.store.reused"] == "true"  # batch size: same features
+    fingerprint = "sparkles.store.fingerprint"
     assert featurized.data.tags[fingerprint] == quick.data.tags[fingerprint]
     counts = featurized.data.metrics
     assert counts["count_rows_in"] == counts["count_featurized"] + counts["count_quarantined"] > 0
@@ -360,9 +374,13 @@ def _check_serving(space: Workspace, serve: str, ask: str) -> list[dict]:
     """Start the README's serve line, run its curl line (which waits for the server), stop."""
     script = "\n".join(["set -euo pipefail", *space.setup, f"exec {serve}"])
     serving = subprocess.Popen(
-        ["bash", "-c", script], cwd=space.root, env=user_environment(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "-c", script],
+        cwd=space.root,
+        env=user_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         answer = json.loads(space.run(ask).stdout)
     except AssertionError:
@@ -392,8 +410,11 @@ def _check_spark_work(space: Workspace, trained: mlflow.entities.Run) -> None:
     client = mlflow.MlflowClient()
     names = {f.path for f in client.list_artifacts(trained.info.run_id, "spark")}
     assert {"spark/stages.csv", "spark/timeline.png", "spark/plans", "spark/eventlog"} <= names
-    stages = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=trained.info.run_id, artifact_path="spark/stages.csv"))  # fmt: skip
+    stages = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=trained.info.run_id, artifact_path="spark/stages.csv"
+        )
+    )
     assert len(stages) == metrics["spark.stages"]
     assert {"split", "fit logistic", "validate", "evaluate on the test split"} <= set(stages.step)
 
@@ -401,9 +422,14 @@ def _check_spark_work(space: Workspace, trained: mlflow.entities.Run) -> None:
     script = "\n".join(["set -euo pipefail", *space.setup, f"exec {line}"])
     errors = open(space.root / "history.err", "w+")  # noqa: SIM115 (the server's, read on failure)
     history = subprocess.Popen(
-        ["bash", "-c", script], cwd=space.root, env=user_environment(),
-        stdout=subprocess.PIPE, stderr=errors, text=True, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "-c", script],
+        cwd=space.root,
+        env=user_environment(),
+        stdout=subprocess.PIPE,
+        stderr=errors,
+        text=True,
+        start_new_session=True,
+    )
     try:
         said = history.stdout.readline()  # printed once the server lists the application
         where = f"http://127.0.0.1:18080/history/{app_id}/jobs/"
@@ -426,8 +452,11 @@ def _check_spill(space: Workspace) -> None:
     done = space.run(command("sparkles train --set spark.conf.spark.sql.windowExec"))
     (spilled,) = _new_runs(space, before)
     assert spilled.data.metrics["spark.memory_spill_bytes"] > 0
-    stages = pd.read_csv(mlflow.artifacts.download_artifacts(
-        run_id=spilled.info.run_id, artifact_path="spark/stages.csv"))  # fmt: skip
+    stages = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            run_id=spilled.info.run_id, artifact_path="spark/stages.csv"
+        )
+    )
     assert "split" in set(stages[stages.memory_spill_bytes > 0].step)
     assert "Spark spilled" in done.stderr
 
@@ -436,9 +465,13 @@ def _check_mlflow_ui(space: Workspace, line: str) -> None:
     """Start the README's `mlflow ui` line, ask its REST API for the experiment, stop it."""
     script = "\n".join(["set -euo pipefail", *space.setup, f"exec {line}"])
     ui = subprocess.Popen(
-        ["bash", "-c", script], cwd=space.root, env=user_environment(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "-c", script],
+        cwd=space.root,
+        env=user_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     url = "http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name?experiment_name=sparkles"
     try:
         deadline = time.monotonic() + 120

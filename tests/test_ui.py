@@ -32,8 +32,8 @@ def server(registry_runs, spark):
         path,
         [
             "mlflow.experiment=reg-strong",
-            "tune.logistic.grid.regParam=[0.01]",
-            "tune.logistic.grid.elasticNetParam=[0.0, 1.0]",
+            "tune.logistic.grid.reg_param=[0.01]",
+            "tune.logistic.grid.elastic_net_param=[0.0, 1.0]",
         ],
     )
     tuned = run_tune(searching(profile), spark)
@@ -46,20 +46,32 @@ def render(url: str, screenshot: str) -> str:
     """The page's text after its JavaScript ran, and a screenshot in test-artifacts/."""
     SHOTS.mkdir(exist_ok=True)
     flags = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1000",
         "--virtual-time-budget=20000",
-    ]  # fmt: skip
+    ]
     with tempfile.TemporaryDirectory() as profile_dir:
         subprocess.run(
             [*flags, f"--user-data-dir={profile_dir}", f"--screenshot={SHOTS / screenshot}", url],
-            capture_output=True, timeout=120, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
     with tempfile.TemporaryDirectory() as profile_dir:
         dom = subprocess.run(
             [*flags, f"--user-data-dir={profile_dir}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
     text = re.sub(r"<style.*?</style>|<script.*?</script>", " ", dom, flags=re.S)
     text = html.unescape(re.sub(r"<[^>]+>", " ", text))
     return re.sub(r"\s+", " ", text)

@@ -1,3 +1,3 @@
 """sparkles: transfer-learning image classification on Apache Spark, tracked with MLflow."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -12,23 +12,30 @@ from pathlib import Path
 from sparkles import tracking
 from sparkles.config import ConfigError, Profile, load_profile
 from sparkles.errors import UserError, file_system_cause
-from sparkles.model.classifiers import check_profile
 from sparkles.overrides import redact, split_overrides
+from sparkles.tasks.catalog import check_profile
 
 log = logging.getLogger("sparkles")
 
 
 # Command options that are profile values: passed as overrides, so they are validated with the
 # profile (one clear message naming the key) before Spark starts. Empty means "the profile's".
-TRAIN_OPTIONS = {"reg_param": "train.reg_param", "elastic_net_param": "train.elastic_net_param",
-                 "max_iter": "train.max_iter"}  # fmt: skip
+TRAIN_OPTIONS = {
+    "reg_param": "train.reg_param",
+    "elastic_net_param": "train.elastic_net_param",
+    "max_iter": "train.max_iter",
+}
 METRIC_HELP = "auc, accuracy or f1; multi-label: auc, micro_f1, macro_f1 or subset_accuracy"
 TUNE_OPTIONS = {"method": "tune.method", "max_evals": "tune.max_evals", "metric": "tune.metric"}
 # Commands that read a feature table and fit: no live UI to serve (the history server still
 # has their event logs where the profile keeps them), unless the profile asks for one.
 SHORT_COMMAND = {"spark.ui.enabled": "false"}
-PROMOTE_OPTIONS = {"metric": "registry.metric", "model_name": "registry.model_name",
-                   "min_improvement": "registry.min_improvement"}  # fmt: skip
+URL_OPTIONS = ("labels", "classes", "images")  # openimages download: where each comes from
+PROMOTE_OPTIONS = {
+    "metric": "registry.metric",
+    "model_name": "registry.model_name",
+    "min_improvement": "registry.min_improvement",
+}
 
 
 def _profile(
@@ -42,7 +49,6 @@ def _profile(
         value = getattr(args, attribute)
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
-    # the classifier kinds check their own sections (train.<kind>, tune.<kind>)
     profile = check_profile(load_profile(args.profile, overrides))
     if tracked:
         tracking.check_server(tracking.tracking_uri(profile))
@@ -61,10 +67,8 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     count = args.count or (sample.images if sample else 240)
     seed = args.seed if args.seed is not None else (sample.seed if sample else 7)
     classes = tuple(args.classes or (sample.classes if sample else ["Car", "Tree"]))
-    paths = generate_sample(
-        Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
-        count=count, seed=seed, classes=classes,
-    )  # fmt: skip
+    files = (Path(data.labels_csv), Path(data.classes_csv), Path(data.images))
+    paths = generate_sample(*files, count=count, seed=seed, classes=classes)
     print(f"wrote {count} synthetic images to {paths.images}, labels to {paths.labels_csv}")
     return 0
 
@@ -99,21 +103,13 @@ def cmd_featurize(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from sparkles.features.lease import StoreLease
-    from sparkles.features.store import FeatureStore
+    from sparkles.features.store import compact_all
     from sparkles.session import build_session
 
     profile = _profile(args, tracked=False)  # stores only: no MLflow
-    spark = build_session(profile)
-    report = []
-    for store in FeatureStore.all_under(spark, profile.cache.dir):
-        before = len(store.live_segments())
-        with StoreLease(spark, store.root, profile.cache.lease_seconds).held():  # no featurize
-            compacted = store.compact()
-            store.tidy()
-        report.append({"store": store.root, "segments_before": before,
-                       "segments_after": len(store.live_segments()),
-                       "rows": compacted.meta["rows"] if compacted else None})  # fmt: skip
+    report = compact_all(
+        build_session(profile), profile.store.dir, lease_seconds=profile.store.lease_seconds
+    )
     print(json.dumps(report, indent=2))
     return 0
 
@@ -134,7 +130,7 @@ def cmd_main(args: argparse.Namespace) -> int:
 
     profile = _profile(args, TRAIN_OPTIONS)
     spark = build_session(profile)
-    outcome = run_main(profile, spark, _truthy(args.refresh), _truthy(args.rehash))
+    outcome = run_main(profile, spark, refresh=_truthy(args.refresh), rehash=_truthy(args.rehash))
     print(json.dumps(outcome, indent=2))
     return 0
 
@@ -171,9 +167,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     tracking.configure(profile)
     model_uri = args.model_uri or f"models:/{profile.registry.model_name}@champion"
     result = predict(
-        build_session(profile), model_uri, args.images, args.output, _truthy(args.csv),
+        build_session(profile),
+        model_uri,
+        images=args.images,
+        output=args.output,
+        csv=_truthy(args.csv),
         overwrite=_truthy(args.overwrite),
-    )  # fmt: skip
+    )
     print(json.dumps(asdict(result), indent=2))
     return 0
 
@@ -196,14 +196,9 @@ def cmd_openimages_download(args: argparse.Namespace) -> int:
     from sparkles.data.download import download_subset
 
     classes = [name.strip() for arg in args.classes for name in arg.split(",") if name.strip()]
+    urls = {f"{what}_url": getattr(args, f"{what}_url") for what in URL_OPTIONS}
     report = download_subset(
-        classes,
-        Path(args.dest),
-        limit=args.limit,
-        workers=args.workers,
-        labels_url=args.labels_url,
-        classes_url=args.classes_url,
-        images_url=args.images_url,
+        classes, Path(args.dest), limit=args.limit, workers=args.workers, **urls
     )
     print(json.dumps({k: v for k, v in asdict(report).items() if k != "failed"}, indent=2))
     if report.failed:
@@ -235,30 +230,26 @@ def _add_openimages(commands: argparse._SubParsersAction) -> None:
     fetch = actions.add_parser(
         "download", help="label CSVs + validation images of the given classes, resumable"
     )
-    fetch.add_argument(
-        "--classes", nargs="+", default=["Car", "Tree"],
-        help="display names, space- or comma-separated (Car Tree, or Car,Tree)",
-    )  # fmt: skip
+    help = "display names, space- or comma-separated (Car Tree, or Car,Tree)"
+    fetch.add_argument("--classes", nargs="+", default=["Car", "Tree"], help=help)
     fetch.add_argument("--limit", type=int, default=None, help="at most N images per class")
     fetch.add_argument("--dest", default="./data/openimages", help="output folder")
     fetch.add_argument("--workers", type=int, default=8, help="parallel downloads")
     # a mirror (or a test server) can be named in the environment: `mlflow run -e download` too
-    for what, default in (("labels", download.LABELS_URL), ("classes", download.CLASSES_URL),
-                          ("images", download.IMAGES_URL)):  # fmt: skip
+    defaults = (download.LABELS_URL, download.CLASSES_URL, download.IMAGES_URL)
+    for what, default in zip(URL_OPTIONS, defaults, strict=True):
         variable = f"SPARKLES_OPENIMAGES_{what.upper()}_URL"
-        fetch.add_argument(
-            f"--{what}-url", default=os.environ.get(variable, default),
-            help="template with {image_id}" if what == "images" else None,
-        )  # fmt: skip
+        image = "template with {image_id}" if what == "images" else None
+        fetch.add_argument(f"--{what}-url", default=os.environ.get(variable, default), help=image)
     fetch.set_defaults(func=cmd_openimages_download)
 
 
 def _add_features_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--features", default=None, type=lambda text: text or None, metavar="RUN_ID",
-        help="the featurize (or main) run whose training table to fit on (default: the newest "
-        "one matching the profile's data and featurizer settings)",
-    )  # fmt: skip
+    help = (
+        "the featurize (or main) run whose training table to fit on (default: the newest one "
+        "matching the profile's data and featurizer settings)"
+    )
+    parser.add_argument("--features", type=lambda text: text or None, metavar="RUN_ID", help=help)
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -271,19 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparkles", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--profile", default="local", help="profile name in conf/ or a YAML path")
+    help = "override one profile value, e.g. --set featurizer.pooling=max (repeatable)"
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one profile value, e.g. --set featurizer.pooling=max (repeatable)",
-    )  # fmt: skip
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample-data", parents=[common], help="write the synthetic sample")
     sample.add_argument("--count", type=int, default=None, help="images (default: the profile's)")
     sample.add_argument("--seed", type=int, default=None)
-    sample.add_argument(
-        "--classes", nargs="+", default=None, metavar="CLASS",
-        help="classes to draw: Car Tree, optionally Bus (default: the profile's sample.classes)",
-    )  # fmt: skip
+    help = "classes to draw: Car Tree, optionally Bus (default: the profile's sample.classes)"
+    sample.add_argument("--classes", nargs="+", metavar="CLASS", help=help)
     sample.set_defaults(func=cmd_sample_data)
 
     init = commands.add_parser(
@@ -292,16 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=cmd_init)
 
     featurize = commands.add_parser(
-        "featurize", parents=[common],
+        "featurize",
+        parents=[common],
         help="CNN features for the profile's images; only those the feature store lacks",
-    )  # fmt: skip
+    )
     _add_featurize_options(featurize)
     featurize.set_defaults(func=cmd_featurize)
 
     compact = commands.add_parser(
-        "compact", parents=[common],
-        help="merge each feature store's appended segments under the profile's cache.dir",
-    )  # fmt: skip
+        "compact",
+        parents=[common],
+        help="merge each feature store's appended segments under the profile's store.dir",
+    )
     compact.set_defaults(func=cmd_compact)
 
     train = commands.add_parser(
@@ -335,11 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--images", required=True, help="directory or glob, local or s3://")
     predict.add_argument("--output", required=True, help="output directory (local or s3://)")
     predict.add_argument("--model-uri", default=None, help="default: models:/<name>@champion")
-    predict.add_argument("--csv", nargs="?", const="true", default="false", help="CSV as well")
-    predict.add_argument(
-        "--overwrite", nargs="?", const="true", default="false",
-        help="replace predictions already in --output (default: refuse)",
-    )  # fmt: skip
+    _flag(predict, "--csv", "CSV as well")
+    _flag(predict, "--overwrite", "replace predictions already in --output (default: refuse)")
     predict.set_defaults(func=cmd_predict)
 
     eda = commands.add_parser(
@@ -363,16 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """``--name`` alone, or ``--name true|false`` (how an MLproject parameter passes it)."""
+    parser.add_argument(name, nargs="?", const="true", default="false", help=help)
+
+
 def _add_featurize_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--refresh", nargs="?", const="true", default="false",
-        help="run the CNN on every image again (the new features win)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--rehash", nargs="?", const="true", default="false",
-        help="read and hash every image file again, repairing the file index (after a tool "
+    _flag(parser, "--refresh", "run the CNN on every image again (the new features win)")
+    _flag(
+        parser,
+        "--rehash",
+        "read and hash every image file again, repairing the file index (after a tool "
         "rewrote files keeping their size and modification time)",
-    )  # fmt: skip
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

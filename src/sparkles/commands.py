@@ -23,34 +23,33 @@ from sparkles.data.eda import EdaResult, compute, write_report
 from sparkles.features.featurize import FeaturizeResult, featurize, summary
 from sparkles.features.lineage import committed_features, log_features_source, log_featurize
 from sparkles.model import classifiers, kinds
-from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, TRIALS_TAG, TUNING_ARTIFACTS
+from sparkles.names import BEST_RUN_TAG, EDA_ARTIFACTS, LABEL, TRIALS_TAG, TUNING_ARTIFACTS
 from sparkles.observe import observed_run
 from sparkles.progress import step
+from sparkles.tasks.catalog import check_profile
 from sparkles.train.fit import log_training, read_once, train
 from sparkles.train.splits import split_params, train_and_test
 from sparkles.train.tune import search
 
 log = logging.getLogger(__name__)
-HEADLINE = ("accuracy", "f1", "auc")
-HEADLINE_MULTI_LABEL = ("auc", "micro_f1", "subset_accuracy", "study_accuracy")
 
 
 def _train_and_log(
     profile: Profile,
     spark: SparkSession,
     featurized: FeaturizeResult,
+    *,
     params: kinds.Params | None = None,
     validation: dict[str, float] | None = None,
-    features: DataFrame | None = None,
+    split: tuple[DataFrame, DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Fit, evaluate and log one model (the profile's classifier parameters unless given;
-    ``features``: the training table already read)."""
+    ``split``: the training table as the command already read and split it)."""
     params = classifiers.default_params(profile.train) if params is None else params
-    result = train(profile, spark, featurized.table, params, validation, features)
-    log_training(result, spark, profile, featurized, params)
+    result = train(profile, featurized.table, params, validation=validation, split=split)
+    log_training(result, spark, profile=profile, featurized=featurized, params=params)
     metrics = {k: round(v, 6) for k, v in result.metrics.items()}
-    shown = HEADLINE_MULTI_LABEL if profile.multi_label else HEADLINE
-    said = "  ".join(f"{name} {metrics[name]:.4f}" for name in shown)
+    said = "  ".join(f"{name} {metrics[name]:.4f}" for name in result.task.shown)
     log.info("%s on %d test images", said, metrics["count_test"])
     return {"featurize": summary(featurized), "metrics": metrics}
 
@@ -58,10 +57,10 @@ def _train_and_log(
 def run_train(profile: Profile, spark: SparkSession, features: str | None = None) -> dict[str, Any]:
     """Train on a committed training table (``features``: a run id; else the newest that
     matches the profile). Reads features only: no image, no CNN."""
-    classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
+    check_profile(profile)  # a notebook's profile too, not only the CLI's
     with observed_run(profile, spark, "train") as active:
         profile, featurized, source = committed_features(
-            profile, spark, active.info.experiment_id, features
+            profile, spark, experiment_id=active.info.experiment_id, run_id=features
         )
         log_features_source(featurized, source)
         outcome = _train_and_log(profile, spark, featurized)
@@ -69,10 +68,10 @@ def run_train(profile: Profile, spark: SparkSession, features: str | None = None
 
 
 def run_main(
-    profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
+    profile: Profile, spark: SparkSession, *, refresh: bool = False, rehash: bool = False
 ) -> dict[str, Any]:
     """Featurize (reusing the cache when it can) and train, in one MLflow run."""
-    classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
+    check_profile(profile)  # a notebook's profile too, not only the CLI's
     with observed_run(profile, spark, "main") as active:
         featurized = featurize(profile, spark, refresh=refresh, rehash=rehash)
         log_featurize(featurized, spark, profile)
@@ -86,11 +85,11 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
 
     Reads a committed training table only (as ``run_train``): a search never reads an image.
     """
-    classifiers.check_profile(profile)  # a notebook's profile too, not only the CLI's
+    check_profile(profile)  # a notebook's profile too, not only the CLI's
     method, max_evals, metric = profile.tune.method, profile.tune.max_evals, profile.tune.metric
     with observed_run(profile, spark, f"tune-{method}") as active:
         profile, featurized, source = committed_features(
-            profile, spark, active.info.experiment_id, features
+            profile, spark, experiment_id=active.info.experiment_id, run_id=features
         )
         log_features_source(featurized, source)
         settings = profile.tune
@@ -105,12 +104,13 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
                 "tune_seed": settings.seed,
             }
         )
-        # read once for the search and the winner's refit (it was read again for the refit)
+        # read and split once, for the search and the winner's refit
         with read_once(featurized.table.features()) as features:
-            train_set, _ = train_and_test(features, split_params(profile.train))
+            split = train_and_test(features, split_params(profile.train))
+            train_set = split[0]
             with step(spark, "search: classes and validation folds"):
-                labels = sorted(r.label for r in train_set.select("label").distinct().collect())
-            found = search(profile, train_set, labels, method, max_evals)
+                labels = sorted(r[LABEL] for r in train_set.select(LABEL).distinct().collect())
+            found = search(profile, train_set, labels, method=method, max_evals=max_evals)
             best = found.best
             mlflow.set_tags({BEST_RUN_TAG: best.run_id, TRIALS_TAG: len(found.trials)})
             mlflow.log_metric(f"best_val_{metric}", best.metrics[f"val_{metric}"])
@@ -119,21 +119,23 @@ def run_tune(profile: Profile, spark: SparkSession, features: str | None = None)
                 plots.plot_search(found, axes, Path(folder) / "search.png")
                 mlflow.log_artifacts(folder, artifact_path=TUNING_ARTIFACTS)
             validation = {k: v for k, v in best.metrics.items() if k.startswith("val_")}
-            outcome = _train_and_log(profile, spark, featurized, best.params, validation, features)
+            outcome = _train_and_log(
+                profile, spark, featurized, params=best.params, validation=validation, split=split
+            )
     return {
         "run_id": active.info.run_id,
         "features_run_id": source.info.run_id,
         "best": {**best.params, "run_id": best.run_id, **best.metrics},
         "trials": len(found.trials),
         **outcome,
-    }  # fmt: skip
+    }
 
 
 def run_featurize(
-    profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
+    profile: Profile, spark: SparkSession, *, refresh: bool = False, rehash: bool = False
 ) -> FeaturizeResult:
     with observed_run(profile, spark, "featurize"):
-        result = featurize(profile, spark, refresh, rehash)
+        result = featurize(profile, spark, refresh=refresh, rehash=rehash)
         log_featurize(result, spark, profile)
     return result
 
@@ -143,9 +145,15 @@ def run_eda(profile: Profile, spark: SparkSession, output: str | None = None) ->
     settings, data = profile.eda, profile.data
     with observed_run(profile, spark, "eda"):
         result = compute(
-            spark, data.labels_csv, data.classes_csv, data.classes, settings.top_n,
-            settings.top_k, data.images if settings.image_sizes else None, data.image_glob,
-        )  # fmt: skip
+            spark,
+            labels_csv=data.labels_csv,
+            classes_csv=data.classes_csv,
+            classes=data.classes,
+            top_n=settings.top_n,
+            top_k=settings.top_k,
+            images=data.images if settings.image_sizes else None,
+            image_glob=data.image_glob,
+        )
         folder = Path(output or settings.output_dir or tempfile.mkdtemp(prefix="sparkles-eda-"))
         write_report(result, folder)
         mlflow.log_params({"eda_top_n": settings.top_n, "eda_top_k": settings.top_k})

@@ -6,23 +6,16 @@ file and the dotted key, so a typo in a 200-line EMR profile is found in seconds
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparkles.errors import ConfigError, describe
-from sparkles.names import MULTI_LABEL
 from sparkles.overrides import (
     CREDENTIAL_KEYS,
     apply_overrides,
@@ -31,12 +24,11 @@ from sparkles.overrides import (
 )
 from sparkles.storage import is_uri
 
+log = logging.getLogger(__name__)
 CONF_DIR_ENV = "SPARKLES_CONF_DIR"
-# what a search and the registry may select on: val_<metric>, higher is better
-Metric = Literal["auc", "accuracy", "f1", "micro_f1", "macro_f1", "subset_accuracy"]
-# auc is the macro mean over classes of more than two, single- or multi-label alike
-SINGLE_LABEL_METRICS = ("auc", "accuracy", "f1")
-MULTI_LABEL_METRICS = ("auc", "micro_f1", "macro_f1", "subset_accuracy")
+# what a search and the registry select on: val_<metric>, higher is better; which metrics a
+# profile's task logs is the task's to check (sparkles.tasks.catalog.check_profile)
+Metric = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class _Strict(BaseModel):
@@ -174,17 +166,20 @@ class FeaturizerConfig(_Strict):
     precision: Annotated[
         Literal["f32", "bf16", "int8"],
         Setting(
-            "precision", "key",
+            "precision",
+            "key",
             "f32; bf16 where the CPU has bf16 instructions; int8 (OpenVINO, calibrated)",
         ),
-    ] = "f32"  # fmt: skip
+    ] = "f32"
     calibration_images: Annotated[
         int,
         Setting(
-            "calibrationImages", "key", "labelled images int8 is calibrated on (seeded sample)",
+            "calibrationImages",
+            "key",
+            "labelled images int8 is calibrated on (seeded sample)",
             when=("precision", "int8"),
         ),
-    ] = Field(default=300, ge=1)  # fmt: skip
+    ] = Field(default=300, ge=1)
     batch_size: Annotated[int, Setting("batchSize", None, "images per model call")] = Field(
         default=32, ge=1
     )
@@ -302,7 +297,7 @@ class EdaConfig(_Strict):
     image_sizes: bool = True
 
 
-class CacheConfig(_Strict):
+class StoreConfig(_Strict):
     dir: str = "./.cache/features"
     # an append that leaves more live segments than this compacts them into one
     compact_after_segments: int = Field(default=16, ge=1)
@@ -331,31 +326,31 @@ class Profile(_Strict):
     mlflow: MlflowConfig = MlflowConfig()
     data: DataConfig
     featurizer: FeaturizerConfig = FeaturizerConfig()
-    cache: CacheConfig = CacheConfig()
+    store: StoreConfig = StoreConfig()
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     eda: EdaConfig = EdaConfig()
     observe: ObserveConfig = ObserveConfig()
 
-    @property
-    def multi_label(self) -> bool:
-        return self.data.multi_label_policy == MULTI_LABEL
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        """Keys profiles wrote before one word named one thing: read as their new name, with a
+        one-line notice; both at once is an error (which one meant it is unknown)."""
+        if not isinstance(data, dict):
+            return data
+        for old, new in RENAMED_KEYS.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"key '{old}' is now '{new}': give one of them, not both")
+                log.warning("profile key '%s' is now '%s' (read as '%s')", old, new, new)
+                data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
+        return data
 
-    @model_validator(mode="after")
-    def _metrics_of_the_policy(self) -> Profile:
-        """A multi-label model has no single accuracy or weighted F1 to select on, and a
-        single-label one no label sets: a metric the runs will not log is an error now."""
-        allowed = MULTI_LABEL_METRICS if self.multi_label else SINGLE_LABEL_METRICS
-        policy = self.data.multi_label_policy
-        for section in ("tune", "registry"):
-            metric = getattr(self, section).metric
-            if metric not in allowed:
-                raise ValueError(
-                    f"key '{section}.metric': {metric!r} is not logged under "
-                    f"data.multi_label_policy {policy!r} (one of {', '.join(allowed)})"
-                )
-        return self
+
+# profile sections renamed, old → new: what profiles written before say is still read
+RENAMED_KEYS = {"cache": "store"}
 
 
 def conf_dir() -> Path:

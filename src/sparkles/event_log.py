@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _EVENT_LOGS: dict[str, tuple[str, float, list[str]]] = {}
 
 
-def attach_later(app_id: str, folder: str, cap_mb: float, run_id: str) -> None:
+def attach_later(app_id: str, folder: str, *, cap_mb: float, run_id: str) -> None:
     """Remember that ``run_id`` ran in ``app_id``, whose log is written under ``folder``."""
     _EVENT_LOGS.setdefault(app_id, (folder, cap_mb, []))[2].append(run_id)
 
@@ -43,7 +43,7 @@ def stop_and_attach(spark: SparkSession) -> None:
     client = mlflow.MlflowClient()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            found = _fetch_event_log(jvm, folder, app_id, Path(tmp), cap_mb)
+            found = _fetch_event_log(jvm, folder, app_id, into=Path(tmp), cap_mb=cap_mb)
             for run_id in runs:
                 if isinstance(found, Path):
                     client.log_artifacts(run_id, str(found.parent), f"{SPARK_ARTIFACTS}/eventlog")
@@ -54,16 +54,19 @@ def stop_and_attach(spark: SparkSession) -> None:
         log.warning("could not attach the Spark event log of %s: %s", app_id, str(err)[:300])
 
 
-def _fetch_event_log(jvm: Any, folder: str, app_id: str, into: Path, cap_mb: float) -> Path | str:
+def _fetch_event_log(
+    jvm: Any, folder: str, app_id: str, *, into: Path, cap_mb: float
+) -> Path | str:
     """The application's event log copied under ``into/<its name>`` (a rolled log's folder,
     or one file), through Hadoop's FileSystem (local, HDFS, S3 alike); else why not."""
     base = jvm.org.apache.hadoop.fs.Path(folder)
     fs = base.getFileSystem(jvm.org.apache.hadoop.conf.Configuration())
     names = [str(status.getPath().getName()) for status in fs.listStatus(base)]
     ours = [
-        name for name in names
+        name
+        for name in names
         if name == f"eventlog_v2_{app_id}" or re.fullmatch(rf"{re.escape(app_id)}(\.\w+)?", name)
-    ]  # fmt: skip
+    ]
     if not ours:
         return f"no finished event log of {app_id} in {folder}"
     source = jvm.org.apache.hadoop.fs.Path(base, ours[0])

@@ -49,9 +49,11 @@ def newest_run(experiment_id: str) -> str:
     """The experiment's newest run with an event log attached (a command's run; a search's
     trials share their parent's)."""
     for run in mlflow.search_runs(
-        experiment_ids=[experiment_id], order_by=["attributes.start_time DESC"],
-        max_results=200, output_format="list",
-    ):  # fmt: skip
+        experiment_ids=[experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=200,
+        output_format="list",
+    ):
         if not run.data.tags.get(SPARK_EVENT_LOG_ATTACHED_TAG, "no").startswith("no"):
             return run.info.run_id
     raise UserError(

@@ -19,8 +19,10 @@ LABEL_INDEX = "label_index"  # the StringIndexer's index of LABEL
 PREDICTION_INDEX = "prediction_index"  # the classifier's, before IndexToString names it
 QUARANTINE_REASON = "reason"  # ERROR's name in quarantine.csv and the predictions' CSV
 PASSED_THROUGH = (PATH, IMAGE_ID)  # what a scorer hands back beside its prediction
-# multi-label (data.multi_label_policy: multi-label): an image's set of classes, true and said
-MULTI_LABEL = "multi-label"
+# the tasks (sparkles.tasks): one class per image, or a set of classes per image
+SINGLE_LABEL = "single-label"
+MULTI_LABEL = "multi-label"  # also data.multi_label_policy's word for it
+# multi-label: an image's set of classes, true and said
 LABELS = "labels"
 PREDICTED_LABELS = "predicted_labels"
 
@@ -38,10 +40,12 @@ PROFILE_EXPERIMENT_TAG = "sparkles.profile_experiment"
 FEATURES_KEY_TAG = "sparkles.features.key"  # the profile's features key
 FEATURIZER_TAG = "sparkles.features.featurizer"  # the profile's featurizer section, as JSON
 FEATURES_RUN_TAG = "sparkles.features.run_id"  # set by train/tune: whose table they fitted on
-CACHE_FINGERPRINT_TAG = "sparkles.cache.fingerprint"
-CACHE_PATH_TAG = "sparkles.cache.path"  # the feature store's root
-CACHE_TABLE_TAG = "sparkles.cache.table"
-CACHE_REUSED_TAG = "sparkles.cache.reused"
+STORE_FINGERPRINT_TAG = "sparkles.store.fingerprint"
+STORE_PATH_TAG = "sparkles.store.path"  # the feature store's root
+STORE_TABLE_TAG = "sparkles.store.table"
+STORE_REUSED_TAG = "sparkles.store.reused"
+# runs logged before "store" was the one word for the feature store said "cache" (tracking.tag)
+RENAMED_TAG_PREFIXES = {"sparkles.store.": "sparkles.cache."}
 WEIGHTS_USED_TAG = "sparkles.weights.used"  # imagenet, file, random
 WEIGHTS_IDENTITY_TAG = "sparkles.weights.identity"
 WEIGHTS_PATH_TAG = "sparkles.weights.path"  # the weights file the CNN ran with, on that driver
@@ -50,7 +54,12 @@ PRECISION_TAG = "sparkles.featurizer.precision"
 CALIBRATION_TAG = "sparkles.featurizer.calibration"  # int8: the calibration set's identity
 PRECISION_REQUESTED_TAG = "sparkles.featurizer.precision_requested"
 # the tag prefixes a train/tune run copies from the run that committed its table
-FEATURE_SOURCE_PREFIXES = ("sparkles.cache.", "sparkles.weights.", "sparkles.featurizer.")
+FEATURE_SOURCE_PREFIXES = (
+    "sparkles.store.",
+    "sparkles.cache.",
+    "sparkles.weights.",
+    "sparkles.featurizer.",
+)
 CLASSES_TAG = "sparkles.classes"
 BEST_RUN_TAG = "sparkles.best_run_id"
 TRIALS_TAG = "sparkles.trials"

@@ -94,10 +94,12 @@ class SparkWork:
     def job_intervals(self) -> list[tuple[int, int]]:
         """Each job's (submitted, completed) within the run, merged where they overlap."""
         spans = sorted(
-            (max(job["submissionTime"] or self.started_ms, self.started_ms),
-             min(job["completionTime"] or self.ended_ms, self.ended_ms))
+            (
+                max(job["submissionTime"] or self.started_ms, self.started_ms),
+                min(job["completionTime"] or self.ended_ms, self.ended_ms),
+            )
             for job in self.jobs
-        )  # fmt: skip
+        )
         merged: list[tuple[int, int]] = []
         for start, end in spans:
             if merged and start <= merged[-1][1]:
@@ -109,10 +111,11 @@ class SparkWork:
     def image_stages(self) -> set[int]:
         """Stages of the run's queries that scan image files (Spark's binaryFile source)."""
         return {
-            int(stage) for query in self.queries
+            int(stage)
+            for query in self.queries
             if "Scan binaryFile " in (query.get("physicalPlanDescription") or "")
             for stage in query.get("stages") or []
-        }  # fmt: skip
+        }
 
     def metrics(self) -> dict[str, float]:
         """The run's totals as ``spark.*`` metrics: seconds with a job running and without
@@ -146,7 +149,7 @@ class SparkWork:
                     for stage in stages
                     if stage["stageId"] in self.image_stages()
                 )
-            ),  # fmt: skip
+            ),
             "spark.shuffle_read_bytes": total("shuffleReadBytes"),
             "spark.shuffle_write_bytes": total("shuffleWriteBytes"),
             "spark.memory_spill_bytes": total("memoryBytesSpilled"),
@@ -173,37 +176,40 @@ class SparkWork:
                 jobs_of.setdefault(stage_id, []).append(job["jobId"])
                 tags = job.get("jobTags") or []
                 runs_of.setdefault(stage_id, set()).update(
-                    tag.removeprefix(RUN_JOB_TAG) for tag in tags
+                    tag.removeprefix(RUN_JOB_TAG)
+                    for tag in tags
                     if tag.startswith(RUN_JOB_TAG) and tag != job_tag(run_id)
-                )  # fmt: skip
+                )
         rows = []
         for stage in sorted(self.stages, key=lambda s: (s["submissionTime"] or 0, s["stageId"])):
             submitted = stage["submissionTime"] or self.started_ms
             completed = stage["completionTime"] or self.ended_ms
-            rows.append({
-                "stage": stage["stageId"],
-                "attempt": stage["attemptId"],
-                "status": stage["status"],
-                "called_from": _caller(stage["name"], caller.get(stage["stageId"], "")),
-                "step": stage.get("description") or "",
-                "jobs": " ".join(map(str, jobs_of.get(stage["stageId"], []))),
-                "nested_run": " ".join(sorted(runs_of.get(stage["stageId"], []))),
-                "start_s": round((submitted - self.started_ms) / 1000, 3),
-                "seconds": round((completed - submitted) / 1000, 3),
-                "tasks": stage["numTasks"],
-                "failed_tasks": stage["numFailedTasks"],
-                "executor_run_s": stage["executorRunTime"] / 1000,
-                "executor_cpu_s": round(stage["executorCpuTime"] / 1e9, 3),
-                "gc_s": stage["jvmGcTime"] / 1000,
-                "input_bytes": stage["inputBytes"],
-                "shuffle_read_bytes": stage["shuffleReadBytes"],
-                "shuffle_write_bytes": stage["shuffleWriteBytes"],
-                "memory_spill_bytes": stage["memoryBytesSpilled"],
-                "disk_spill_bytes": stage["diskBytesSpilled"],
-                "peak_execution_memory": stage["peakExecutionMemory"],
-                "peak_jvm_rss": _peak(stage, "ProcessTreeJVMRSSMemory"),
-                "peak_python_rss": _peak(stage, "ProcessTreePythonRSSMemory"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "stage": stage["stageId"],
+                    "attempt": stage["attemptId"],
+                    "status": stage["status"],
+                    "called_from": _caller(stage["name"], caller.get(stage["stageId"], "")),
+                    "step": stage.get("description") or "",
+                    "jobs": " ".join(map(str, jobs_of.get(stage["stageId"], []))),
+                    "nested_run": " ".join(sorted(runs_of.get(stage["stageId"], []))),
+                    "start_s": round((submitted - self.started_ms) / 1000, 3),
+                    "seconds": round((completed - submitted) / 1000, 3),
+                    "tasks": stage["numTasks"],
+                    "failed_tasks": stage["numFailedTasks"],
+                    "executor_run_s": stage["executorRunTime"] / 1000,
+                    "executor_cpu_s": round(stage["executorCpuTime"] / 1e9, 3),
+                    "gc_s": stage["jvmGcTime"] / 1000,
+                    "input_bytes": stage["inputBytes"],
+                    "shuffle_read_bytes": stage["shuffleReadBytes"],
+                    "shuffle_write_bytes": stage["shuffleWriteBytes"],
+                    "memory_spill_bytes": stage["memoryBytesSpilled"],
+                    "disk_spill_bytes": stage["diskBytesSpilled"],
+                    "peak_execution_memory": stage["peakExecutionMemory"],
+                    "peak_jvm_rss": _peak(stage, "ProcessTreeJVMRSSMemory"),
+                    "peak_python_rss": _peak(stage, "ProcessTreePythonRSSMemory"),
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -241,9 +247,10 @@ def spark_work(spark: SparkSession, run_id: str, started_ms: int) -> SparkWork:
     else:
         stages = _as_json(spark, _java_list(jvm, stage_data(spark, sorted(wanted))))
     work.stages = [
-        stage for stage in stages
+        stage
+        for stage in stages
         if stage["stageId"] in wanted and stage["status"] not in ("SKIPPED", "PENDING")
-    ]  # fmt: skip
+    ]
     work.queries = _queries_since(spark, started_ms, set(job_ids))
     return work
 
@@ -269,7 +276,7 @@ def _queries_since(spark: SparkSession, started_ms: int, job_ids: set[int]) -> l
     return found
 
 
-def write_plans(spark: SparkSession, work: SparkWork, count: int, folder: Path) -> list[Path]:
+def write_plans(spark: SparkSession, work: SparkWork, *, count: int, folder: Path) -> list[Path]:
     """The ``count`` longest SQL queries that ran the run's jobs: their final physical plan
     (``isFinalPlan=true`` under AQE) as Spark's UI shows it, then each operator's metrics
     (rows, time, spill, sizes) as the query left them."""
@@ -311,7 +318,7 @@ def write_plans(spark: SparkSession, work: SparkWork, count: int, folder: Path) 
     return written
 
 
-def log_spark_work(spark: SparkSession, settings: ObserveConfig, run_id: str, started_ms: int):
+def log_spark_work(spark: SparkSession, settings: ObserveConfig, *, run_id: str, started_ms: int):
     """Read the run's Spark work once and log it: metrics, stages.csv, timeline, plans."""
     work = spark_work(spark, run_id, started_ms)
     metrics = work.metrics()
@@ -320,10 +327,15 @@ def log_spark_work(spark: SparkSession, settings: ObserveConfig, run_id: str, st
         folder = Path(tmp)
         stages = work.table(run_id)
         stages.to_csv(folder / "stages.csv", index=False)
-        plots.plot_spark_timeline(stages, work.job_intervals(), work.started_ms, metrics,
-                                  folder / "timeline.png")  # fmt: skip
+        plots.plot_spark_timeline(
+            stages,
+            work.job_intervals(),
+            started_ms=work.started_ms,
+            metrics=metrics,
+            path=folder / "timeline.png",
+        )
         if settings.plans:
-            write_plans(spark, work, settings.plans, folder / "plans")
+            write_plans(spark, work, count=settings.plans, folder=folder / "plans")
         mlflow.log_artifacts(tmp, artifact_path=SPARK_ARTIFACTS)
     spilled = stages[stages.memory_spill_bytes > 0] if len(stages) else stages
     if len(spilled):
@@ -331,14 +343,19 @@ def log_spark_work(spark: SparkSession, settings: ObserveConfig, run_id: str, st
         log.warning(
             "Spark spilled %.1f MB from memory (%.1f MB to disk) in %d stages, most in stage %d "
             "(%s): docs/troubleshooting.md says what to change",
-            metrics["spark.memory_spill_bytes"] / 1e6, metrics["spark.disk_spill_bytes"] / 1e6,
-            len(spilled), worst.stage, worst.called_from,
-        )  # fmt: skip
+            metrics["spark.memory_spill_bytes"] / 1e6,
+            metrics["spark.disk_spill_bytes"] / 1e6,
+            len(spilled),
+            worst.stage,
+            worst.called_from,
+        )
     log.info(
         "Spark: %d jobs, %.1f s of %.1f s with a job running (the rest the driver alone); "
-        "spark/timeline.png shows where", len(work.jobs), metrics["spark.job_seconds"],
+        "spark/timeline.png shows where",
+        len(work.jobs),
+        metrics["spark.job_seconds"],
         metrics["spark.wall_seconds"],
-    )  # fmt: skip
+    )
     return work
 
 
@@ -355,14 +372,16 @@ def observed_run(profile: Profile, spark: SparkSession, name: str) -> Iterator[m
         mlflow.set_tags(tags)
         if SPARK_EVENT_LOG_TAG in tags:  # attached to this run once the session stopped
             event_log.attach_later(
-                tags[SPARK_APP_TAG], tags[SPARK_EVENT_LOG_TAG], profile.observe.event_log_attach_mb,
-                run_id,
-            )  # fmt: skip
+                tags[SPARK_APP_TAG],
+                tags[SPARK_EVENT_LOG_TAG],
+                cap_mb=profile.observe.event_log_attach_mb,
+                run_id=run_id,
+            )
         try:
             with tagged_jobs(spark, run_id):
                 yield active
         finally:
             try:
-                log_spark_work(spark, profile.observe, run_id, started_ms)
+                log_spark_work(spark, profile.observe, run_id=run_id, started_ms=started_ms)
             except Exception as err:  # a JVM that died (of memory) has nothing left to read
                 log.warning("could not read this run's Spark work: %s", str(err)[:300])

@@ -26,8 +26,8 @@ from sparkles.tracking import loggable
 
 if TYPE_CHECKING:
     from sparkles.model.kinds import SearchAxes
-    from sparkles.train.evaluate import Evaluation
-    from sparkles.train.evaluate_sets import SetEvaluation
+    from sparkles.tasks.evaluate import Evaluation
+    from sparkles.tasks.evaluate_sets import SetEvaluation
     from sparkles.train.tune import Search
 
 
@@ -130,8 +130,8 @@ def plot_label_distribution(counts: dict[str, dict[str, int]], path: Path) -> Pa
 
 
 def plot_misclassified(wrong: pd.DataFrame, contents: dict[str, bytes], path: Path) -> Path:
-    """Misclassified test images (rows of ``Evaluation.most_confident_mistakes``, or of
-    ``SetEvaluation.differing`` with their own ``caption``), truth and P(predicted class) in
+    """Misclassified test images (rows of ``Evaluation.mistakes``, or of
+    ``SetEvaluation.mistakes`` with their own ``caption``), truth and P(predicted class) in
     titles; one whose bytes ``contents`` lacks is drawn as its title."""
     columns = 4
     count = max(len(wrong), 1)
@@ -253,18 +253,29 @@ def plot_search(found: Search, search_axes: SearchAxes, path: Path) -> Path:
     xs = [float(t.params[x_name]) for t in found.trials]
     ys = [t.metrics[metric] for t in found.trials]
     points = axes.scatter(
-        xs, ys, c=[float(t.params[colour_name]) for t in found.trials], cmap="viridis",
+        xs,
+        ys,
+        c=[float(t.params[colour_name]) for t in found.trials],
+        cmap="viridis",
         edgecolors="black",
-    )  # fmt: skip
+    )
     if label:
         for x, y, trial in zip(xs, ys, found.trials, strict=True):
-            axes.annotate(loggable(trial.params)[label], (x, y), fontsize=7, xytext=(4, 4),
-                          textcoords="offset points")  # fmt: skip
+            axes.annotate(
+                loggable(trial.params)[label],
+                (x, y),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     best = found.best
     axes.scatter(
-        [float(best.params[x_name])], [best.metrics[metric]], s=250, facecolors="none",
+        [float(best.params[x_name])],
+        [best.metrics[metric]],
+        s=250,
+        facecolors="none",
         edgecolors="red",
-    )  # fmt: skip
+    )
     if x_log:
         axes.set_xscale("log")
     axes.set(
@@ -277,7 +288,7 @@ def plot_search(found: Search, search_axes: SearchAxes, path: Path) -> Path:
 
 
 def plot_spark_timeline(
-    stages: pd.DataFrame, jobs: list[tuple[int, int]], started_ms: int, metrics: dict, path: Path
+    stages: pd.DataFrame, jobs: list[tuple[int, int]], *, started_ms: int, metrics: dict, path: Path
 ) -> Path:
     """A run's stages on its time axis (one bar each, coloured by the step that ran it), with
     the seconds no Spark job ran (the driver alone: Python, planning, MLflow) shaded."""
@@ -298,17 +309,29 @@ def plot_spark_timeline(
     colours = {name: f"C{index % 10}" for index, name in enumerate(dict.fromkeys(steps))}
     if len(stages):  # one call for every bar: a search has hundreds
         widths = np.maximum(stages["seconds"].to_numpy(), wall / 1000)
-        axes.barh(np.arange(len(stages)), widths, left=stages["start_s"].to_numpy(),
-                  color=[colours[step] for step in steps], height=0.8)  # fmt: skip
+        axes.barh(
+            np.arange(len(stages)),
+            widths,
+            left=stages["start_s"].to_numpy(),
+            color=[colours[step] for step in steps],
+            height=0.8,
+        )
     legend = [Patch(color="#f4cccc", label="no Spark job running (driver only)")]
     legend += [Patch(color=colour, label=name[:70]) for name, colour in colours.items()]
     axes.set(
-        xlim=(0, max(wall, 1e-3)), ylim=(-1, max(len(stages), 1)),
-        xlabel="seconds since the run started", ylabel="stage (in order)",
+        xlim=(0, max(wall, 1e-3)),
+        ylim=(-1, max(len(stages), 1)),
+        xlabel="seconds since the run started",
+        ylabel="stage (in order)",
         title=f"{len(stages)} stages; {metrics['spark.job_seconds']:.1f} s of {wall:.1f} s with a "
         f"Spark job running, {metrics['spark.driver_only_seconds']:.1f} s driver only",
-    )  # fmt: skip
+    )
     axes.invert_yaxis()
-    axes.legend(handles=legend[:13], loc="upper center", bbox_to_anchor=(0.5, -0.15),
-                fontsize="small", ncol=2)  # fmt: skip
+    axes.legend(
+        handles=legend[:13],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.15),
+        fontsize="small",
+        ncol=2,
+    )
     return save_figure(figure, path, dpi=80)  # drawn at every run's end: kept cheap

@@ -116,7 +116,7 @@ def _task_counts(spark: SparkSession, group: str) -> tuple[int, int]:
 
 @contextmanager
 def spark_progress(
-    spark: SparkSession, label: str, every: float = 1.0, records: int | None = None
+    spark: SparkSession, label: str, *, every: float = 1.0, records: int | None = None
 ) -> Iterator[None]:
     """Show progress of every Spark job started inside the block: in tasks, or, given the
     ``records`` its input holds, in records read (images, for featurize). Records of running
@@ -135,8 +135,9 @@ def spark_progress(
         return min(_records_read(spark, group), records), records
 
     def watch() -> None:
-        bar = tqdm(total=records or 0, desc=label, unit=unit, disable=not interactive,
-                   file=sys.stderr)  # fmt: skip
+        bar = tqdm(
+            total=records or 0, desc=label, unit=unit, disable=not interactive, file=sys.stderr
+        )
         last_log, last_done = 0.0, -1
         while not stop.wait(every):
             try:

@@ -108,8 +108,13 @@ def build_session(
     if profile.spark.master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.master(profile.spark.master).appName(profile.spark.app_name)
-    settings = {**PORTABLE_DEFAULTS, **observing(profile), **(defaults or {}),
-                **profile.spark.conf, **(extra or {})}  # fmt: skip
+    settings = {
+        **PORTABLE_DEFAULTS,
+        **observing(profile),
+        **(defaults or {}),
+        **profile.spark.conf,
+        **(extra or {}),
+    }
     # The console bar garbles logs when stdout is not a terminal; ours (progress.py) does not.
     settings.setdefault("spark.ui.showConsoleProgress", "false")
     if profile.spark.master.startswith("local"):

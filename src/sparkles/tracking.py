@@ -11,11 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 
 from sparkles.config import Profile
 from sparkles.errors import UserError
-from sparkles.names import COMMAND_TAG, ERROR_TAG, PROFILE_EXPERIMENT_TAG, PROFILE_TAG
+from sparkles.names import (
+    COMMAND_TAG,
+    ERROR_TAG,
+    PROFILE_EXPERIMENT_TAG,
+    PROFILE_TAG,
+    RENAMED_TAG_PREFIXES,
+)
 from sparkles.overrides import redact
 from sparkles.storage import is_uri
 
@@ -93,9 +99,13 @@ def check_server(uri: str) -> None:
     try:
         answer = requests.get(
             f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
-            params={"max_results": 1}, auth=auth, headers=headers, verify=verify,
-            cert=creds.client_cert_path, timeout=SERVER_CHECK_SECONDS,
-        )  # fmt: skip
+            params={"max_results": 1},
+            auth=auth,
+            headers=headers,
+            verify=verify,
+            cert=creds.client_cert_path,
+            timeout=SERVER_CHECK_SECONDS,
+        )
     except requests.exceptions.RequestException as err:
         raise TrackingUnreachable(f"tracking server {where}: {_cause(err)}") from None
     if answer.status_code in (401, 403):
@@ -157,9 +167,14 @@ def _say_if_elsewhere(profile: Profile, active: mlflow.ActiveRun) -> None:
         "this run is in experiment %r (id %s), not the profile's %r: `sparkles promote` looks "
         "in %r unless given --experiment %r (mlflow run: pass --experiment-name %s, or export "
         "MLFLOW_EXPERIMENT_NAME=%s)",
-        experiment.name, experiment.experiment_id, expected, expected, experiment.name,
-        expected, expected,
-    )  # fmt: skip
+        experiment.name,
+        experiment.experiment_id,
+        expected,
+        expected,
+        experiment.name,
+        expected,
+        expected,
+    )
 
 
 def git_commit() -> str | None:
@@ -190,9 +205,12 @@ def run(profile: Profile, name: str, nested: bool = False) -> Iterator[mlflow.Ac
         set_system_metrics_sampling_interval(profile.observe.system_metrics_interval)
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop
     active = mlflow.start_run(
-        run_id=run_id, experiment_id=None if run_id else experiment_id, run_name=name,
-        nested=nested, log_system_metrics=sampled,
-    )  # fmt: skip
+        run_id=run_id,
+        experiment_id=None if run_id else experiment_id,
+        run_name=name,
+        nested=nested,
+        log_system_metrics=sampled,
+    )
     if not nested:
         _say_if_elsewhere(profile, active)
     tags = {PROFILE_TAG: profile.name, COMMAND_TAG: name}
@@ -214,3 +232,30 @@ def loggable(params: dict[str, Any]) -> dict[str, Any]:
     """Parameters as MLflow params (strings, one value each): a list (hidden layers) as
     ``64-32``; a classifier kind parses them back (``ClassifierKind.parse_logged``)."""
     return {k: "-".join(map(str, v)) if isinstance(v, list) else v for k, v in params.items()}
+
+
+_NOTICED: set[tuple[str, str]] = set()
+
+
+def current_tag(key: str) -> str:
+    """``key`` as this release spells it: a tag a run logged before a rename, renamed."""
+    for new, old in RENAMED_TAG_PREFIXES.items():
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key
+
+
+def tag(run: Run, key: str) -> str | None:
+    """``run``'s tag ``key``, or the same tag under the name a run logged before a rename gave
+    it (``names.RENAMED_TAG_PREFIXES``), said once per run and tag."""
+    tags = run.data.tags
+    if key in tags:
+        return tags[key]
+    for new, old in RENAMED_TAG_PREFIXES.items():
+        before = old + key.removeprefix(new)
+        if key.startswith(new) and before in tags:
+            if (run.info.run_id, before) not in _NOTICED:
+                _NOTICED.add((run.info.run_id, before))
+                log.info("run %s: read its tag '%s' as '%s'", run.info.run_id, before, key)
+            return tags[before]
+    return None

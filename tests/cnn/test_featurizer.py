@@ -24,11 +24,18 @@ from sparkles.cnn.runtimes import (
     cpu_has_bf16,
     model_key,
 )
+from sparkles.cnn.settings import CnnSettings
 from sparkles.cnn.weights import WeightsUnavailableError, resolve_weights
 from sparkles.data.images import read_image_files
 from sparkles.model.stages import stage_of
 from tests.conftest import warned_once
 from tests.images import bad_variants, encode, good_variants, photo
+
+
+def _cnn(seed: int, runtime: str, precision: str) -> CnnSettings:
+    """The settings ``compile_cnn`` reads (its ``spec`` names the model)."""
+    return CnnSettings(seed=seed, runtime=runtime, precision=precision, pooling="avg")
+
 
 LIMITS = {"max_bytes": 50 << 20, "max_pixels": 2_000_000}
 # bf16 keeps 8 bits of mantissa: InceptionV3's features moved 3.1e-3 of their largest value
@@ -81,9 +88,13 @@ def test_inception_features_equal_bare_keras(
 ) -> None:
     images = read_image_files(spark, str(photos)).files
     featurizer = DeepImageFeaturizer(
-        weights="random", pooling=pooling, runtime=runtime, precision="f32", batchSize=4,
+        weights="random",
+        pooling=pooling,
+        runtime=runtime,
+        precision="f32",
+        batchSize=4,
         maxPixels=LIMITS["max_pixels"],
-    )  # fmt: skip
+    )
     got = _features_by_name(featurizer.transform(images))
     names = sorted(got)
     assert len(names) == 7
@@ -103,9 +114,12 @@ def test_bad_images_are_quarantined_not_dropped(spark, tmp_path: Path) -> None:
     images = read_image_files(spark, str(folder), "*.*")
     assert [r.image_id for r in images.empty.collect()] == []  # empty.jpg was not written (b"")
     featurizer = DeepImageFeaturizer(
-        modelName="MobileNetV2", weights="random", batchSize=3,
-        maxFileBytes=len(huge) - 1, maxPixels=LIMITS["max_pixels"],
-    )  # fmt: skip
+        modelName="MobileNetV2",
+        weights="random",
+        batchSize=3,
+        maxFileBytes=len(huge) - 1,
+        maxPixels=LIMITS["max_pixels"],
+    )
     rows = (
         featurizer.transform(images.files).select("path", "features", "featurize_error").collect()
     )
@@ -212,8 +226,9 @@ def test_weights_in_the_keras_cache_are_used_where_their_checksum_holds(tmp_path
     assert resolved.local_path == str(cached) and resolved.kind == "imagenet"
     damaged = dataclasses.replace(good, file_hash=hashlib.md5(b"other").hexdigest())
     with pytest.raises(WeightsUnavailableError, match="127.0.0.1:9 is unreachable"):
-        resolve_weights(dataclasses.replace(spec, imagenet_file=damaged), "imagenet",
-                        cache_dir=str(tmp_path))  # fmt: skip
+        resolve_weights(
+            dataclasses.replace(spec, imagenet_file=damaged), "imagenet", cache_dir=str(tmp_path)
+        )
 
 
 def test_random_weights_are_reproducible_and_seeded() -> None:
@@ -248,8 +263,8 @@ def _decoded(photos: Path, spec) -> np.ndarray:
 def test_bf16_features_stay_within_the_documented_tolerance(photos: Path, runtime: str) -> None:
     spec = get_spec("InceptionV3")
     pixels = _decoded(photos, spec)
-    reference = compile_cnn(spec, None, "avg", 0, "keras", "f32")(pixels)
-    bf16 = compile_cnn(spec, None, "avg", 0, runtime, "bf16")
+    reference = compile_cnn(spec, _cnn(0, "keras", "f32"), weights=None)(pixels)
+    bf16 = compile_cnn(spec, _cnn(0, runtime, "bf16"), weights=None)
     assert bf16.precision == "bf16"
     relative = np.abs(bf16(pixels) - reference).max() / np.abs(reference).max()
     assert relative <= BF16_RELATIVE_TOLERANCE
@@ -262,7 +277,7 @@ def test_bf16_falls_back_to_f32_where_the_cpu_lacks_it(spark, photos: Path, capl
         assert featurizer.precision_that_runs() == "f32"
     # an executor given bf16 by a driver that has it refuses, rather than running f32 under it
     with pytest.raises(PrecisionUnavailableError, match="featurizer.precision=f32"):
-        compile_cnn(get_spec("MobileNetV2"), None, "avg", 0, "openvino", "bf16")
+        compile_cnn(get_spec("MobileNetV2"), _cnn(0, "openvino", "bf16"), weights=None)
     with warned_once(caplog, "no bf16 instructions"):
         rows = featurizer.transform(read_image_files(spark, str(photos)).files).collect()
     assert len(rows) == 7 and all(r.featurize_error is None for r in rows)
@@ -276,20 +291,20 @@ def test_openvino_conversions_are_kept_per_weights_content(photos: Path, tmp_pat
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
     spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(64, 64))  # small: fast
     pixels = _decoded(photos, spec)
-    reference = compile_cnn(spec, None, "avg", 3, "keras", "f32")(pixels)
-    first = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
+    reference = compile_cnn(spec, _cnn(3, "keras", "f32"), weights=None)(pixels)
+    first = compile_cnn(spec, _cnn(3, "openvino", "f32"), weights=None)(pixels)
     # the CNN and its preprocessing (preprocess_input, converted: no Keras in a worker)
     assert len(list(converted_dir().glob("*/model.xml"))) == 2
     saved = converted_dir() / model_key(spec, None, "avg", 3, ov.__version__) / "model.xml"
-    again = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
+    again = compile_cnn(spec, _cnn(3, "openvino", "f32"), weights=None)(pixels)
     np.testing.assert_array_equal(first, again)
     scale = np.abs(reference).max()
     assert scale > 0 and np.abs(again - reference).max() <= 1e-4 * scale
-    other = compile_cnn(spec, None, "avg", 4, "openvino", "f32")(pixels)  # other weights
+    other = compile_cnn(spec, _cnn(4, "openvino", "f32"), weights=None)(pixels)  # other weights
     assert len(list(converted_dir().glob("*/model.xml"))) == 3  # the preprocessing is shared
     assert not np.allclose(other, again, rtol=1e-3, atol=0)
     saved.write_text("<not a model")
-    rebuilt = compile_cnn(spec, None, "avg", 3, "openvino", "f32")(pixels)
+    rebuilt = compile_cnn(spec, _cnn(3, "openvino", "f32"), weights=None)(pixels)
     np.testing.assert_allclose(rebuilt, first, rtol=1e-6, atol=1e-6 * scale)
 
 
@@ -302,7 +317,7 @@ from sparkles.cnn.settings import CnnSettings
 
 spec = CnnSpec(**json.loads(sys.argv[1]))
 settings = CnnSettings(model=spec.name, seed=3, max_file_bytes=1 << 26, max_pixels=1 << 26)
-predict = make_predict_fn(spec, None, None, settings)()
+predict = make_predict_fn(spec, None, shipped_quantized=None, settings=settings)()
 contents = np.array([open(path, "rb").read() for path in sys.argv[2:]], dtype=object)
 out = predict(contents)
 loaded = sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras"})
@@ -326,13 +341,16 @@ def test_a_worker_with_the_converted_model_cached_imports_no_tensorflow(
     spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(64, 64))
     files = sorted(photos.iterdir())
     pixels = np.stack([decode_image(p.read_bytes(), spec.input_size, **LIMITS) for p in files])
-    reference = compile_cnn(spec, None, "avg", 3, "keras", "f32")(pixels.astype(np.float32))
-    compile_cnn(spec, None, "avg", 3, "openvino", "f32")  # converted, as a first worker does
+    reference = compile_cnn(spec, _cnn(3, "keras", "f32"), weights=None)(pixels.astype(np.float32))
+    compile_cnn(spec, _cnn(3, "openvino", "f32"), weights=None)  # converted, as a first worker does
     fields = {**dataclasses.asdict(spec), "input_size": list(spec.input_size)}
     done = subprocess.run(
         [sys.executable, "-c", WORKER, json.dumps(fields), *map(str, files)],
-        capture_output=True, text=True, timeout=300, env={**os.environ},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["loaded"] == []
@@ -349,7 +367,7 @@ def test_a_compiled_cnn_answers_threads_that_call_it_at_once(photos: Path) -> No
 
     spec = dataclasses.replace(get_spec("MobileNetV2"), input_size=(64, 64))  # small: fast
     pixels = _decoded(photos, spec)
-    cnn = compile_cnn(spec, None, "avg", 3, "openvino", "f32")
+    cnn = compile_cnn(spec, _cnn(3, "openvino", "f32"), weights=None)
     alone = [cnn(pixels[i : i + 1]) for i in range(len(pixels))]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda i: cnn(pixels[i : i + 1]), list(range(len(pixels))) * 4))

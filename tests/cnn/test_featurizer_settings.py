@@ -102,10 +102,16 @@ def test_settings_that_cannot_change_a_feature_stay_out_of_the_keys(tmp_path) ->
     assert features_key(profile.model_copy(update={"featurizer": pooled})) != features_key(profile)
     # what the served model is rebuilt from: every Param-carried setting, in profile units' names
     assert featurizer.setting_values() == {
-        "model": "MobileNetV2", "seed": 0, "pooling": "avg", "runtime": "openvino",
-        "precision": "f32", "calibration_images": 300, "batch_size": 16,
-        "max_file_bytes": 50 * 2**20, "max_pixels": 89_478_485,
-    }  # fmt: skip
+        "model": "MobileNetV2",
+        "seed": 0,
+        "pooling": "avg",
+        "runtime": "openvino",
+        "precision": "f32",
+        "calibration_images": 300,
+        "batch_size": 16,
+        "max_file_bytes": 50 * 2**20,
+        "max_pixels": 89_478_485,
+    }
     assert "calibration_images" not in key  # int8's alone (tests/cnn/test_quantize.py)
 
 

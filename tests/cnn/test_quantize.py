@@ -83,9 +83,10 @@ def test_int8_runs_featurize_train_and_both_flavours(spark, tmp_path: Path, monk
         answer = served.loc[row.path.removeprefix("file:")]
         assert answer[PREDICTION] == row.prediction
         np.testing.assert_allclose(
-            [answer[probability_column(c)] for c in ("Car", "Tree")], row.probability.toArray(),
+            [answer[probability_column(c)] for c in ("Car", "Tree")],
+            row.probability.toArray(),
             atol=1e-5,
-        )  # fmt: skip
+        )
 
 
 def test_calibration_joins_the_int8_key_only(spark, tmp_path: Path) -> None:
@@ -128,7 +129,15 @@ def test_the_kept_int8_model_is_per_weights(tmp_path: Path, monkeypatch) -> None
         weights = tmp_path / f"mobilenet-{seed}.weights.h5"
         spec.build(None, "avg", seed).save_weights(weights)
         files.append(
-            quantized_model(spec, str(weights), "avg", 0, contents, "same", (1 << 26, 1 << 26))
+            quantized_model(
+                spec,
+                str(weights),
+                pooling="avg",
+                seed=0,
+                contents=contents,
+                identity="same",
+                limits=(1 << 26, 1 << 26),
+            )
         )
     assert files[0] != files[1]
     assert files[0].with_suffix(".bin").read_bytes() != files[1].with_suffix(".bin").read_bytes()

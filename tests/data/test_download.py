@@ -24,9 +24,14 @@ ID = {
     for name in ["c1", "c2", "c3", "t1", "t2", "ct", "b1"]
 }
 IMAGES = {
-    ID["c1"]: [CAR], ID["c2"]: [CAR, BOAT], ID["c3"]: [CAR], ID["t1"]: [TREE], ID["t2"]: [TREE],
-    ID["ct"]: [CAR, TREE], ID["b1"]: [BOAT],
-}  # fmt: skip
+    ID["c1"]: [CAR],
+    ID["c2"]: [CAR, BOAT],
+    ID["c3"]: [CAR],
+    ID["t1"]: [TREE],
+    ID["t2"]: [TREE],
+    ID["ct"]: [CAR, TREE],
+    ID["b1"]: [BOAT],
+}
 
 
 def _labels_csv() -> bytes:
@@ -177,10 +182,21 @@ def test_a_missing_image_is_reported_and_the_command_fails_after_the_rest(
     server.wrong_etag.add(f"/validation/{ID['t1']}.jpg")
     urls = server.urls()
     code = main(
-        ["openimages", "download", "--classes", "Tree,", "--dest", str(tmp_path),
-         "--labels-url", urls["labels_url"], "--classes-url", urls["classes_url"],
-         "--images-url", urls["images_url"]]
-    )  # fmt: skip
+        [
+            "openimages",
+            "download",
+            "--classes",
+            "Tree,",
+            "--dest",
+            str(tmp_path),
+            "--labels-url",
+            urls["labels_url"],
+            "--classes-url",
+            urls["classes_url"],
+            "--images-url",
+            urls["images_url"],
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert f"failed {ID['t2']}: " in err and "HTTP 404" in err

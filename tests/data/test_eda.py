@@ -35,7 +35,14 @@ def labels(tmp_path: Path) -> tuple[str, str]:
 
 
 def test_every_number_is_exact(spark, labels) -> None:
-    result = compute(spark, *labels, ["Car", "Tree"], top_n=3, top_k=5)
+    result = compute(
+        spark,
+        labels_csv=labels[0],
+        classes_csv=labels[1],
+        classes=["Car", "Tree"],
+        top_n=3,
+        top_k=5,
+    )
     summary = result.summary
     assert summary["label_rows"] == 15
     assert summary["images"] == 7
@@ -68,7 +75,14 @@ def test_every_number_is_exact(spark, labels) -> None:
 
 
 def test_plots_and_summary_files(spark, labels, tmp_path: Path) -> None:
-    result = compute(spark, *labels, ["Car", "Tree"], top_n=3, top_k=5)
+    result = compute(
+        spark,
+        labels_csv=labels[0],
+        classes_csv=labels[1],
+        classes=["Car", "Tree"],
+        top_n=3,
+        top_k=5,
+    )
     plots = write_report(result, tmp_path / "report")
     assert set(plots) == {
         "labels_per_image",
@@ -102,7 +116,13 @@ def test_image_sizes_come_from_the_headers(spark, labels, tmp_path: Path) -> Non
     (folder / "d.jpg").write_bytes(buffer.getvalue()[:2000])
     (folder / "e.jpg").write_bytes(b"not an image")
     (folder / "f.jpg").write_bytes(b"")
-    result = compute(spark, *labels, ["Car", "Tree"], images=str(folder))
+    result = compute(
+        spark,
+        labels_csv=labels[0],
+        classes_csv=labels[1],
+        classes=["Car", "Tree"],
+        images=str(folder),
+    )
     table = {(r.width, r.height): r.images for r in result.image_sizes.itertuples()}
     assert table == {(64, 48): 2, (30, 90): 1, (5000, 4000): 1}
     summary = result.summary

@@ -40,7 +40,11 @@ def dataset(tmp_path: Path) -> Path:
 
 def _labels(spark, root: Path, classes=("Car", "Tree"), policy="drop", classes_csv="classes.csv"):
     return select_target_labels(
-        spark, str(root / "labels.csv"), str(root / classes_csv), list(classes), policy
+        spark,
+        str(root / "labels.csv"),
+        classes_csv=str(root / classes_csv),
+        classes=list(classes),
+        policy=policy,
     )
 
 

@@ -13,13 +13,7 @@ from sparkles.commands import run_featurize, run_train
 from sparkles.config import load_profile
 from sparkles.data.sample import generate_sample
 from sparkles.deploy.predict import OutputExistsError, predict
-from sparkles.deploy.registry import (
-    PromotionError,
-    best_run,
-    held_out_images,
-    promote,
-    rescore,
-)
+from sparkles.deploy.registry import PromotionError, best_run, held_out_images, promote, rescore
 from sparkles.features.tables import open_training_table
 from sparkles.progress import input_bytes
 from tests.conftest import registering
@@ -82,12 +76,15 @@ def test_rescoring_on_raw_images_reproduces_the_logged_metric(spark, registry_st
     assert score == pytest.approx(run.data.metrics["auc"], abs=1e-9)
     assert score == pytest.approx(scores["strong"], abs=1e-6)
     # the same from the feature store, where the CNN's features already are: no image read
-    table = open_training_table(spark, run.data.tags["sparkles.cache.table"])
+    table = open_training_table(spark, run.data.tags["sparkles.store.table"])
     before = input_bytes(spark, scanning="binaryFile")
     (stored,) = rescore(
-        spark, held_out_images(spark, run), [f"models:/{MODEL}-rescore/{version}"], "auc",
+        spark,
+        held_out_images(spark, run),
+        [f"models:/{MODEL}-rescore/{version}"],
+        "auc",
         table.read(),
-    )  # fmt: skip
+    )
     assert input_bytes(spark, scanning="binaryFile") == before
     assert stored == pytest.approx(run.data.metrics["auc"], abs=1e-6)
 
@@ -121,12 +118,19 @@ def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> Non
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (images / "empty.jpg").write_bytes(b"")
     uri = f"models:/{MODEL}@champion"
-    result = predict(spark, uri, str(images / "*.jpg"), str(tmp_path / "out"), csv=True)
+    result = predict(
+        spark, uri, images=str(images / "*.jpg"), output=str(tmp_path / "out"), csv=True
+    )
     assert (result.images, result.scored, result.quarantined) == (12, 10, 2)
     predictions = pd.read_parquet(tmp_path / "out" / "predictions")
     assert list(predictions.columns) == [
-        "path", "image_id", "predicted_label", "probability", "probability_Car", "probability_Tree",
-    ]  # fmt: skip
+        "path",
+        "image_id",
+        "predicted_label",
+        "probability",
+        "probability_Car",
+        "probability_Tree",
+    ]
     assert predictions.probability.between(0.5, 1).all()
     per_class = predictions[["probability_Car", "probability_Tree"]]
     np.testing.assert_allclose(per_class.sum(axis=1), 1, atol=1e-9)
@@ -140,9 +144,11 @@ def test_predict_with_the_champion(spark, registry_store, tmp_path: Path) -> Non
     assert len(pd.read_csv(next((tmp_path / "out" / "predictions_csv").glob("*.csv")))) == 10
     # a second run into the same folder keeps the first one's answers unless told otherwise
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        predict(spark, uri, str(images / "*.jpg"), str(tmp_path / "out"))
+        predict(spark, uri, images=str(images / "*.jpg"), output=str(tmp_path / "out"))
     assert len(pd.read_parquet(tmp_path / "out" / "predictions")) == 10
-    again = predict(spark, uri, str(images / "broken.jpg"), str(tmp_path / "out"), overwrite=True)
+    again = predict(
+        spark, uri, images=str(images / "broken.jpg"), output=str(tmp_path / "out"), overwrite=True
+    )
     assert (again.images, again.scored) == (1, 0)
     assert len(pd.read_parquet(tmp_path / "out" / "predictions")) == 0
     # the same answers as the logged model itself
@@ -181,9 +187,13 @@ def test_the_gate_compares_on_images_neither_model_trained_on(spark, registry_st
     assert first.decision == "first-champion"
     other = load_profile(
         path,
-        ["mlflow.experiment=reg-seed7", "train.seed=7", "train.reg_param=0.01",
-         "train.elastic_net_param=0.0"],
-    )  # fmt: skip
+        [
+            "mlflow.experiment=reg-seed7",
+            "train.seed=7",
+            "train.reg_param=0.01",
+            "train.elastic_net_param=0.0",
+        ],
+    )
     run_featurize(other, spark)  # no CNN: the store has every image
     run_train(other, spark)
     before = input_bytes(spark, scanning="binaryFile")

@@ -162,9 +162,11 @@ class EmrStandIn:
             s3.download_file(bucket, key, str(local))
             done = subprocess.run(
                 ["bash", str(local), *script.get("Args", [])],
-                env={**self.node_env, "DRY_RUN": "1"}, capture_output=True, text=True,
+                env={**self.node_env, "DRY_RUN": "1"},
+                capture_output=True,
+                text=True,
                 timeout=60,
-            )  # fmt: skip
+            )
             if done.returncode != 0:
                 return f"bootstrap action {action.name} failed: {done.stderr.strip()[-300:]}"
         return None
@@ -178,9 +180,12 @@ class EmrStandIn:
         logs = self.folder / step.id
         logs.mkdir()
         self.processes[step.id] = subprocess.Popen(
-            args, env=self.node_env, cwd=logs,
-            stdout=(logs / "stdout").open("w"), stderr=(logs / "stderr").open("w"),
-        )  # fmt: skip
+            args,
+            env=self.node_env,
+            cwd=logs,
+            stdout=(logs / "stdout").open("w"),
+            stderr=(logs / "stderr").open("w"),
+        )
 
     def _ended(self, cluster: Any, step: Any, code: int) -> None:
         del self.processes[step.id]

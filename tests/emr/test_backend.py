@@ -74,17 +74,21 @@ def aws():
         return ActionResult(standin.create_persistent_app_ui(self._get_param("TargetResourceArn")))
 
     def get_persistent_app_ui_presigned_url(self) -> ActionResult:
-        return ActionResult(standin.presigned_url(
-            self._get_param("PersistentAppUIId"), self._get_param("PersistentAppUIType"),
-            self._get_param("ApplicationId"),
-        ))  # fmt: skip
+        return ActionResult(
+            standin.presigned_url(
+                self._get_param("PersistentAppUIId"),
+                self._get_param("PersistentAppUIType"),
+                self._get_param("ApplicationId"),
+            )
+        )
 
     plain_status = Step.status
     patch = pytest.MonkeyPatch()
     patch.setattr(ElasticMapReduceResponse, "cancel_steps", cancel_steps, raising=False)
-    for name, played in (("create_persistent_app_ui", create_persistent_app_ui),
-                         ("get_persistent_app_ui_presigned_url",
-                          get_persistent_app_ui_presigned_url)):  # fmt: skip
+    for name, played in (
+        ("create_persistent_app_ui", create_persistent_app_ui),
+        ("get_persistent_app_ui_presigned_url", get_persistent_app_ui_presigned_url),
+    ):
         patch.setattr(ElasticMapReduceResponse, name, played, raising=False)
     patch.setattr(Step, "status", property(status))
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
@@ -116,12 +120,18 @@ def aws():
 def _running_cluster(name: str, log_uri: str) -> str:
     """A long-running cluster (steps are added to it), logging to ``log_uri``."""
     return boto3.client("emr").run_job_flow(
-        Name=name, ReleaseLabel="emr-spark-8.1.0", LogUri=log_uri,
-        Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceCount": 1,
-                                       "InstanceType": "m6i.xlarge"}],
-                   "KeepJobFlowAliveWhenNoSteps": True},
-        JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
-    )["JobFlowId"]  # fmt: skip
+        Name=name,
+        ReleaseLabel="emr-spark-8.1.0",
+        LogUri=log_uri,
+        Instances={
+            "InstanceGroups": [
+                {"InstanceRole": "MASTER", "InstanceCount": 1, "InstanceType": "m6i.xlarge"}
+            ],
+            "KeepJobFlowAliveWhenNoSteps": True,
+        },
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+    )["JobFlowId"]
 
 
 @pytest.fixture(scope="module")
@@ -146,17 +156,26 @@ def _environment(aws: dict, tracking: str, **extra: str) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     plain = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SPARKLES_"))}
     return {
-        **plain, **aws["env"], "PATH": os.pathsep.join([venv_bin, plain["PATH"]]),
-        "MLFLOW_TRACKING_URI": tracking, "SPARKLES_S3": f"s3://{BUCKET}/sparkles",
-        "SPARKLES_EMR_CLUSTER_ID": aws["cluster_id"], **extra,
-    }  # fmt: skip
+        **plain,
+        **aws["env"],
+        "PATH": os.pathsep.join([venv_bin, plain["PATH"]]),
+        "MLFLOW_TRACKING_URI": tracking,
+        "SPARKLES_S3": f"s3://{BUCKET}/sparkles",
+        "SPARKLES_EMR_CLUSTER_ID": aws["cluster_id"],
+        **extra,
+    }
 
 
 def _launch(project: Path, line: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
-        ["bash", "-c", f"set -euo pipefail\n{line}"], cwd=project, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "-c", f"set -euo pipefail\n{line}"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _submitted_step(aws: dict, launcher: subprocess.Popen, known: set[str]) -> dict:
@@ -255,8 +274,9 @@ def test_interrupting_mlflow_run_cancels_the_step(aws: dict, tracking: str, proj
     stays RUNNING while the step is CANCEL_PENDING and ends KILLED once EMR says it ended."""
     line = command("mlflow run . --backend emr")
     config = project / "conf" / "emr-backend.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "poll_seconds": 0.5,
-                                  "log_wait_seconds": 0}))  # fmt: skip
+    config.write_text(
+        json.dumps({**json.loads(config.read_text()), "poll_seconds": 0.5, "log_wait_seconds": 0})
+    )
     known = _known_steps(aws)
     launcher = _launch(project, line, _environment(aws, tracking))
     try:
@@ -295,12 +315,17 @@ def test_bad_config_and_local_tracking_fail_before_any_upload(
     mlflow.set_tracking_uri(tracking)
     runs = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"cluster_id": aws["cluster_id"], "s3_prefix": "my-bucket/x",
-                               "poll_secs": 5}))  # fmt: skip
+    bad.write_text(
+        json.dumps({"cluster_id": aws["cluster_id"], "s3_prefix": "my-bucket/x", "poll_secs": 5})
+    )
     done = subprocess.run(
         ["bash", "-c", f"mlflow run . --backend emr --backend-config {bad} -e train"],
-        cwd=project, env=_environment(aws, tracking), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=project,
+        env=_environment(aws, tracking),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert "key 's3_prefix': Value error, must be s3://bucket[/prefix]" in done.stderr
     assert "key 'poll_secs': Extra inputs are not permitted" in done.stderr
@@ -309,8 +334,12 @@ def test_bad_config_and_local_tracking_fail_before_any_upload(
     local = _environment(aws, tracking, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'm.db'}")
     done = subprocess.run(
         ["bash", "-c", command("mlflow run . --backend emr")],
-        cwd=project, env=local, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=project,
+        env=local,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     assert "is local to this machine" in done.stderr and "Traceback" not in done.stderr
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == before
@@ -327,20 +356,38 @@ def test_a_transient_cluster_is_the_one_create_cluster_sh_starts(
     mlflow.set_experiment("sparkles-emr")
     prefix = f"s3://{BUCKET}/transient"
     submitted = mlflow.projects.run(
-        str(project), entry_point="train", parameters={"profile": "emr"}, backend="emr",
-        backend_config={"s3_prefix": prefix, "new_cluster": {"key_name": "k", "core_count": 3,
-                                                              "wheelhouse": f"{prefix}/wheels/",
-                                                              "tags": {"team": "vision"}},
-                        "poll_seconds": 0.5, "log_wait_seconds": 0},
+        str(project),
+        entry_point="train",
+        parameters={"profile": "emr"},
+        backend="emr",
+        backend_config={
+            "s3_prefix": prefix,
+            "new_cluster": {
+                "key_name": "k",
+                "core_count": 3,
+                "wheelhouse": f"{prefix}/wheels/",
+                "tags": {"team": "vision"},
+            },
+            "poll_seconds": 0.5,
+            "log_wait_seconds": 0,
+        },
         synchronous=False,  # from Python: a handle on the submitted step, at once
-    )  # fmt: skip
+    )
     emr = boto3.client("emr")
     cluster = emr.describe_cluster(ClusterId=submitted.cluster_id)["Cluster"]
     script = subprocess.run(
         ["bash", str(project / "scripts" / "emr" / "create-cluster.sh")],
-        env={**os.environ, "DRY_RUN": "1", "SPARKLES_S3": prefix, "KEY_NAME": "k",
-             "CORE_COUNT": "3"}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env={
+            **os.environ,
+            "DRY_RUN": "1",
+            "SPARKLES_S3": prefix,
+            "KEY_NAME": "k",
+            "CORE_COUNT": "3",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     create = next(line for line in script.stdout.splitlines() if "emr create-cluster" in line)
     assert f"--release-label {cluster['ReleaseLabel']} " in create
     assert {"Key": "team", "Value": "vision"} in cluster["Tags"]
@@ -393,11 +440,13 @@ def test_a_transient_cluster_is_terminated_when_the_run_fails_after_it_started(
     monkeypatch.setattr(mlflow.MlflowClient, "log_batch", refused)
     with pytest.raises(RuntimeError, match="went away"):
         mlflow.projects.run(
-            str(project), entry_point="train", parameters={"profile": "emr"}, backend="emr",
-            backend_config={"s3_prefix": f"s3://{BUCKET}/leak", "new_cluster": {},
-                            "wait": False},
+            str(project),
+            entry_point="train",
+            parameters={"profile": "emr"},
+            backend="emr",
+            backend_config={"s3_prefix": f"s3://{BUCKET}/leak", "new_cluster": {}, "wait": False},
             synchronous=False,
-        )  # fmt: skip
+        )
     (started,) = [c for c in emr.list_clusters()["Clusters"] if c["Id"] not in before]
     state = emr.describe_cluster(ClusterId=started["Id"])["Cluster"]["Status"]["State"]
     assert state in ("TERMINATING", "TERMINATED")
@@ -412,8 +461,16 @@ def _served_cluster(aws: dict) -> str:
 
 def _config(tmp_path: Path, **values) -> Path:
     config = tmp_path / "backend.json"
-    config.write_text(json.dumps({"s3_prefix": f"s3://{BUCKET}/sparkles", "poll_seconds": 0.5,
-                                  "log_wait_seconds": 5, **values}))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "s3_prefix": f"s3://{BUCKET}/sparkles",
+                "poll_seconds": 0.5,
+                "log_wait_seconds": 5,
+                **values,
+            }
+        )
+    )
     return config
 
 
@@ -459,13 +516,15 @@ def test_featurize_then_tune_run_as_steps_into_their_runs(
     # the node's data and feature store at fixed places: each step unpacks the project into
     # a folder of its own, which the local profile's relative paths would follow
     node = tmp_path / "node"
-    fixed = (f"data.labels_csv={node}/labels.csv data.classes_csv={node}/classes.csv "
-             f"data.images={node}/images cache.dir={node}/cache featurizer.model=MobileNetV2 "
-             "featurizer.weights=random")  # fmt: skip
+    fixed = (
+        f"data.labels_csv={node}/labels.csv data.classes_csv={node}/classes.csv "
+        f"data.images={node}/images store.dir={node}/cache featurizer.model=MobileNetV2 "
+        "featurizer.weights=random"
+    )
     on_node = functools.partial(_mlflow_run_on_the_node, aws, tracking, project, tmp_path)
     cluster, code, err = on_node("featurize", overrides=f"{SMALL} {fixed}")
     assert code == 0, err[-4000:]
-    grid = "tune.logistic.grid.regParam=[0.1] tune.logistic.grid.elasticNetParam=[0.0]"
+    grid = "tune.logistic.grid.reg_param=[0.1] tune.logistic.grid.elastic_net_param=[0.0]"
     _, code, err = on_node(
         "tune", "method=grid", cluster=cluster, overrides=f"{SMALL} {fixed} {grid}"
     )
@@ -554,7 +613,7 @@ def test_a_failing_entry_point_ends_failed_saying_emrs_reason(
     mlflow.set_tracking_uri(tracking)
     run = mlflow.get_run(_option(step["Config"]["Args"], "--run-id"))
     assert run.info.status == "FAILED"
-    assert "CacheMissingError" in run.data.tags["sparkles.error"]
+    assert "TableMissingError" in run.data.tags["sparkles.error"]
 
 
 def test_a_transient_cluster_boots_with_a_wheelhouse_runs_its_step_and_terminates(
@@ -569,12 +628,18 @@ def test_a_transient_cluster_boots_with_a_wheelhouse_runs_its_step_and_terminate
     standin.serve_new = True
     try:
         submitted = mlflow.projects.run(
-            str(project), entry_point="eda", parameters={"profile": "local", "overrides": SMALL},
-            backend="emr", synchronous=True,
-            backend_config={"s3_prefix": f"s3://{BUCKET}/booted", "poll_seconds": 0.5,
-                            "log_wait_seconds": 5,
-                            "new_cluster": {"wheelhouse": f"s3://{BUCKET}/wheels/"}},
-        )  # fmt: skip
+            str(project),
+            entry_point="eda",
+            parameters={"profile": "local", "overrides": SMALL},
+            backend="emr",
+            synchronous=True,
+            backend_config={
+                "s3_prefix": f"s3://{BUCKET}/booted",
+                "poll_seconds": 0.5,
+                "log_wait_seconds": 5,
+                "new_cluster": {"wheelhouse": f"s3://{BUCKET}/wheels/"},
+            },
+        )
     finally:
         standin.serve_new = False
     assert mlflow.get_run(submitted.run_id).info.status == "FINISHED"
@@ -599,20 +664,28 @@ def test_a_wheelhouse_the_bootstrap_refuses_fails_the_run_with_the_clusters_reas
     try:
         with pytest.raises(mlflow.exceptions.ExecutionException):
             mlflow.projects.run(
-                str(project), entry_point="train", parameters={"profile": "local"},
-                backend="emr", synchronous=True,  # MLflow waits
-                backend_config={"s3_prefix": f"s3://{BUCKET}/bad-wheelhouse", "poll_seconds": 0.5,
-                                "log_wait_seconds": 300,
-                                "new_cluster": {"wheelhouse": "https://example.org/wheels/"}},
-            )  # fmt: skip
+                str(project),
+                entry_point="train",
+                parameters={"profile": "local"},
+                backend="emr",
+                synchronous=True,  # MLflow waits
+                backend_config={
+                    "s3_prefix": f"s3://{BUCKET}/bad-wheelhouse",
+                    "poll_seconds": 0.5,
+                    "log_wait_seconds": 300,
+                    "new_cluster": {"wheelhouse": "https://example.org/wheels/"},
+                },
+            )
     finally:
         standin.serve_new = False
     said = capfd.readouterr().err
     assert "ended with errors" in said and "expected a wheelhouse" in said
     (run,) = mlflow.search_runs(
-        experiment_names=["sparkles-emr"], output_format="list", max_results=1,
+        experiment_names=["sparkles-emr"],
+        output_format="list",
+        max_results=1,
         order_by=["attributes.start_time DESC"],
-    )  # fmt: skip
+    )
     assert run.info.status == "FAILED"
     cluster = boto3.client("emr").describe_cluster(
         ClusterId=run.data.tags["sparkles.emr.cluster_id"]

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sparkles.emr.backend import STATES, step_args
+from sparkles.emr.backend import step_args
+from sparkles.emr.backend_config import EmrError, check_tracking_uri, load_config
 from sparkles.emr.project import package, project_files
-from sparkles.emr.settings import EmrError, check_tracking_uri, load_config
+from sparkles.emr.submitted import STATES
 
 pytest.importorskip("pathspec")
 
@@ -26,8 +27,13 @@ def test_config_errors_name_their_keys(monkeypatch) -> None:
     with pytest.raises(EmrError, match="exactly one of cluster_id"):
         load_config({"s3_prefix": "s3://bucket/x"})
     with pytest.raises(EmrError, match="execution_role_arn is a step's runtime role"):
-        load_config({"s3_prefix": "s3://bucket/x", "new_cluster": {},
-                     "execution_role_arn": "arn:aws:iam::123456789012:role/step"})  # fmt: skip
+        load_config(
+            {
+                "s3_prefix": "s3://bucket/x",
+                "new_cluster": {},
+                "execution_role_arn": "arn:aws:iam::123456789012:role/step",
+            }
+        )
     monkeypatch.setenv("SPARKLES_S3", "s3://my-bucket/sparkles")
     monkeypatch.delenv("SPARKLES_EMR_CLUSTER_ID", raising=False)
     with pytest.raises(EmrError, match="SPARKLES_EMR_CLUSTER_ID is not set"):
@@ -54,8 +60,13 @@ def test_a_tracking_uri_the_cluster_cannot_use_is_refused(uri: str) -> None:
 
 def test_the_cluster_s_tracking_uri_carries_no_credentials_either() -> None:
     """It lands in the step's arguments as the caller's would (the EMR console, CloudTrail)."""
-    config = load_config({"s3_prefix": "s3://my-bucket/p", "cluster_id": "j-ABC",
-                          "cluster_tracking_uri": "http://me:token@primary:5000"})  # fmt: skip
+    config = load_config(
+        {
+            "s3_prefix": "s3://my-bucket/p",
+            "cluster_id": "j-ABC",
+            "cluster_tracking_uri": "http://me:token@primary:5000",
+        }
+    )
     with pytest.raises(EmrError, match="cluster_tracking_uri carries credentials"):
         check_tracking_uri("http://127.0.0.1:5000", config)
     plain = config.model_copy(update={"cluster_tracking_uri": "http://primary:5000"})
@@ -69,9 +80,13 @@ def test_a_shared_tracking_server_is_accepted() -> None:
 
 def _tree(root: Path) -> None:
     for name, text in {
-        "MLproject": "name: x", "src/pkg/data/a.py": "", "data/big.jpg": "x",
-        "mlruns.db": "", ".gitignore": "/data/\n*.db\n", "notes.txt": "untracked, not ignored",
-    }.items():  # fmt: skip
+        "MLproject": "name: x",
+        "src/pkg/data/a.py": "",
+        "data/big.jpg": "x",
+        "mlruns.db": "",
+        ".gitignore": "/data/\n*.db\n",
+        "notes.txt": "untracked, not ignored",
+    }.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
 
@@ -97,10 +112,22 @@ def test_without_git_the_gitignore_patterns_decide(tmp_path: Path) -> None:
 
 
 def test_the_step_runs_the_entry_point_into_the_run() -> None:
-    config = load_config({"s3_prefix": "s3://b-1/p", "cluster_id": "j-1",
-                          "cluster_tracking_uri": "http://10.0.0.5:5000"})  # fmt: skip
-    args = step_args(config, "s3://b-1/p/a.tar.gz", "tune", {"profile": "emr", "max_evals": 8},
-                     "r1", "7", "http://localhost:5000")  # fmt: skip
+    config = load_config(
+        {
+            "s3_prefix": "s3://b-1/p",
+            "cluster_id": "j-1",
+            "cluster_tracking_uri": "http://10.0.0.5:5000",
+        }
+    )
+    args = step_args(
+        config,
+        "s3://b-1/p/a.tar.gz",
+        entry_point="tune",
+        params={"profile": "emr", "max_evals": 8},
+        run_id="r1",
+        experiment_id="7",
+        tracking_uri="http://localhost:5000",
+    )
     assert args[:3] == ["/opt/sparkles/venv/bin/python", "-m", "sparkles.emr.step"]
     assert args[args.index("--tracking-uri") + 1] == "http://10.0.0.5:5000"
     assert args[-2:] == ["-Pprofile=emr", "-Pmax_evals=8"]
@@ -135,8 +162,18 @@ def test_a_step_older_than_its_caller_says_so_in_one_line(capsys) -> None:
     from sparkles import __version__
     from sparkles.emr.step import main, versions_agree
 
-    base = ["--archive", "s3://b/p.tar.gz", "--entry-point", "tune", "--run-id", "r",
-            "--experiment-id", "1", "--tracking-uri", "http://h:5000"]  # fmt: skip
+    base = [
+        "--archive",
+        "s3://b/p.tar.gz",
+        "--entry-point",
+        "tune",
+        "--run-id",
+        "r",
+        "--experiment-id",
+        "1",
+        "--tracking-uri",
+        "http://h:5000",
+    ]
     assert main([*base, "--client-version", "9.0.0", "--retry-budget", "3"]) == 2
     said = capsys.readouterr().err.strip().splitlines()
     assert said == [

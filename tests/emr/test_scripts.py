@@ -27,8 +27,9 @@ def test_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     done = subprocess.run(
         [shellcheck, "--severity=style", *sorted(map(str, EMR.glob("*.sh")))],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
 
 
@@ -36,8 +37,11 @@ def _create(**env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("SPARKLES_S3", "KEY_NAME")}
     return subprocess.run(
         ["bash", str(EMR / "create-cluster.sh")],
-        env={**base, "DRY_RUN": "1", **env}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env={**base, "DRY_RUN": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_create_cluster_names_release_bootstrap_and_configuration() -> None:
@@ -68,13 +72,19 @@ def _submit(*entry_points: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in ("CLUSTER_ID", "SPARKLES_S3")}
     return subprocess.run(
         ["bash", str(EMR / "submit-steps.sh"), *entry_points],
-        env={**base, "DRY_RUN": "1", **env}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env={**base, "DRY_RUN": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_submit_steps_runs_each_entry_point_through_the_emr_backend() -> None:
-    settings = {"CLUSTER_ID": "j-1", "SPARKLES_S3": "s3://b/p",
-                "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}  # fmt: skip
+    settings = {
+        "CLUSTER_ID": "j-1",
+        "SPARKLES_S3": "s3://b/p",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+    }
     done = _submit(**settings)
     assert done.returncode == 0, done.stderr
     lines = [shlex.split(line) for line in done.stdout.splitlines()]
@@ -120,21 +130,37 @@ def test_bootstrap_installs_a_venv_that_sees_the_clusters_pyspark(tmp_path: Path
     }
     wheels = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
-         str(package)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(wheels),
+            str(package),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheels.glob("sparkles_spark-0.0.1-*.whl")
     refused = subprocess.run(
         ["bash", str(EMR / "bootstrap.sh"), "sparkles"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "expected this project's wheel" in refused.stderr
     assert not prefix.exists()  # refused before anything was installed
     done = subprocess.run(
         ["bash", str(EMR / "bootstrap.sh"), str(wheel)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "sparkles 0.0.1" in done.stderr
     probe = "import pyspark, py4j, sparkles; print(pyspark.__version__, py4j.__file__)"

@@ -69,15 +69,36 @@ def test_sigterm_to_the_step_alone_ends_every_process_of_the_entry_point(
     run = mlflow.MlflowClient().create_run(experiment)
     work = tmp_path / "node"
     work.mkdir()
-    env = {**os.environ, "IGNORE": ignore, "SPARKLES_STEP_GRACE_SECONDS": "3",
-           "SPARKLES_STEP_LOG_SECONDS": "1", "TMPDIR": str(work)}  # fmt: skip
+    env = {
+        **os.environ,
+        "IGNORE": ignore,
+        "SPARKLES_STEP_GRACE_SECONDS": "3",
+        "SPARKLES_STEP_LOG_SECONDS": "1",
+        "TMPDIR": str(work),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)  # the cluster's side: only what the step is given
     step = subprocess.Popen(
-        [sys.executable, "-m", "sparkles.emr.step", "--archive", str(archive),
-         "--entry-point", "main", "--run-id", run.info.run_id,
-         "--experiment-id", experiment, "--tracking-uri", store],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sparkles.emr.step",
+            "--archive",
+            str(archive),
+            "--entry-point",
+            "main",
+            "--run-id",
+            run.info.run_id,
+            "--experiment-id",
+            experiment,
+            "--tracking-uri",
+            store,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         pids = {}

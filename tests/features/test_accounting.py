@@ -122,7 +122,9 @@ def test_odd_file_names_are_counted_once_by_predict(
     expected = _expected_counts(odd_folder)
     images = load_profile(str(odd_folder)).data.images
     run = best_run("reg-strong", "auc", allow_random_weights=True)
-    result = predict(spark, f"runs:/{run.info.run_id}/model", images, str(tmp_path / "out"))
+    result = predict(
+        spark, f"runs:/{run.info.run_id}/model", images=images, output=str(tmp_path / "out")
+    )
     assert result.images == expected["files"]
     assert result.quarantined == 1 and result.scored == expected["files"] - 1
     scored = spark.read.parquet(str(tmp_path / "out" / "predictions"))
@@ -270,8 +272,12 @@ def test_weights_reach_a_second_session_and_a_non_local_default_fs(tmp_path: Pat
     }
     done = subprocess.run(
         [sys.executable, str(script), str(work), str(photos)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["weights_param"].startswith("viewfs://cluster/tmp/mlflow/"), report
@@ -305,10 +311,11 @@ def test_reads_scale_with_the_labelled_files(spark, tmp_path: Path) -> None:
         assert counts[key] == value, (key, counts)
     assert counts["unlabeled_files"] >= 9 * len(labelled)
     matched = {p.stem for p in labelled} - {
-        p.stem for p in labelled if p.stem not in _target_ids(
-            _labels(Path(profile.data.labels_csv)), Path(profile.data.classes_csv)
-        )
-    }  # fmt: skip
+        p.stem
+        for p in labelled
+        if p.stem
+        not in _target_ids(_labels(Path(profile.data.labels_csv)), Path(profile.data.classes_csv))
+    }
     assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
     needed = sum((images / f"{stem}.jpg").stat().st_size for stem in matched)
     folder = sum(p.stat().st_size for p in images.glob("*.jpg"))

@@ -25,10 +25,12 @@ from tests.features.test_store import _sample
 def _featurize(path: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sparkles.cli", "featurize", "--profile", path],
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        start_new_session=True,
         text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _counts(process: subprocess.Popen) -> tuple[dict[str, int], str]:
@@ -62,7 +64,7 @@ def test_a_run_killed_holding_the_lease_leaves_the_other_to_compute_it(
     live writer's) and computes every image itself."""
     path, profile = _sample(tmp_path)
     doomed = _featurize(path)
-    cache = Path(profile.cache.dir)
+    cache = Path(profile.store.dir)
     _mid_pass(doomed, cache)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
@@ -86,8 +88,12 @@ def test_a_lease_not_renewed_in_time_is_broken_and_taken(spark, tmp_path: Path) 
     lease expires; then one waiter takes it, and gives it back when done."""
     root = tmp_path / "store"
     root.mkdir()
-    stale = {"host": f"not-{socket.gethostname()}", "pid": 1, "token": "t",
-             "renewed_at": time.time() - 2}  # fmt: skip
+    stale = {
+        "host": f"not-{socket.gethostname()}",
+        "pid": 1,
+        "token": "t",
+        "renewed_at": time.time() - 2,
+    }
     (root / LEASE_FILE).write_text(json.dumps(stale))
     lease = StoreLease(spark, root.as_uri(), seconds=1.0)
     with lease.held() as waited:
@@ -120,7 +126,7 @@ def test_a_tracking_server_down_mid_featurize_loses_no_features(spark, tmp_path:
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", *artifacts) as url:
         blinked = _featurize(path, {"MLFLOW_TRACKING_URI": url, **quick})
-        _mid_pass(blinked, Path(profile.cache.dir))
+        _mid_pass(blinked, Path(profile.store.dir))
     blinked.communicate(timeout=600)
     assert blinked.returncode != 0  # it could not log its run
     counts = featurize(profile, spark).counts

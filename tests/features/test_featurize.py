@@ -56,7 +56,7 @@ def _profile(folder: Path, *overrides: str):
 
 def test_rows_in_equal_featurized_plus_quarantined(spark, damaged, tmp_path: Path) -> None:
     folder, ids = damaged
-    result = featurize(_profile(folder, f"cache.dir={tmp_path / 'cache'}"), spark)
+    result = featurize(_profile(folder, f"store.dir={tmp_path / 'cache'}"), spark)
     counts = result.counts
     assert not result.reused
     assert counts["rows_in"] == counts["featurized"] + counts["quarantined"]
@@ -83,7 +83,7 @@ def test_rows_in_equal_featurized_plus_quarantined(spark, damaged, tmp_path: Pat
 
 def test_a_second_run_reuses_every_image(spark, damaged, tmp_path: Path, monkeypatch) -> None:
     folder, _ = damaged
-    profile = _profile(folder, f"cache.dir={tmp_path / 'cache'}")
+    profile = _profile(folder, f"store.dir={tmp_path / 'cache'}")
     first = featurize(profile, spark)
 
     def no_cnn(*args, **kwargs):
@@ -125,7 +125,7 @@ def test_bf16_requested_on_a_cpu_without_it_is_recorded_as_the_f32_that_ran(
     spark, damaged, tmp_path: Path, caplog
 ) -> None:
     folder, _ = damaged
-    cache = f"cache.dir={tmp_path / 'cache'}"
+    cache = f"store.dir={tmp_path / 'cache'}"
     f32 = featurize(_profile(folder, cache), spark)
     with warned_once(caplog, "no bf16 instructions"):
         asked_bf16 = run_featurize(_profile(folder, cache, "featurizer.precision=bf16"), spark)
@@ -165,13 +165,13 @@ def test_partial_entries_are_never_trusted(spark, tmp_path: Path) -> None:
 
 def test_featurize_run_is_logged(spark, damaged, tmp_path: Path) -> None:
     folder, ids = damaged
-    profile = _profile(folder, f"cache.dir={tmp_path / 'cache'}")
+    profile = _profile(folder, f"store.dir={tmp_path / 'cache'}")
     result = run_featurize(profile, spark)
     run = mlflow.search_runs(
         experiment_names=["sparkles-test"], output_format="list", max_results=1
     )[0]
     assert run.info.status == "FINISHED"
-    assert run.data.tags["sparkles.cache.fingerprint"] == result.fingerprint
+    assert run.data.tags["sparkles.store.fingerprint"] == result.fingerprint
     assert run.data.tags["sparkles.weights.used"] == "random"
     assert run.data.params["runtime"] == "openvino" == profile.featurizer.runtime
     assert run.data.params["precision"] == "f32" == result.precision
@@ -182,7 +182,7 @@ def test_featurize_run_is_logged(spark, damaged, tmp_path: Path) -> None:
         run.data.metrics["count_computed"] + run.data.metrics["count_reused"]
         == (result.counts["rows_in"])
     )
-    assert run.data.tags["sparkles.cache.table"] == result.table.entry.path
+    assert run.data.tags["sparkles.store.table"] == result.table.entry.path
     assert run.data.metrics["images_per_second"] > 0
     local = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, dst_path=str(tmp_path / "a")
@@ -197,7 +197,7 @@ def test_weights_fall_back_only_where_the_profile_allows(
 ) -> None:
     folder, _ = damaged
     missing = tmp_path / "absent.h5"
-    strict = _profile(folder, f"featurizer.weights={missing}", f"cache.dir={tmp_path / 'c1'}")
+    strict = _profile(folder, f"featurizer.weights={missing}", f"store.dir={tmp_path / 'c1'}")
     with pytest.raises(WeightsUnavailableError, match="absent.h5"):
         run_featurize(strict, spark)
     failed = mlflow.search_runs(
@@ -207,9 +207,11 @@ def test_weights_fall_back_only_where_the_profile_allows(
     assert "absent.h5" in failed.data.tags["sparkles.error"]
 
     lenient = _profile(
-        folder, f"featurizer.weights={missing}", "featurizer.allow_random_weights=true",
-        f"cache.dir={tmp_path / 'c2'}",
-    )  # fmt: skip
+        folder,
+        f"featurizer.weights={missing}",
+        "featurizer.allow_random_weights=true",
+        f"store.dir={tmp_path / 'c2'}",
+    )
     with warned_once(caplog, "falling back to RANDOM weights"):
         result = featurize(lenient, spark)
     assert result.weights.kind == "random"

@@ -12,7 +12,7 @@ import pytest
 
 from sparkles.commands import run_featurize, run_train, run_tune
 from sparkles.config import load_profile
-from sparkles.features.lineage import CacheMissingError
+from sparkles.features.lineage import TableMissingError
 from sparkles.names import FEATURES_RUN_TAG
 from sparkles.progress import input_bytes
 from tests.conftest import searching, write_profile
@@ -42,8 +42,8 @@ def _records_its_table(run_id: str, avg, avg_run: str) -> None:
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags[FEATURES_RUN_TAG] == avg_run
-    assert run.data.tags["sparkles.cache.table"] == avg.table.entry.path
-    assert run.data.tags["sparkles.cache.fingerprint"] == avg.fingerprint
+    assert run.data.tags["sparkles.store.table"] == avg.table.entry.path
+    assert run.data.tags["sparkles.store.fingerprint"] == avg.fingerprint
     assert run.data.params["pooling"] == "avg"
     assert run.data.metrics["count_rows_in"] == avg.counts["rows_in"]
     (dataset,) = [d for d in run.inputs.dataset_inputs if d.tags[0].value == "training"]
@@ -86,13 +86,20 @@ def test_tune_fits_on_the_table_and_reads_no_image(spark, featurized_then_moved)
 
 
 def test_an_explicit_features_run_is_honoured(spark, featurized_then_moved) -> None:
-    """The max-pooled table, though the profile says avg: its settings go into the model."""
+    """The max-pooled table, though the profile says avg: its settings go into the model. Its
+    featurize run tags its table as 0.2 did (``sparkles.cache.*``): read, and copied renamed."""
     path, avg, _, max_run = featurized_then_moved
+    client = mlflow.MlflowClient()
+    for key, value in mlflow.get_run(max_run).data.tags.items():
+        if key.startswith("sparkles.store."):
+            client.delete_tag(max_run, key)
+            client.set_tag(max_run, key.replace("sparkles.store.", "sparkles.cache."), value)
     outcome = run_train(load_profile(path), spark, features=max_run)
     run = mlflow.get_run(outcome["run_id"])
     assert run.data.tags[FEATURES_RUN_TAG] == max_run
     assert run.data.params["pooling"] == "max"
-    assert run.data.tags["sparkles.cache.fingerprint"] != avg.fingerprint
+    assert run.data.tags["sparkles.store.fingerprint"] != avg.fingerprint
+    assert not [key for key in run.data.tags if key.startswith("sparkles.cache.")]
     model = mlflow.spark.load_model(f"runs:/{outcome['run_id']}/model")
     from sparkles.cnn.featurizer import DeepImageFeaturizer
     from sparkles.model.stages import stage_of
@@ -101,14 +108,14 @@ def test_an_explicit_features_run_is_honoured(spark, featurized_then_moved) -> N
     # a train run stands for the table it used
     again = run_train(load_profile(path), spark, features=outcome["run_id"])
     assert again["features_run_id"] == max_run
-    with pytest.raises(CacheMissingError, match="no such run"):
+    with pytest.raises(TableMissingError, match="no such run"):
         run_train(load_profile(path), spark, features="0" * 32)
 
 
 def test_no_matching_table_names_the_command_to_run(spark, featurized_then_moved) -> None:
     path, *_ = featurized_then_moved
     other = load_profile(path, ["featurizer.pooling=none"])
-    with pytest.raises(CacheMissingError, match="run `sparkles featurize`"):
+    with pytest.raises(TableMissingError, match="run `sparkles featurize`"):
         run_tune(searching(other), spark)
 
 
@@ -123,8 +130,13 @@ def test_the_features_key_covers_what_changes_a_feature(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert features_key(load_profile(path, ["data.images=data/images"])) == key
     for other in (
-        "featurizer.pooling=max", "featurizer.model=InceptionV3", "featurizer.runtime=keras",
-        "featurizer.random_seed=1", "data.classes=[Car, Bus]", "data.multi_label_policy=keep-all",
-        f"data.labels_csv={tmp_path / 'other.csv'}", "data.image_glob='*.png'",
-    ):  # fmt: skip
+        "featurizer.pooling=max",
+        "featurizer.model=InceptionV3",
+        "featurizer.runtime=keras",
+        "featurizer.random_seed=1",
+        "data.classes=[Car, Bus]",
+        "data.multi_label_policy=keep-all",
+        f"data.labels_csv={tmp_path / 'other.csv'}",
+        "data.image_glob='*.png'",
+    ):
         assert features_key(load_profile(path, [other])) != key, other

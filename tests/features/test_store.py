@@ -160,7 +160,7 @@ def test_appends_compact_past_the_threshold_and_the_newest_row_wins(
 
     # automatically: an append that leaves more than compact_after_segments compacts them
     _labelled_files(profile, 7)[6].write_bytes(encode(photo(160, 120, seed=5)))
-    grown = featurize(load_profile(path, ["cache.compact_after_segments=1"]), spark)
+    grown = featurize(load_profile(path, ["store.compact_after_segments=1"]), spark)
     assert grown.counts["computed"] == 1
     [merged] = store.live_segments()
     assert merged.key != compacted.key and compacted.key in merged.meta["replaces"]
@@ -175,7 +175,7 @@ def test_a_file_system_failure_is_one_line_naming_the_path(spark, tmp_path: Path
     blocker.write_text("a file, not a folder")
     path, profile = _sample(tmp_path)
     capsys.readouterr()
-    code = cli_main(["featurize", "--profile", path, "--set", f"cache.dir={blocker}/cache"])
+    code = cli_main(["featurize", "--profile", path, "--set", f"store.dir={blocker}/cache"])
     err = capsys.readouterr().err
     assert code == 1
     [line] = [text for text in err.splitlines() if text.startswith("error:")]

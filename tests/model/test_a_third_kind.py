@@ -42,9 +42,15 @@ class Bayes(ClassifierKind):
     def stages(self, settings, params, sizes, columns):
         from pyspark.ml.classification import NaiveBayes
 
-        return [NaiveBayes(featuresCol=columns.features, labelCol=columns.label,
-                           predictionCol=columns.prediction, smoothing=float(params["smoothing"]),
-                           **self.fixed_params(settings))]  # fmt: skip
+        return [
+            NaiveBayes(
+                featuresCol=columns.features,
+                labelCol=columns.label,
+                predictionCol=columns.prediction,
+                smoothing=float(params["smoothing"]),
+                **self.fixed_params(settings),
+            )
+        ]
 
     def grid_points(self, settings, tune):
         return [{"smoothing": value} for value in self.grid(tune).smoothing]
@@ -65,8 +71,11 @@ class Bayes(ClassifierKind):
 
     def numbers(self, stages):
         found = self.fitted(stages)
-        return {"kind": self.name, "pi": found.pi.toArray().tolist(),
-                "theta": found.theta.toArray().tolist()}  # fmt: skip
+        return {
+            "kind": self.name,
+            "pi": found.pi.toArray().tolist(),
+            "theta": found.theta.toArray().tolist(),
+        }
 
     def probabilities(self, numbers, features):
         logits = features @ np.asarray(numbers["theta"]).T + np.asarray(numbers["pi"])
@@ -90,12 +99,14 @@ def _profile(tmp_path, *overrides: str):
 
 
 def test_its_sections_spaces_and_params(tmp_path, bayes: Bayes) -> None:
-    profile = _profile(tmp_path, "tune.bayes.grid.smoothing=[0.2, 2.0]",
-                       "train.bayes.model_type=complement")  # fmt: skip
+    profile = _profile(
+        tmp_path, "tune.bayes.grid.smoothing=[0.2, 2.0]", "train.bayes.model_type=complement"
+    )
     assert classifiers.kind_of(profile.train) is bayes
     assert classifiers.grid_points(profile.train, profile.tune) == [
-        {"smoothing": 0.2}, {"smoothing": 2.0}
-    ]  # fmt: skip
+        {"smoothing": 0.2},
+        {"smoothing": 2.0},
+    ]
     assert bayes.fixed_params(profile.train) == {"modelType": "complement"}
     space = classifiers.hyperopt_space(profile.train, profile.tune)
     sample = bayes.from_sample(stochastic.sample(space, rng=np.random.default_rng(0)))
@@ -123,16 +134,24 @@ def test_without_it_its_sections_are_refused(tmp_path) -> None:
 def test_it_trains_in_the_pipeline_and_scores_without_spark(spark, tmp_path, bayes) -> None:
     from pyspark.ml.linalg import Vectors
 
-    from sparkles.model.stages import classifier_parameters, training_pipeline
+    from sparkles.model.stages import training_pipeline
+    from sparkles.tasks.catalog import task_for
 
     profile = _profile(tmp_path)
     rng = np.random.default_rng(1)
-    rows = [(Vectors.dense(rng.random(4) + (2 * i % 2) * np.array([1, 0, 0, 1])),
-             "Car" if i % 2 else "Tree") for i in range(40)]  # fmt: skip
+    rows = [
+        (
+            Vectors.dense(rng.random(4) + (2 * i % 2) * np.array([1, 0, 0, 1])),
+            "Car" if i % 2 else "Tree",
+        )
+        for i in range(40)
+    ]
     frame = spark.createDataFrame(rows, ["features", "label"])
-    pipeline = training_pipeline(profile.train, bayes.default_params(profile.train), 4, 2)
+    pipeline = training_pipeline(
+        profile.train, bayes.default_params(profile.train), n_features=4, n_classes=2
+    )
     fitted = pipeline.fit(frame)
-    numbers = classifier_parameters(fitted)
+    numbers = task_for(profile).classifier_parameters(fitted)
     assert numbers["kind"] == "bayes" and numbers["labels"] == ["Car", "Tree"]
     scored = fitted.transform(frame).select("features", "probability").collect()
     features = np.array([row.features.toArray() for row in scored])

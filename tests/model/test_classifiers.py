@@ -13,13 +13,26 @@ from tests.conftest import write_profile
 
 def test_a_logistic_grid_is_every_combination(tmp_path) -> None:
     grid = [
-        "tune.logistic.grid.regParam=[0.01, 0.1, 1.0]",
-        "tune.logistic.grid.elasticNetParam=[0.0, 0.5]",
+        "tune.logistic.grid.reg_param=[0.01, 0.1, 1.0]",
+        "tune.logistic.grid.elastic_net_param=[0.0, 0.5]",
     ]
     profile = load_profile(str(write_profile(tmp_path)), grid)
     points = classifiers.grid_points(profile.train, profile.tune)
     expected = itertools.product([0.01, 0.1, 1.0], [0.0, 0.5])
     assert [(p["regParam"], p["elasticNetParam"]) for p in points] == list(expected)
+
+
+def test_the_grid_keys_profiles_wrote_before_are_read_with_one_notice(tmp_path, caplog) -> None:
+    """0.2's profiles spelled the grid's keys as Spark's Params (``regParam``); every profile
+    key is snake_case now, and MLflow still logs Spark's names."""
+    from tests.conftest import warned_once
+
+    old = ["tune.logistic.grid.regParam=[0.5]", "tune.logistic.grid.elastic_net_param=[0.0]"]
+    with warned_once(caplog, "profile key 'regParam' is now 'reg_param'"):
+        profile = classifiers.check_profile(load_profile(str(write_profile(tmp_path)), old))
+    assert classifiers.grid_points(profile.train, profile.tune) == [
+        {"regParam": 0.5, "elasticNetParam": 0.0}
+    ]
 
 
 def test_perceptron_params_survive_mlflow_as_strings() -> None:

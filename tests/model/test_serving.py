@@ -112,10 +112,26 @@ def test_mlflow_models_serve_answers_over_loopback(served_run, registry_store) -
     }
     uri = f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -167,19 +183,31 @@ def test_a_serving_model_of_the_two_model_layout_still_loads(tmp_path: Path) -> 
     (ImageScoringModel with settings, classifier and weights as artifacts): it keeps scoring."""
     from sparkles.model.serving import ImageScoringModel
 
-    settings = {"model": "MobileNetV2", "pooling": "avg", "runtime": "openvino",
-                "precision": "f32", "seed": 0, "batch_size": 4,
-                "max_file_bytes": 1 << 20, "max_pixels": 1 << 24}  # fmt: skip
-    classifier = {"labels": ["Car", "Tree"], "coefficients": [[0.01] * 1280],
-                  "intercepts": [0.0], "multinomial": False}  # fmt: skip
+    settings = {
+        "model": "MobileNetV2",
+        "pooling": "avg",
+        "runtime": "openvino",
+        "precision": "f32",
+        "seed": 0,
+        "batch_size": 4,
+        "max_file_bytes": 1 << 20,
+        "max_pixels": 1 << 24,
+    }
+    classifier = {
+        "labels": ["Car", "Tree"],
+        "coefficients": [[0.01] * 1280],
+        "intercepts": [0.0],
+        "multinomial": False,
+    }
     artifacts = {}
     for name, content in (("settings", settings), ("classifier", classifier)):
         artifacts[name] = str(tmp_path / f"{name}.json")
         Path(artifacts[name]).write_text(json.dumps(content))
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'old.db'}")
     with mlflow.start_run() as run:
-        mlflow.pyfunc.log_model(name="serving", python_model=ImageScoringModel(),
-                                artifacts=artifacts)  # fmt: skip
+        mlflow.pyfunc.log_model(
+            name="serving", python_model=ImageScoringModel(), artifacts=artifacts
+        )
     scorer = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/serving")
     good, bad = encode(photo(120, 90, seed=2)), b"no pixels here"
     answer = scorer.predict(pd.DataFrame({"path": ["a.jpg", "b.jpg"], "content": [good, bad]}))

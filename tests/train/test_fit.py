@@ -14,7 +14,7 @@ import pytest
 from sparkles.commands import run_train
 from sparkles.config import load_profile
 from sparkles.features.featurize import featurize
-from sparkles.features.lineage import CacheMissingError
+from sparkles.features.lineage import TableMissingError
 from sparkles.model.stages import scoring_model
 from sparkles.train.fit import train
 from tests.conftest import write_profile
@@ -30,7 +30,7 @@ def trained(spark, tmp_path_factory: pytest.TempPathFactory):
     )
     featurized = featurize(profile, spark)
     params = {"regParam": 0.01, "elasticNetParam": 0.5}
-    runs = [train(profile, spark, featurized.table, params) for _ in range(2)]
+    runs = [train(profile, featurized.table, params) for _ in range(2)]
     return profile, featurized, runs
 
 
@@ -60,7 +60,10 @@ def test_scoring_model_quarantines_bad_images(spark, trained, tmp_path: Path) ->
     profile, featurized, (first, _) = trained
     from sparkles.features.featurize import build_featurizer
 
-    model = scoring_model(build_featurizer(profile, featurized.weights), first.fitted)
+    classifier = first.task.classifier_model(first.fitted)
+    model = scoring_model(
+        build_featurizer(profile, featurized.weights), classifier, first.task.outputs
+    )
     folder = tmp_path / "new"
     folder.mkdir()
     (folder / "good.jpg").write_bytes(encode(photo(200, 150, seed=21)))
@@ -75,11 +78,11 @@ def test_scoring_model_quarantines_bad_images(spark, trained, tmp_path: Path) ->
 
 def test_train_without_cache_fails_the_run(spark, tmp_path: Path) -> None:
     profile = load_profile(str(write_profile(tmp_path)))
-    with pytest.raises(CacheMissingError, match="run `sparkles featurize`"):
+    with pytest.raises(TableMissingError, match="run `sparkles featurize`"):
         run_train(profile, spark)
     run = mlflow.search_runs(experiment_names=["sparkles-test"], output_format="list")[0]
     assert run.info.status == "FAILED"
-    assert "CacheMissingError" in run.data.tags["sparkles.error"]
+    assert "TableMissingError" in run.data.tags["sparkles.error"]
 
 
 @pytest.mark.e2e

@@ -75,7 +75,10 @@ def test_three_classes_train_with_one_vs_rest_auc(spark, three_classes: str, tmp
 
 
 def test_three_classes_tune_on_validation_auc(spark, three_classes: str) -> None:
-    grid = ["tune.logistic.grid.regParam=[0.01, 0.1]", "tune.logistic.grid.elasticNetParam=[0.0]"]
+    grid = [
+        "tune.logistic.grid.reg_param=[0.01, 0.1]",
+        "tune.logistic.grid.elastic_net_param=[0.0]",
+    ]
     profile = load_profile(three_classes, grid)
     outcome = run_tune(searching(profile, max_evals=2), spark)
     assert outcome["trials"] == 2

@@ -21,8 +21,9 @@ from sparkles.deploy.registry import held_out_images, rescore
 from sparkles.features.featurize import featurize
 from sparkles.features.tables import open_training_table
 from sparkles.model import classifiers
-from sparkles.model.serving import class_probabilities
-from sparkles.train.evaluate_sets import SetEvaluation, choose_thresholds, set_metrics
+from sparkles.model.answers import answer_for
+from sparkles.tasks.catalog import check_profile
+from sparkles.tasks.evaluate_sets import SetEvaluation, choose_thresholds, set_metrics
 from sparkles.train.splits import split_params, train_and_test
 from tests.conftest import searching, write_profile
 
@@ -73,7 +74,7 @@ def test_keep_all_counts_each_label_and_splits_by_image(spark, study, multi, tmp
     assert counts["reused"] == counts["rows_in"] and counts["computed"] == 0
 
     run = mlflow.get_run(outcome["run_id"])
-    table = open_training_table(spark, run.data.tags["sparkles.cache.table"])
+    table = open_training_table(spark, run.data.tags["sparkles.store.table"])
     train_set, test_set = train_and_test(table.features(), split_params(profile.train))
     train_ids, test_ids = ({r.image_id for r in part.collect()} for part in (train_set, test_set))
     assert not train_ids & test_ids
@@ -90,7 +91,7 @@ def test_keep_all_counts_each_label_and_splits_by_image(spark, study, multi, tmp
 
 
 def test_a_perceptron_is_searched_logged_and_served(spark, study, tmp_path) -> None:
-    grid = ["tune.mlp.grid.layers=[[8], [16, 8]]", "tune.mlp.grid.maxIter=[40]"]
+    grid = ["tune.mlp.grid.layers=[[8], [16, 8]]", "tune.mlp.grid.max_iter=[40]"]
     profile = load_profile(study[0], ["train.classifier=mlp", *grid])
     run_featurize(profile, spark)  # the drop policy's table (every image's features are stored)
     outcome = run_tune(searching(profile, max_evals=0), spark)
@@ -114,10 +115,10 @@ def test_a_perceptron_is_searched_logged_and_served(spark, study, tmp_path) -> N
     )
     classifier = json.loads((Path(model) / "serving" / "classifier.json").read_text())
     assert classifier["kind"] == "mlp" and classifier["layers"][1:-1] in ([8], [16, 8])
-    table = open_training_table(spark, parent.data.tags["sparkles.cache.table"])
+    table = open_training_table(spark, parent.data.tags["sparkles.store.table"])
     features = table.features().toPandas().set_index("path")
     vectors = np.stack([features.features[p].toArray() for p in predictions.path])
-    ours = class_probabilities(classifier, vectors)
+    ours = answer_for(classifier).probabilities(vectors)
     spark_says = predictions[[f"probability_{c}" for c in classifier["labels"]]].to_numpy()
     np.testing.assert_allclose(ours, spark_says, atol=1e-9)
     assert (local / "roc_curve.png").is_file()
@@ -147,7 +148,7 @@ def test_the_perceptron_space_is_bounded(tmp_path: Path) -> None:
     )
     points = classifiers.grid_points(profile.train, profile.tune)
     grid = mlp.grid(profile.tune)
-    assert len(points) == len(grid.layers) * len(grid.stepSize) * len(grid.maxIter)
+    assert len(points) == len(grid.layers) * len(grid.step_size) * len(grid.max_iter)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +162,7 @@ def test_the_perceptron_space_is_bounded(tmp_path: Path) -> None:
 )
 def test_bad_classifier_settings_name_the_key(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        classifiers.check_profile(load_profile(str(write_profile(tmp_path)), [override]))
+        check_profile(load_profile(str(write_profile(tmp_path)), [override]))
 
 
 def test_switching_policy_computes_nothing_and_counts_negatives(multi) -> None:
@@ -179,8 +180,16 @@ def test_both_label_images_are_scored_right_where_single_label_could_not_be(
 ) -> None:
     outcome, keep_all = multi
     metrics = outcome["metrics"]
-    for name in ("auc", "micro_f1", "macro_f1", "subset_accuracy", "hamming_loss",
-                 "study_accuracy", "val_auc", "val_micro_f1"):  # fmt: skip
+    for name in (
+        "auc",
+        "micro_f1",
+        "macro_f1",
+        "subset_accuracy",
+        "hamming_loss",
+        "study_accuracy",
+        "val_auc",
+        "val_micro_f1",
+    ):
         assert name in metrics
     for name in ("precision", "recall", "f1", "auc"):
         assert {f"{name}_Car", f"{name}_Tree"} <= set(metrics)
@@ -210,17 +219,20 @@ def test_thresholds_come_from_validation_and_the_served_numbers_agree(
 ) -> None:
     outcome, _ = multi
     run = mlflow.get_run(outcome["run_id"])
-    model = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model",
-                                                     dst_path=str(tmp_path)))  # fmt: skip
+    model = Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run.info.run_id}/model", dst_path=str(tmp_path)
+        )
+    )
     classifier = json.loads((model / "serving" / "classifier.json").read_text())
-    assert classifier["multi_label"] and classifier["labels"] == ["Car", "Tree"]
+    assert classifier["task"] == "multi-label" and classifier["labels"] == ["Car", "Tree"]
     logged = [run.data.metrics[f"val_threshold_{name}"] for name in classifier["labels"]]
     assert classifier["thresholds"] == pytest.approx(logged)
     predictions, _ = _evaluation(outcome["run_id"], tmp_path)
-    table = open_training_table(spark, run.data.tags["sparkles.cache.table"])
+    table = open_training_table(spark, run.data.tags["sparkles.store.table"])
     features = table.features().dropDuplicates(["image_id"]).toPandas().set_index("image_id")
     vectors = np.stack([features.features[i].toArray() for i in predictions.image_id])
-    ours = class_probabilities(classifier, vectors)
+    ours = answer_for(classifier).probabilities(vectors)
     spark_says = predictions[["probability_Car", "probability_Tree"]].to_numpy()
     np.testing.assert_allclose(ours, spark_says, atol=1e-9)
     said = ours >= np.asarray(classifier["thresholds"])
@@ -273,7 +285,7 @@ def test_a_metric_the_policy_does_not_log_is_an_error(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_profile(str(write_profile(tmp_path)), overrides)
+        check_profile(load_profile(str(write_profile(tmp_path)), overrides))
 
 
 def test_the_registry_rescores_a_multi_label_model_as_it_was_tested(spark, multi) -> None:
@@ -283,7 +295,7 @@ def test_the_registry_rescores_a_multi_label_model_as_it_was_tested(spark, multi
     run = mlflow.get_run(outcome["run_id"])
     test = held_out_images(spark, run)
     uri = f"runs:/{run.info.run_id}/model"
-    stored = open_training_table(spark, run.data.tags["sparkles.cache.table"]).read()
+    stored = open_training_table(spark, run.data.tags["sparkles.store.table"]).read()
     for metric in ("auc", "micro_f1", "subset_accuracy"):
         (on_features,) = rescore(spark, test, [uri], metric, stored)
         assert on_features == pytest.approx(run.data.metrics[metric], abs=1e-6)
@@ -307,8 +319,13 @@ def test_each_model_states_its_answer_and_single_label_ones_are_unchanged(multi)
 def test_a_perfect_model_has_an_empty_gallery() -> None:
     """No image whose set differs (real features on an easy task): nothing to draw, no error."""
     frame = pd.DataFrame(
-        {"labels": ["Car", "Tree"], "predicted_labels": ["Car", "Tree"],
-         "probability_Car": [0.9, 0.1], "probability_Tree": [0.2, 0.8], "path": ["a", "b"]}
-    )  # fmt: skip
+        {
+            "labels": ["Car", "Tree"],
+            "predicted_labels": ["Car", "Tree"],
+            "probability_Car": [0.9, 0.1],
+            "probability_Tree": [0.2, 0.8],
+            "path": ["a", "b"],
+        }
+    )
     evaluation = SetEvaluation({}, ["Car", "Tree"], frame, [0.5, 0.5])
-    assert evaluation.differing(12).empty
+    assert evaluation.mistakes(12).empty

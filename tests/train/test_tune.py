@@ -10,6 +10,7 @@ from sparkles.commands import run_featurize, run_tune
 from sparkles.config import ConfigError, load_profile
 from sparkles.features.featurize import featurize
 from sparkles.model import classifiers
+from sparkles.tasks.catalog import check_profile
 from sparkles.train import tune as tune_module
 from sparkles.train.fit import train
 from sparkles.train.splits import stratified_split
@@ -58,12 +59,13 @@ def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> No
     assert parent.data.params["elasticNetParam"] == best.data.params["elasticNetParam"]
     # the parent's test metrics are the refit winner's on the untouched test split
     refit = train(
-        cached, spark, featurize(cached, spark).table,
+        cached,
+        featurize(cached, spark).table,
         {name: float(best.data.params[name]) for name in ("regParam", "elasticNetParam")},
-    )  # fmt: skip
+    )
     for name in ("accuracy", "f1", "auc"):
         assert parent.data.metrics[name] == pytest.approx(refit.metrics[name], abs=1e-9)
-    assert parent.data.tags["sparkles.cache.reused"] == "true"
+    assert parent.data.tags["sparkles.store.reused"] == "true"
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(outcome["run_id"], "tuning")}
     assert artifacts == {"tuning/search.png"}
 
@@ -71,7 +73,9 @@ def test_grid_makes_one_child_per_point_and_refits_the_best(spark, cached) -> No
 def _search(profile, train_set, seed: int) -> list[tuple[float, float]]:
     profile = profile.model_copy(update={"tune": profile.tune.model_copy(update={"seed": seed})})
     with mlflow.start_run():
-        found = tune_module.search(profile, train_set, ["Car", "Tree"], "hyperopt", 2)
+        found = tune_module.search(
+            profile, train_set, ["Car", "Tree"], method="hyperopt", max_evals=2
+        )
     return [(t.params["regParam"], t.params["elasticNetParam"]) for t in found.trials]
 
 
@@ -91,7 +95,7 @@ def test_hyperopt_is_bounded_repeatable_and_never_runs_the_cnn(spark, cached, mo
     bounds = classifiers.KINDS["logistic"].hyperopt(cached.tune)
     for reg_param, elastic_net in first + other:
         assert bounds.reg_param_min <= reg_param <= bounds.reg_param_max
-        assert bounds.elastic_net_min <= elastic_net <= bounds.elastic_net_max
+        assert bounds.elastic_net_param_min <= elastic_net <= bounds.elastic_net_param_max
 
 
 def test_interrupted_search_keeps_finished_trials(spark, cached, monkeypatch) -> None:
@@ -131,13 +135,19 @@ def test_interrupted_search_keeps_finished_trials(spark, cached, monkeypatch) ->
             "tune.logistic.hyperopt.reg_param_min=2",
             "reg_param_min (2.0) must be below reg_param_max",
         ),
-        ("tune.logistic.hyperopt.elastic_net_max=1.5", "tune.logistic.hyperopt.elastic_net_max"),
-        ("tune.logistic.grid.elasticNetParam=[0, 2]", "elasticNetParam values must be in [0, 1]"),
+        (
+            "tune.logistic.hyperopt.elastic_net_param_max=1.5",
+            "tune.logistic.hyperopt.elastic_net_param_max",
+        ),
+        (
+            "tune.logistic.grid.elastic_net_param=[0, 2]",
+            "elastic_net_param values must be in [0, 1]",
+        ),
         ("tune.max_evals=0", "tune.max_evals"),
         ("tune.metric=logloss", "tune.metric"),
     ],
 )
 def test_invalid_spaces_are_rejected(tmp_path, override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
-        classifiers.check_profile(load_profile(str(write_profile(tmp_path)), [override]))
+        check_profile(load_profile(str(write_profile(tmp_path)), [override]))
     assert message in str(err.value)

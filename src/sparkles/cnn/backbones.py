@@ -174,9 +174,12 @@ def get_spec(name: str) -> CnnSpec:
     if known and "family" in known:
         weights = known.get("imagenet")
         return CnnSpec(
-            name, known["family"], (known["size"], known["size"]), known["min_size"],
+            name,
+            known["family"],
+            (known["size"], known["size"]),
+            known["min_size"],
             ImagenetFile(**weights) if weights else None,
-        )  # fmt: skip
+        )
     spec = _introspect(name)
     _remember(name, family=spec.family, size=spec.input_size[0], min_size=spec.min_size)
     return spec

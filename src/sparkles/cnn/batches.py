@@ -19,6 +19,7 @@ from sparkles.cnn.settings import CnnSettings
 def batch_featurizer(
     spec: CnnSpec,
     settings: CnnSettings,
+    *,
     weights: str | None,
     quantized: str | None,
     threads: int,
@@ -27,10 +28,7 @@ def batch_featurizer(
     on the driver), over a local weights file (None: seeded random weights) and, for int8, the
     quantized model's local .xml; ``threads`` (0: OpenVINO's and TF's own choice) run it and
     decode."""
-    cnn = compile_cnn(
-        spec, weights, settings.pooling, settings.seed, settings.runtime, settings.precision,
-        threads, quantized=quantized,
-    )  # fmt: skip
+    cnn = compile_cnn(spec, settings, weights=weights, threads=threads, quantized=quantized)
     return ImageBatchFeaturizer(cnn, spec, settings, threads)
 
 
@@ -55,7 +53,9 @@ class ImageBatchFeaturizer:
     def _decode(self, content: bytes | None) -> np.ndarray | str:
         """Pixels, or the reason the image is quarantined."""
         try:
-            return decode_image(content, self.spec.input_size, *self.limits)
+            return decode_image(
+                content, self.spec.input_size, max_bytes=self.limits[0], max_pixels=self.limits[1]
+            )
         except BadImage as err:
             return str(err)
 

@@ -23,10 +23,7 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from sparkles.cnn.backbones import CnnSpec, sha256_file
 from sparkles.cnn.batches import batch_featurizer
 from sparkles.cnn.quiet import import_keras
-from sparkles.cnn.runtimes import (
-    WORKER_TIMINGS_ENV,
-    WORKER_TIMINGS_PREFIX,
-)
+from sparkles.cnn.runtimes import WORKER_TIMINGS_ENV, WORKER_TIMINGS_PREFIX
 from sparkles.cnn.settings import CnnSettings
 
 _RESULT = StructType(
@@ -75,7 +72,11 @@ def ship(spark: SparkSession, local_path: str, stem: str | None = None) -> str:
 
 
 def make_predict_fn(
-    spec: CnnSpec, shipped_weights: str | None, shipped_quantized: str | None, settings: CnnSettings
+    spec: CnnSpec,
+    shipped_weights: str | None,
+    *,
+    shipped_quantized: str | None,
+    settings: CnnSettings,
 ):
     """Runs once per Python worker (predict_batch_udf caches the result): builds the model."""
 
@@ -97,7 +98,9 @@ def make_predict_fn(
         weights = SparkFiles.get(shipped_weights) if shipped_weights else None
         quantized = SparkFiles.get(shipped_quantized) if shipped_quantized else None
         started = time.monotonic()
-        featurize = batch_featurizer(spec, settings, weights, quantized, threads)
+        featurize = batch_featurizer(
+            spec, settings, weights=weights, quantized=quantized, threads=threads
+        )
         # Lands in the executor's log: one line per Python worker that built a model.
         print(
             f"sparkles: built {settings.model} on {settings.runtime} at {settings.precision} in "
@@ -129,6 +132,7 @@ _udfs: dict[tuple, Any] = {}
 def featurize_udf(
     spark: SparkSession,
     spec: CnnSpec,
+    *,
     shipped: str | None,
     quantized: str | None,
     settings: CnnSettings,
@@ -137,7 +141,7 @@ def featurize_udf(
     model cache by the UDF, so reusing it lets a later transform reuse a model already built."""
     key = (spark.sparkContext.applicationId, spec, shipped, quantized, settings)
     if key not in _udfs:
-        make = make_predict_fn(spec, shipped, quantized, settings)
+        make = make_predict_fn(spec, shipped, shipped_quantized=quantized, settings=settings)
         # Nondeterministic: Spark must not inline the UDF into each column that reads it.
         _udfs[key] = predict_batch_udf(
             make, return_type=_RESULT, batch_size=settings.batch_size

@@ -34,15 +34,8 @@ from sparkles.cnn.backbones import CnnSpec, get_spec, sha256_file
 from sparkles.cnn.executors import featurize_udf, ship
 from sparkles.cnn.imaging import PREPROCESS_VERSION
 from sparkles.cnn.params import HasFeaturizerSettings
-from sparkles.cnn.quantize import (
-    MODEL_XML,
-    QUANTIZED_DIR,
-    calibration_identity,
-    quantized_model,
-)
-from sparkles.cnn.runtimes import (
-    precision_that_runs,
-)
+from sparkles.cnn.quantize import MODEL_XML, QUANTIZED_DIR, calibration_identity, quantized_model
+from sparkles.cnn.runtimes import precision_that_runs
 from sparkles.cnn.settings import CnnSettings
 from sparkles.cnn.weights import ResolvedWeights, WeightsUnavailableError, resolve_weights
 from sparkles.code import ship_to_executors
@@ -53,7 +46,7 @@ from sparkles.storage import is_uri
 log = logging.getLogger(__name__)
 
 
-def calibration_sample(images: DataFrame, sha: str, seed: int, count: int) -> DataFrame:
+def calibration_sample(images: DataFrame, sha: str, *, seed: int, count: int) -> DataFrame:
     """int8's calibration images: the ``count`` distinct ones (by content hash ``sha``) first in
     a seeded order of their hashes, computed in the JVM: the same images whatever the
     listing's order or partitioning, another set for another seed."""
@@ -180,8 +173,13 @@ class _DeepImageFeaturizerParams(HasFeaturizerSettings, HasInputCol, HasOutputCo
         }
         if self.getPrecision() == "int8":
             key["calibration"] = self.getCalibrationSet()
-        return {**key, "model": spec.name, "input_size": list(spec.input_size),
-                "weights": weights_identity, "preprocess": PREPROCESS_VERSION}  # fmt: skip
+        return {
+            **key,
+            "model": spec.name,
+            "input_size": list(spec.input_size),
+            "weights": weights_identity,
+            "preprocess": PREPROCESS_VERSION,
+        }
 
 
 class DeepImageFeaturizer(
@@ -240,7 +238,7 @@ class DeepImageFeaturizer(
     def resolve_weights(self, spark: SparkSession | None = None) -> ResolvedWeights:
         # only ImageNet weights need the model's description (its Keras file name)
         spec = self.spec() if self.getWeights() == "imagenet" else None
-        return resolve_weights(spec, self.getWeights(), self.getOrDefault("seed"), spark=spark)
+        return resolve_weights(spec, self.getWeights(), seed=self.getOrDefault("seed"), spark=spark)
 
     def local_quantized_model(self, spark: SparkSession) -> Path | None:
         """The int8 model's model.xml on the driver (model.bin beside it), fetched from its URI
@@ -267,7 +265,9 @@ class DeepImageFeaturizer(
         (``calibrationImages`` of them, ``calibration_sample``) and set
         ``quantizedModel``/``calibrationSet``: the int8 model made once, here, on the driver."""
         hashed = dataset.select(F.sha2(F.col(self.getInputCol()), 256).alias("sha"), "*")
-        chosen = calibration_sample(hashed, "sha", self.getSeed(), self.getCalibrationImages())
+        chosen = calibration_sample(
+            hashed, "sha", seed=self.getSeed(), count=self.getCalibrationImages()
+        )
         sample = chosen.select("sha", self.getInputCol()).collect()
         contents = [bytes(row[self.getInputCol()] or b"") for row in sample]
         identity = calibration_identity([row.sha for row in sample])
@@ -281,9 +281,14 @@ class DeepImageFeaturizer(
         ``calibrationSet``: featurize chooses them from hashes it has and reads only these."""
         resolved = self.resolve_weights(spark)
         xml = quantized_model(
-            self.spec(), resolved.local_path, self.getPooling(), self.getSeed(), contents,
-            identity, (self.getMaxFileBytes(), self.getMaxPixels()),
-        )  # fmt: skip
+            self.spec(),
+            resolved.local_path,
+            pooling=self.getPooling(),
+            seed=self.getSeed(),
+            contents=contents,
+            identity=identity,
+            limits=(self.getMaxFileBytes(), self.getMaxPixels()),
+        )
         return self.setParams(quantizedModel=str(xml), calibrationSet=identity)
 
     def precision_that_runs(self) -> str:
@@ -313,7 +318,9 @@ class DeepImageFeaturizer(
             ship(spark, str(xml.with_suffix(".bin")), stem)
             quantized = ship(spark, str(xml), stem)
         settings = self.cnn_settings(self.precision_that_runs())
-        featurize = featurize_udf(spark, self.spec(), shipped, quantized, settings)
+        featurize = featurize_udf(
+            spark, self.spec(), shipped=shipped, quantized=quantized, settings=settings
+        )
         scratch = "__sparkles_featurized"
         out, error = self.getOutputCol(), self.getErrorCol()
         return (

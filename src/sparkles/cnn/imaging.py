@@ -39,7 +39,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    content: bytes | None, size: tuple[int, int], max_bytes: int, max_pixels: int
+    content: bytes | None, size: tuple[int, int], *, max_bytes: int, max_pixels: int
 ) -> np.ndarray:
     """Return (height, width, 3) uint8 pixels resized to ``size`` = (height, width).
 
@@ -47,7 +47,7 @@ def decode_image(
     with the reason, and the job goes on.
     """
     try:
-        return _decode(content, size, max_bytes, max_pixels)
+        return _decode(content, size, max_bytes=max_bytes, max_pixels=max_pixels)
     except BadImage:
         raise
     except Exception as err:  # a decoder bug on a hostile file, EXIF, a mode conversion, ...
@@ -55,7 +55,7 @@ def decode_image(
 
 
 def _decode(
-    content: bytes | None, size: tuple[int, int], max_bytes: int, max_pixels: int
+    content: bytes | None, size: tuple[int, int], *, max_bytes: int, max_pixels: int
 ) -> np.ndarray:
     if content is None or len(content) == 0:
         raise BadImage("empty file (0 bytes)")

@@ -51,10 +51,7 @@ class HasFeaturizerSettings(Params):
         typeConverter=TypeConverters.toInt,
     )
     batchSize: Param[int] = Param(
-        Params._dummy(),
-        "batchSize",
-        "images per model call",
-        typeConverter=TypeConverters.toInt,
+        Params._dummy(), "batchSize", "images per model call", typeConverter=TypeConverters.toInt
     )
     maxFileBytes: Param[int] = Param(
         Params._dummy(),

@@ -84,14 +84,15 @@ def params_source(config: type[FeaturizerConfig] = FeaturizerConfig, name: str =
         "",
     ]
     for s in settings:
-        lines += [
-            f"    {s.param}: Param[{s.python_type}] = Param(",
-            "        Params._dummy(),",
-            f"        {_literal(s.param)},",
-            f"        {_literal(s.doc)},",
-            f"        typeConverter=TypeConverters.{CONVERTERS[type(s.default)]},",
-            "    )",
+        arguments = [
+            "Params._dummy()",
+            _literal(s.param),
+            _literal(s.doc),
+            f"typeConverter=TypeConverters.{CONVERTERS[type(s.default)]}",
         ]
+        packed = f"        {', '.join(arguments)}"  # as ruff packs them when they fit
+        body = [packed] if len(packed) <= 100 else [f"        {a}," for a in arguments]
+        lines += [f"    {s.param}: Param[{s.python_type}] = Param(", *body, "    )"]
     lines += [
         "",
         "    def __init__(self, *args: Any) -> None:",

@@ -54,6 +54,7 @@ def calibration_identity(image_hashes: Sequence[str]) -> str:
 def quantized_model(
     spec: CnnSpec,
     weights: str | None,
+    *,
     pooling: str,
     seed: int,
     contents: Sequence[bytes],
@@ -72,7 +73,9 @@ def quantized_model(
     samples = []
     for content in contents:
         try:
-            pixels = decode_image(content, spec.input_size, *limits)
+            pixels = decode_image(
+                content, spec.input_size, max_bytes=limits[0], max_pixels=limits[1]
+            )
         except BadImage:  # quarantined when featurized; calibration goes on without it
             continue
         samples.append(preprocess(pixels[np.newaxis].astype(np.float32)))
@@ -83,7 +86,7 @@ def quantized_model(
         )
     skipped = len(contents) - len(samples)
     log.info("int8: calibrating %s on %d images (%d skipped)", spec.name, len(samples), skipped)
-    model = converted_model(spec, weights, pooling, seed)
+    model = converted_model(spec, weights, pooling=pooling, seed=seed)
     quantized = nncf.quantize(
         model,
         nncf.Dataset(samples),

@@ -27,6 +27,7 @@ import numpy as np
 
 from sparkles.cnn.backbones import CnnSpec, sha256_file
 from sparkles.cnn.quiet import converting, import_keras
+from sparkles.cnn.settings import CnnSettings
 
 RUNTIMES = ("keras", "openvino")
 # Set in a Python worker's environment: after each batch it prints its cumulative seconds
@@ -82,22 +83,21 @@ class CompiledCnn:
 
 def compile_cnn(
     spec: CnnSpec,
+    settings: CnnSettings,
+    *,
     weights: str | None,
-    pooling: str,
-    seed: int,
-    runtime: str,
-    precision: str,
     threads: int = 0,
     native_only: bool = True,
     quantized: str | None = None,
 ) -> CompiledCnn:
-    """Build the headless CNN and compile it for ``runtime`` at ``precision``; int8 compiles
-    ``quantized`` (its ``model.xml``, ``model.bin`` beside it), made by ``quantize``.
+    """Build the headless CNN of ``settings`` and compile it for its runtime and precision;
+    int8 compiles ``quantized`` (its ``model.xml``, ``model.bin`` beside it), made by ``quantize``.
 
     ``precision`` is the one the driver resolved: an executor that cannot run it fails here,
     in seconds, rather than writing f32 features under a bf16 cache key. ``native_only=False``
     lets Keras emulate bf16 on a CPU without it (slowly): for measuring bf16's numerics only.
     """
+    runtime, precision = settings.runtime, settings.precision
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     runs, reason = precision_that_runs(precision)
@@ -109,19 +109,18 @@ def compile_cnn(
     if precision == "int8" and (runtime != "openvino" or quantized is None):
         raise ValueError("int8 runs a quantized OpenVINO model: runtime openvino and its file")
     if runtime == "keras":
-        return _keras(spec, weights, pooling, seed, precision)
-    return _openvino(spec, weights, pooling, seed, precision, threads, quantized)
+        return _keras(spec, settings, weights)
+    return _openvino(spec, settings, weights=weights, threads=threads, quantized=quantized)
 
 
-def _keras(
-    spec: CnnSpec, weights: str | None, pooling: str, seed: int, precision: str
-) -> CompiledCnn:
+def _keras(spec: CnnSpec, settings: CnnSettings, weights: str | None) -> CompiledCnn:
     keras = import_keras()
+    precision = settings.precision
 
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
-        model = spec.build(weights, pooling, seed)
+        model = spec.build(weights, settings.pooling, settings.seed)
     finally:
         keras.config.set_dtype_policy(policy)
     preprocess = spec.preprocess()
@@ -150,7 +149,7 @@ def model_key(spec: CnnSpec, weights: str | None, pooling: str, seed: int, *more
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def converted_model(spec: CnnSpec, weights: str | None, pooling: str, seed: int) -> Any:
+def converted_model(spec: CnnSpec, weights: str | None, *, pooling: str, seed: int) -> Any:
     """The Keras model converted to OpenVINO, from this machine's cache when an earlier worker
     converted the same (model, weights content, pooling, OpenVINO version): converting costs
     ~10 s per worker for InceptionV3, reading the saved model well under one."""
@@ -207,19 +206,20 @@ def _cached(folder: Path, build: Callable[[], Any]) -> Any:
 
 def _openvino(
     spec: CnnSpec,
+    settings: CnnSettings,
+    *,
     weights: str | None,
-    pooling: str,
-    seed: int,
-    precision: str,
     threads: int,
     quantized: str | None,
 ) -> CompiledCnn:
     import openvino as ov
 
+    precision = settings.precision
+
     if quantized:
         model = ov.Core().read_model(quantized, str(Path(quantized).with_suffix(".bin")))
     else:
-        model = converted_model(spec, weights, pooling, seed)
+        model = converted_model(spec, weights, pooling=settings.pooling, seed=settings.seed)
     dim = int(np.prod([d.get_length() for d in model.output(0).get_partial_shape()[1:]]))
     # int8 layers run int8 whatever the hint; what stays unquantized runs f32, not bf16
     wanted = ov.Type.bf16 if precision == "bf16" else ov.Type.f32

@@ -61,9 +61,12 @@ def _imagenet(spec: CnnSpec, mirror: str | None, cache_dir: str | None) -> str:
         try:  # Keras reports downloads on stdout, which belongs to our JSON summaries
             with contextlib.redirect_stdout(sys.stderr):
                 return keras.utils.get_file(
-                    file.name, origin, cache_subdir="models", file_hash=file.file_hash,
+                    file.name,
+                    origin,
+                    cache_subdir="models",
+                    file_hash=file.file_hash,
                     cache_dir=cache_dir,
-                )  # fmt: skip
+                )
         except Exception as err:  # keras raises a bare Exception for fetch failures
             unreachable = str(err)
     raise WeightsUnavailableError(
@@ -132,6 +135,7 @@ def _file(spark: SparkSession | None, location: str) -> str:
 def resolve_weights(
     spec: CnnSpec | None,
     weights: str,
+    *,
     seed: int = 0,
     mirror: str | None = None,
     spark: SparkSession | None = None,

@@ -81,7 +81,7 @@ def _offline_hint(url: str, err: Exception) -> DownloadError:
 
 
 def fetch(
-    session: requests.Session, url: str, target: Path, retries: int = 4, timeout: float = 30.0
+    session: requests.Session, url: str, target: Path, *, retries: int = 4, timeout: float = 30.0
 ) -> int:
     """Download ``url`` to ``target`` (resuming ``target.part``); returns the bytes fetched now.
 
@@ -120,7 +120,7 @@ def fetch(
             log.info("%s: %s; resuming (attempt %d)", url, type(err).__name__, attempt + 2)
             time.sleep(min(2**attempt * 0.2, 5))
             continue
-        _verify(url, partial, total, etag)
+        _verify(url, partial, size=total, etag=etag)
         partial.rename(target)
         return fetched
     raise DownloadError(f"{url}: could not complete the download")
@@ -136,7 +136,7 @@ def _announced_size(response: requests.Response, offset: int) -> int | None:
     return int(length) + offset if length and length.isdigit() else None
 
 
-def _verify(url: str, partial: Path, size: int | None, etag: str) -> None:
+def _verify(url: str, partial: Path, *, size: int | None, etag: str) -> None:
     actual = partial.stat().st_size
     if size is not None and actual != size:
         partial.unlink()
@@ -161,7 +161,7 @@ def split_invalid_ids(labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def select_images(
-    labels: pd.DataFrame, classes_csv: Path, classes: list[str], limit: int | None
+    labels: pd.DataFrame, classes_csv: Path, *, classes: list[str], limit: int | None
 ) -> tuple[pd.DataFrame, dict[str, str]]:
     """Image ids with a positive label of each class: at most ``limit`` per class, stable order.
 
@@ -191,6 +191,7 @@ def select_images(
 def download_subset(
     classes: list[str],
     dest: Path,
+    *,
     limit: int | None = None,
     workers: int = 8,
     labels_url: str = LABELS_URL,
@@ -215,7 +216,7 @@ def download_subset(
     fetch(session, classes_url, source / CLASSES_FILE)
     # read once, as text: selection uses it, and the subset CSV is written from it unchanged
     labels, invalid = split_invalid_ids(pd.read_csv(source / LABELS_FILE, dtype=str))
-    chosen, mids = select_images(labels, source / CLASSES_FILE, classes, limit)
+    chosen, mids = select_images(labels, source / CLASSES_FILE, classes=classes, limit=limit)
     ids = chosen.image_id.drop_duplicates().tolist()
     report = DownloadReport(classes=mids, requested=len(ids))
     if len(invalid):
@@ -223,17 +224,16 @@ def download_subset(
         report.invalid_examples = sorted(set(invalid))[:10]
         log.warning(
             "%d label rows have an ImageID that is not 16 hex digits (e.g. %s): skipped",
-            len(invalid), ", ".join(repr(i) for i in report.invalid_examples[:3]),
-        )  # fmt: skip
+            len(invalid),
+            ", ".join(repr(i) for i in report.invalid_examples[:3]),
+        )
     report.per_class = chosen["class"].value_counts().to_dict()
     bar = tqdm(total=len(ids), desc="images", unit="img", file=sys.stderr, disable=None)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         jobs = {
-            pool.submit(
-                fetch, session, images_url.format(image_id=i), images / f"{i}.jpg"
-            ): i
+            pool.submit(fetch, session, images_url.format(image_id=i), images / f"{i}.jpg"): i
             for i in ids
-        }  # fmt: skip
+        }
         for job in as_completed(jobs):
             image_id = jobs[job]
             try:

@@ -109,15 +109,18 @@ def _size_summary(table: pd.DataFrame, counts: dict[str, int]) -> dict[str, Any]
         **counts,
         "width_median": float(np.median(widths)),
         "height_median": float(np.median(heights)),
-        "width_min": int(widths.min()), "width_max": int(widths.max()),
-        "height_min": int(heights.min()), "height_max": int(heights.max()),
+        "width_min": int(widths.min()),
+        "width_max": int(widths.max()),
+        "height_min": int(heights.min()),
+        "height_max": int(heights.max()),
         "distinct_sizes": len(table),
         "most_common_size": f"{top.width}x{top.height} ({top.images} images)",
-    }  # fmt: skip
+    }
 
 
 def compute(
     spark: SparkSession,
+    *,
     labels_csv: str,
     classes_csv: str,
     classes: list[str],
@@ -217,9 +220,11 @@ def markdown(summary: dict[str, Any]) -> str:
         elif not isinstance(value, dict):
             lines.append(f"| {key} | {value} |")
     sections = {
-        "target_classes": "images", "top_labels": "images",
-        "target_classes_all_rows": "label rows", "top_labels_all_rows": "label rows",
-    }  # fmt: skip
+        "target_classes": "images",
+        "top_labels": "images",
+        "target_classes_all_rows": "label rows",
+        "top_labels_all_rows": "label rows",
+    }
     for section, unit in sections.items():
         lines += ["", f"## {section.replace('_', ' ')}", "", f"| label | {unit} |", "|---|---|"]
         lines += [f"| {k} | {v:,} |" for k, v in summary[section].items()]

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkles.names import IMAGE_ID
+from sparkles.names import IMAGE_ID, PATH
 
 # Hadoop glob syntax: a file name holding one of these must be escaped to be read literally.
 GLOB_CHARACTERS = re.compile(r"([\\\[\]{}*?])")
@@ -58,17 +58,17 @@ def read_image_files(spark: SparkSession, root: str, glob: str = "*.jpg") -> Ima
         .load(root)
     )
     files = raw.select(
-        "path",
-        image_id_from_path(F.col("path")).alias(IMAGE_ID),
+        PATH,
+        image_id_from_path(F.col(PATH)).alias(IMAGE_ID),
         "length",
         F.col("modificationTime").alias("modification_time"),
         "content",
     )
     indexed = {hadoop_path(p) for p in raw.inputFiles()}
-    read = {row.path for row in raw.select("path").collect()}  # no content: nothing is read
+    read = {row.path for row in raw.select(PATH).collect()}  # no content: nothing is read
     empty_paths = sorted(indexed - read)
     empty = spark.createDataFrame([(p,) for p in empty_paths], "path string").select(
-        "path", image_id_from_path(F.col("path")).alias(IMAGE_ID)
+        PATH, image_id_from_path(F.col(PATH)).alias(IMAGE_ID)
     )
     return ImageFiles(files=files, empty=empty)
 
@@ -81,4 +81,4 @@ def read_contents(spark: SparkSession, paths: list[str]) -> DataFrame:
         return spark.createDataFrame([], schema)
     literal = [GLOB_CHARACTERS.sub(r"\\\1", path) for path in paths]
     frame = spark.read.format("binaryFile").load(literal)
-    return frame.select("path", "length", "modificationTime", "content")
+    return frame.select(PATH, "length", "modificationTime", "content")

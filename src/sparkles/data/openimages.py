@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from sparkles.data.images import ImageFiles
 from sparkles.errors import UserError
-from sparkles.names import IMAGE_ID, MULTI_LABEL
+from sparkles.names import IMAGE_ID, LABEL, MULTI_LABEL, PATH
 
 LABELS_SCHEMA = "ImageID string, Source string, LabelName string, Confidence double"
 CLASSES_SCHEMA = "LabelName string, DisplayName string"
@@ -74,6 +74,7 @@ def read_image_labels(spark: SparkSession, path: str) -> DataFrame:
 def select_target_labels(
     spark: SparkSession,
     labels_csv: str,
+    *,
     classes_csv: str,
     classes: list[str],
     policy: str = "drop",
@@ -108,7 +109,7 @@ def select_target_labels(
     positives = (
         raw.where(F.col("Confidence") == 1)
         .join(F.broadcast(target_df), "LabelName")
-        .select(F.col("ImageID").alias(IMAGE_ID), "label", "priority")
+        .select(F.col("ImageID").alias(IMAGE_ID), LABEL, "priority")
         .distinct()
     )
     # cached: the tally, the labels and match_files' targets all read it (it was computed three
@@ -117,7 +118,7 @@ def select_target_labels(
         positives.groupBy(IMAGE_ID)
         .agg(
             F.count(F.lit(1)).alias("n_targets"),
-            F.sort_array(F.collect_set(F.struct("priority", "label"))).alias("ranked"),
+            F.sort_array(F.collect_set(F.struct("priority", LABEL))).alias("ranked"),
         )
         .cache()
     )
@@ -130,9 +131,9 @@ def select_target_labels(
     kept = per_image if policy != "drop" else per_image.where("n_targets = 1")
     if every_row:
         ranked = kept.select(IMAGE_ID, F.explode("ranked").alias("ranked"))
-        labels = ranked.select(IMAGE_ID, F.col("ranked")["label"].alias("label")).cache()
+        labels = ranked.select(IMAGE_ID, F.col("ranked")[LABEL].alias(LABEL)).cache()
     else:
-        labels = kept.select(IMAGE_ID, F.col("ranked")[0]["label"].alias("label")).cache()
+        labels = kept.select(IMAGE_ID, F.col("ranked")[0][LABEL].alias(LABEL)).cache()
     counts = {
         "label_rows": totals.label_rows,
         "malformed_label_rows": totals.malformed_label_rows or 0,
@@ -144,27 +145,35 @@ def select_target_labels(
         "labeled_rows": labels.count(),
     }
     if policy == MULTI_LABEL:
-        counts.update(_negatives(raw, target_df, per_image, len(classes), counts["labeled_rows"]))
+        counts.update(
+            _negatives(
+                raw,
+                target_df,
+                per_image=per_image,
+                n_classes=len(classes),
+                positives=counts["labeled_rows"],
+            )
+        )
     raw.unpersist()
     targets = per_image.select(IMAGE_ID)
     return LabeledImages(labels=labels, targets=targets, multi_label=multi, counts=counts)
 
 
 def _negatives(
-    raw: DataFrame, targets: DataFrame, per_image: DataFrame, n_classes: int, positives: int
+    raw: DataFrame, targets: DataFrame, *, per_image: DataFrame, n_classes: int, positives: int
 ) -> dict[str, int]:
     """How the (image, class) pairs that are not positives are known to be negatives: verified
     absent (a Confidence 0 row, and no positive row of that class) or assumed."""
     verified = (
         raw.where(F.col("Confidence") == 0)
         .join(F.broadcast(targets), "LabelName")
-        .select(F.col("ImageID").alias(IMAGE_ID), "label")
+        .select(F.col("ImageID").alias(IMAGE_ID), LABEL)
         .distinct()
         .join(per_image.select(IMAGE_ID), IMAGE_ID)
     )
     positive = raw.where(F.col("Confidence") == 1).join(F.broadcast(targets), "LabelName")
-    positive = positive.select(F.col("ImageID").alias(IMAGE_ID), "label")
-    explicit = verified.join(positive, [IMAGE_ID, "label"], "left_anti").count()
+    positive = positive.select(F.col("ImageID").alias(IMAGE_ID), LABEL)
+    explicit = verified.join(positive, [IMAGE_ID, LABEL], "left_anti").count()
     pairs = per_image.count() * n_classes
     return {"explicit_negatives": explicit, "assumed_negatives": pairs - positives - explicit}
 
@@ -178,9 +187,9 @@ def match_files(labeled: LabeledImages, images: ImageFiles) -> MatchedImages:
     """
     labels = F.broadcast(labeled.labels)
     matched = images.files.join(labels, IMAGE_ID).select(
-        "path", IMAGE_ID, "label", "length", "modification_time"
+        PATH, IMAGE_ID, LABEL, "length", "modification_time"
     )
-    empty = images.empty.join(labels, IMAGE_ID).select("path", IMAGE_ID, "label")
+    empty = images.empty.join(labels, IMAGE_ID).select(PATH, IMAGE_ID, LABEL)
     file_ids = images.files.select(IMAGE_ID, F.lit(False).alias("is_empty")).unionByName(
         images.empty.select(IMAGE_ID, F.lit(True).alias("is_empty"))
     )

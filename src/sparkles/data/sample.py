@@ -171,6 +171,7 @@ def generate_sample(
     labels_csv: Path,
     classes_csv: Path,
     images: Path,
+    *,
     count: int = 240,
     seed: int = 7,
     size: tuple[int, int] = (320, 240),
@@ -226,7 +227,11 @@ def ensure_sample(profile: Profile) -> None:
         "generating the bundled sample (%d synthetic images) in %s", sample.images, data.images
     )
     generate_sample(
-        Path(data.labels_csv), Path(data.classes_csv), Path(data.images),
-        count=sample.images, seed=sample.seed, size=sample.size,
+        Path(data.labels_csv),
+        Path(data.classes_csv),
+        Path(data.images),
+        count=sample.images,
+        seed=sample.seed,
+        size=sample.size,
         classes=classes_to_draw(sample.classes, data.classes),
-    )  # fmt: skip
+    )

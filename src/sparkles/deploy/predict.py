@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import mlflow
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -18,18 +17,10 @@ from pyspark.sql import functions as F
 from sparkles import storage
 from sparkles.data.images import read_image_files
 from sparkles.errors import UserError
-from sparkles.model.label_sets import is_multi_label
-from sparkles.model.stages import class_labels
-from sparkles.names import (
-    ERROR,
-    IMAGE_ID,
-    PATH,
-    PREDICTED_LABELS,
-    PREDICTION,
-    QUARANTINE_REASON,
-    probability_column,
-)
+from sparkles.names import ERROR, IMAGE_ID, PATH, QUARANTINE_REASON, probability_column
 from sparkles.progress import spark_progress
+from sparkles.tasks.base import Task
+from sparkles.tasks.catalog import load_logged
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
@@ -58,44 +49,39 @@ def _split_glob(images: str) -> tuple[str, str]:
     return images, "*"
 
 
-def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, int]:
-    """One row per image file (path, image_id, predicted_label, probability: P(predicted label),
-    probability_<class> for every class, featurize_error), and how many files there are,
-    0-byte ones included. A multi-label model's rows have ``predicted_labels`` (an array of
-    one class or more) in place of predicted_label and probability."""
+def score(spark: SparkSession, model_uri: str, images: str) -> tuple[DataFrame, int, Task]:
+    """One row per image file (path, image_id, the task's answer columns, probability_<class>
+    for every class, featurize_error), how many files there are (0-byte ones included), and
+    the model's task. A single-label answer is predicted_label and its probability; a
+    multi-label one ``predicted_labels`` (an array of one class or more)."""
     root, glob = _split_glob(images)
     files = read_image_files(spark, root, glob)
-    inputs = files.files.select("path", IMAGE_ID, "content").unionByName(
-        files.empty.select("path", IMAGE_ID, F.lit(None).cast("binary").alias("content"))
+    inputs = files.files.select(PATH, IMAGE_ID, "content").unionByName(
+        files.empty.select(PATH, IMAGE_ID, F.lit(None).cast("binary").alias("content"))
     )
     count = files.files.count() + files.empty.count()
-    model = mlflow.spark.load_model(model_uri)
+    model, task = load_logged(model_uri)
     scored = model.transform(inputs)
     # quarantined rows have no probability (vector_to_array rejects a null)
     present = F.col("probability").isNotNull()
     probability = vector_to_array("probability")
-    said = [
-        F.col(PREDICTION).alias("predicted_label"),
-        F.when(present, F.array_max(probability)).alias("probability"),
-    ]
-    if is_multi_label(model):
-        said = [F.col(PREDICTED_LABELS)]
     frame = scored.select(
         PATH,
         IMAGE_ID,
-        *said,
+        *task.answer_columns(present, probability),
         *[
             F.when(present, probability[index]).alias(probability_column(name))
-            for index, name in enumerate(class_labels(model))
+            for index, name in enumerate(task.class_labels(model))
         ],
         ERROR,
     )
-    return frame, count
+    return frame, count, task
 
 
 def predict(
     spark: SparkSession,
     model_uri: str,
+    *,
     images: str,
     output: str,
     csv: bool = False,
@@ -114,7 +100,7 @@ def predict(
         )
     for path in existing:  # all of the last run's, so none is left beside the new answers
         storage.delete(spark, path)
-    scored, expected = score(spark, model_uri, images)
+    scored, expected, task = score(spark, model_uri, images)
     with spark_progress(spark, "predict"), storage.reporting(output):
         scored.write.mode("overwrite").parquet(staged)
     everything = spark.read.parquet(staged)
@@ -125,14 +111,12 @@ def predict(
     with storage.reporting(output):
         good.write.mode("overwrite").parquet(f"{output}/{PREDICTIONS}")
         bad.write.mode("overwrite").parquet(f"{output}/{QUARANTINE}")
-        if csv:  # CSV has no arrays: a multi-label set as "Car|Tree"
-            if PREDICTED_LABELS in good.columns:
-                good = good.withColumn(PREDICTED_LABELS, F.concat_ws("|", PREDICTED_LABELS))
+        if csv:
+            good = task.for_csv(good)
             good.write.mode("overwrite").option("header", True).csv(f"{output}/{PREDICTIONS}_csv")
             bad.write.mode("overwrite").option("header", True).csv(f"{output}/{QUARANTINE}_csv")
     counts = everything.agg(
-        F.count(F.lit(1)).alias("images"),
-        F.sum(F.col(ERROR).isNull().cast("int")).alias("scored"),
+        F.count(F.lit(1)).alias("images"), F.sum(F.col(ERROR).isNull().cast("int")).alias("scored")
     ).first()
     if counts.images != expected:
         raise RuntimeError(
@@ -144,6 +128,9 @@ def predict(
     storage.delete(spark, staged)
     log.info(
         "%d images: %d scored, %d quarantined -> %s",
-        result.images, result.scored, result.quarantined, output,
-    )  # fmt: skip
+        result.images,
+        result.scored,
+        result.quarantined,
+        output,
+    )
     return result

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from sparkles import tracking
 from sparkles.cnn.featurizer import DeepImageFeaturizer
@@ -29,23 +29,21 @@ from sparkles.data.images import read_contents
 from sparkles.errors import UserError
 from sparkles.features.commit import open_entry
 from sparkles.features.tables import open_training_table
-from sparkles.model.label_sets import is_multi_label, label_sets
-from sparkles.model.stages import class_labels
 from sparkles.names import (
-    CACHE_FINGERPRINT_TAG,
-    CACHE_PATH_TAG,
-    CACHE_TABLE_TAG,
     CLASSES_TAG,
-    ERROR,
     IMAGE_ID,
+    LABEL,
     MODEL_ARTIFACT,
+    PATH,
     PROMOTION_TAG_PREFIX,
     SCORING_TAG,
+    STORE_FINGERPRINT_TAG,
+    STORE_PATH_TAG,
+    STORE_TABLE_TAG,
     WEIGHTS_USED_TAG,
 )
 from sparkles.session import build_session
-from sparkles.train.evaluate import headline_metrics
-from sparkles.train.evaluate_sets import headline_set_metrics
+from sparkles.tasks.catalog import load_logged
 from sparkles.train.splits import SPLIT_PARAMS, train_and_test
 
 log = logging.getLogger(__name__)
@@ -55,7 +53,7 @@ class PromotionError(UserError, RuntimeError):
     """Nothing to promote, or the registry cannot be used as asked."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Decision:
     model_name: str
     version: str
@@ -90,7 +88,7 @@ def _experiments_with_scoring_runs(metric: str) -> list[str]:
 
 def _group(run: Run) -> tuple[str | None, str | None]:
     """Runs are comparable when they learned from the same features of the same classes."""
-    return run.data.tags.get(CACHE_FINGERPRINT_TAG), run.data.tags.get(CLASSES_TAG)
+    return tracking.tag(run, STORE_FINGERPRINT_TAG), run.data.tags.get(CLASSES_TAG)
 
 
 def best_run(experiment_name: str, metric: str, allow_random_weights: bool = False) -> Run:
@@ -158,9 +156,9 @@ def _version_for(client: mlflow.MlflowClient, name: str, run: Run) -> str:
 
 def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
     """(path, image_id, label) of the images ``run`` tested on (and so never trained on)."""
-    tags = run.data.tags
-    path = tags.get(CACHE_TABLE_TAG, tags[CACHE_PATH_TAG])
-    if CACHE_TABLE_TAG in tags:
+    table_path = tracking.tag(run, STORE_TABLE_TAG)
+    path = table_path or tracking.tag(run, STORE_PATH_TAG)
+    if table_path is not None:
         table = open_training_table(spark, path)
         features = None if table is None else table.features()
     else:  # logged before the feature store: a whole-run cache entry
@@ -172,19 +170,19 @@ def held_out_images(spark: SparkSession, run: Run) -> DataFrame:
             "its test split is unknown: run `sparkles featurize` with its profile again"
         )
     _, test = train_and_test(features, run.data.params)
-    return test.select("path", IMAGE_ID, "label")
+    return test.select(PATH, IMAGE_ID, LABEL)
 
 
 def _images_neither_trained_on(spark: SparkSession, a: Run, b: Run) -> DataFrame:
     """Images in both runs' test splits (by image id: the caches may differ)."""
     theirs = held_out_images(spark, b).select(IMAGE_ID)
     both = held_out_images(spark, a).join(theirs.distinct(), IMAGE_ID)
-    return both.dropDuplicates([IMAGE_ID, "label"])  # keep-all: one row per (image, label)
+    return both.dropDuplicates([IMAGE_ID, LABEL])  # keep-all: one row per (image, label)
 
 
 def _same_test_split(a: Run, b: Run) -> bool:
     keys = SPLIT_PARAMS
-    return a.data.tags.get(CACHE_FINGERPRINT_TAG) == b.data.tags.get(CACHE_FINGERPRINT_TAG) and all(
+    return tracking.tag(a, STORE_FINGERPRINT_TAG) == tracking.tag(b, STORE_FINGERPRINT_TAG) and all(
         a.data.params.get(k) == b.data.params.get(k) for k in keys
     )
 
@@ -192,11 +190,10 @@ def _same_test_split(a: Run, b: Run) -> bool:
 def _stored_features(spark: SparkSession, a: Run, b: Run) -> DataFrame | None:
     """Rows of ``a``'s training table with their stored features, when both runs' features come
     from one feature store (the same featurizer settings): then re-scoring reads no image."""
-    tags_a, tags_b = a.data.tags, b.data.tags
-    store = tags_a.get(CACHE_PATH_TAG)
-    if store is None or store != tags_b.get(CACHE_PATH_TAG):
+    store = tracking.tag(a, STORE_PATH_TAG)
+    if store is None or store != tracking.tag(b, STORE_PATH_TAG):
         return None
-    table = open_training_table(spark, tags_a.get(CACHE_TABLE_TAG, ""))
+    table = open_training_table(spark, tracking.tag(a, STORE_TABLE_TAG) or "")
     return None if table is None else table.read()
 
 
@@ -214,99 +211,145 @@ def rescore(
     features: DataFrame | None = None,
 ) -> list[float]:
     """Score each model on ``test`` (path, image_id, label): on ``features`` (stored rows of
-    those images) where given, else on the raw images. A multi-label model scores each image
-    once, against its set of labels."""
+    those images) where given, else on the raw images, each the way its task scores (a
+    multi-label model each image once, against its set of labels)."""
     if features is not None:
-        inputs = features.join(test.select(IMAGE_ID, "label").distinct(), [IMAGE_ID, "label"])
+        inputs = features.join(test.select(IMAGE_ID, LABEL).distinct(), [IMAGE_ID, LABEL])
     else:
-        test = test.select("path", IMAGE_ID, "label")
-        paths = [row.path for row in test.select("path").distinct().collect()]
-        images = read_contents(spark, paths).select("path", "content")
-        inputs = images.join(test, "path")
+        test = test.select(PATH, IMAGE_ID, LABEL)
+        paths = [row.path for row in test.select(PATH).distinct().collect()]
+        images = read_contents(spark, paths).select(PATH, "content")
+        inputs = images.join(test, PATH)
     scores = []
     for uri in model_uris:
-        model = mlflow.spark.load_model(uri)
+        model, task = load_logged(uri)
         if features is not None:
             model = _without_featurizer(model)
-        labels = class_labels(model)
-        if is_multi_label(model):
-            scored = model.transform(label_sets(inputs)).where(F.col(ERROR).isNull())
-            scores.append(headline_set_metrics(scored, labels)[metric])
-            continue
-        # with a label column present, the model's own StringIndexer adds label_index
-        scored = model.transform(inputs).where(F.col(ERROR).isNull())
-        scores.append(headline_metrics(scored, len(labels))[metric])
+        scores.append(task.rescore(model, inputs, metric))
     return scores
+
+
+@dataclass(kw_only=True)
+class Comparison:
+    """Both models' scores on images neither trained on, how they were had, and which images."""
+
+    challenger_score: float
+    champion_score: float
+    evaluation: str
+    images: str
+
+
+def compare(
+    profile: Profile, challenger: Run, champion: Run, *, uris: tuple[str, str]
+) -> Comparison:
+    """The challenger against the champion on images neither trained on: their logged test
+    metrics when both share the feature table's fingerprint and split; else both re-scored on
+    the images in both test splits (starting Spark only then)."""
+    metric = profile.registry.metric
+    if _same_test_split(challenger, champion) and metric in champion.data.metrics:
+        return Comparison(
+            challenger_score=float(challenger.data.metrics[metric]),
+            champion_score=float(champion.data.metrics[metric]),
+            evaluation="logged test metrics (same feature cache fingerprint and split)",
+            images=f"the shared test split, {int(challenger.data.metrics['count_test'])} images",
+        )
+    spark = build_session(profile)
+    common = _images_neither_trained_on(spark, challenger, champion)
+    ids = sorted(row.image_id for row in common.select(IMAGE_ID).collect())
+    if not ids:
+        raise PromotionError(
+            "no image is in both the challenger's and the champion's test split, so no "
+            "image is unseen by both: compare them on new labelled images instead"
+        )
+    stored = _stored_features(spark, challenger, champion)
+    challenger_score, champion_score = rescore(spark, common, list(uris), metric, stored)
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    return Comparison(
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        evaluation="both re-scored on the images in both test splits (different features or "
+        "split)" + ("; on their stored features" if stored is not None else ""),
+        images=f"{len(ids)} images in both test splits (sha256 of their ids: {digest})",
+    )
+
+
+def _champion(client: mlflow.MlflowClient, model_name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        return None
+
+
+def decide(
+    profile: Profile, challenger: Run, *, version: str, champion: ModelVersion | None
+) -> Decision:
+    """First champion, kept, or promoted: by the gate on images neither model trained on."""
+    settings = profile.registry
+    score = float(challenger.data.metrics[settings.metric])
+    selector = f"val_{settings.metric}"
+    chosen = {
+        "model_name": settings.model_name,
+        "version": version,
+        "metric": settings.metric,
+        "run_id": challenger.info.run_id,
+        "selected_by": f"{selector}={challenger.data.metrics[selector]:.6g}",
+    }
+    if champion is None or champion.version == version:
+        tested = int(challenger.data.metrics["count_test"])
+        first = champion is None
+        return Decision(
+            **chosen,
+            challenger_score=score,
+            champion_version=None if first else champion.version,
+            champion_score=None if first else score,
+            decision="first-champion" if first else "kept-champion",
+            evaluation="no champion yet" if first else "the best run already is the champion",
+            images=f"the challenger's test split, {tested} images",
+        )
+    uris = (
+        f"models:/{settings.model_name}/{version}",
+        f"models:/{settings.model_name}/{champion.version}",
+    )
+    compared = compare(profile, challenger, mlflow.get_run(champion.run_id), uris=uris)
+    gain = compared.challenger_score - compared.champion_score
+    better = gain > 0 and gain >= settings.min_improvement
+    return Decision(
+        **chosen,
+        challenger_score=compared.challenger_score,
+        champion_version=champion.version,
+        champion_score=compared.champion_score,
+        decision="promoted" if better else "kept-champion",
+        evaluation=compared.evaluation,
+        images=compared.images,
+    )
 
 
 def promote(profile: Profile, experiment: str | None = None) -> Decision:
     """Register the best run of ``experiment`` (default: the profile's) as ``challenger``, and
     move ``champion`` to it if it beats the champion (the profile's ``registry`` settings)."""
     settings = profile.registry
-    experiment = experiment or profile.mlflow.experiment
-    metric, model_name = settings.metric, settings.model_name
-    min_improvement = settings.min_improvement
     tracking.configure(profile)
     client = mlflow.MlflowClient()
-    challenger_run = best_run(experiment, metric, profile.registry.allow_random_weights)
-    version = _version_for(client, model_name, challenger_run)
-    client.set_registered_model_alias(model_name, "challenger", version)
-    challenger_score = float(challenger_run.data.metrics[metric])
-    try:
-        champion = client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
-        champion = None
-
-    if champion is None or champion.version == version:
-        decision = Decision(
-            model_name, version, challenger_run.info.run_id, metric, challenger_score,
-            champion.version if champion else None, challenger_score if champion else None,
-            "first-champion" if champion is None else "kept-champion",
-            "no champion yet" if champion is None else "the best run already is the champion",
-            f"the challenger's test split, {int(challenger_run.data.metrics['count_test'])} images",
-        )  # fmt: skip
-    else:
-        champion_run = mlflow.get_run(champion.run_id)
-        if _same_test_split(challenger_run, champion_run) and metric in champion_run.data.metrics:
-            champion_score = float(champion_run.data.metrics[metric])
-            how = "logged test metrics (same feature cache fingerprint and split)"
-            images = (
-                f"the shared test split, {int(challenger_run.data.metrics['count_test'])} images"
-            )
-        else:
-            spark = build_session(profile)  # only now: comparing logged metrics needs no Spark
-            common = _images_neither_trained_on(spark, challenger_run, champion_run)
-            ids = sorted(row.image_id for row in common.select(IMAGE_ID).collect())
-            if not ids:
-                raise PromotionError(
-                    "no image is in both the challenger's and the champion's test split, so no "
-                    "image is unseen by both: compare them on new labelled images instead"
-                )
-            uris = [f"models:/{model_name}/{version}", f"models:/{model_name}/{champion.version}"]
-            stored = _stored_features(spark, challenger_run, champion_run)
-            challenger_score, champion_score = rescore(spark, common, uris, metric, stored)
-            how = (
-                "both re-scored on the images in both test splits (different features or split)"
-                + ("; on their stored features" if stored is not None else "")
-            )
-            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-            images = f"{len(ids)} images in both test splits (sha256 of their ids: {digest})"
-        gain = challenger_score - champion_score
-        better = gain > 0 and gain >= min_improvement
-        decision = Decision(
-            model_name, version, challenger_run.info.run_id, metric, challenger_score,
-            champion.version, champion_score, "promoted" if better else "kept-champion", how,
-            images,
-        )  # fmt: skip
-    selector = f"val_{metric}"
-    decision.selected_by = f"{selector}={challenger_run.data.metrics[selector]:.6g}"
+    challenger = best_run(
+        experiment or profile.mlflow.experiment, settings.metric, settings.allow_random_weights
+    )
+    version = _version_for(client, settings.model_name, challenger)
+    client.set_registered_model_alias(settings.model_name, "challenger", version)
+    decision = decide(
+        profile, challenger, version=version, champion=_champion(client, settings.model_name)
+    )
     if decision.decision in ("first-champion", "promoted"):
-        client.set_registered_model_alias(model_name, "champion", version)
+        client.set_registered_model_alias(settings.model_name, "champion", version)
     for key, value in decision.tags().items():
-        client.set_model_version_tag(model_name, version, key, value)
+        client.set_model_version_tag(settings.model_name, version, key, value)
     log.info(
         "%s v%s (%s %.4f) vs champion v%s (%s): %s",
-        model_name, version, metric, decision.challenger_score, decision.champion_version,
-        decision.champion_score, decision.decision,
-    )  # fmt: skip
+        settings.model_name,
+        version,
+        settings.metric,
+        decision.challenger_score,
+        decision.champion_version,
+        decision.champion_score,
+        decision.decision,
+    )
     return decision

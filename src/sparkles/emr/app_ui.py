@@ -45,5 +45,7 @@ def link_history_server(emr: Any, cluster_id: str, run_id: str) -> None:
     if link.get("PresignedURLReady") and link.get("PresignedURL"):
         say(f"Spark History Server of {app_id} (this link expires): {link['PresignedURL']}")
     else:
-        say(f"the Spark History Server of {app_id} is not ready yet: the cluster's page in the "
-            f"EMR console has it ({page})")  # fmt: skip
+        say(
+            f"the Spark History Server of {app_id} is not ready yet: the cluster's page in the "
+            f"EMR console has it ({page})"
+        )

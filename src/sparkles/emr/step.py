@@ -54,8 +54,10 @@ class RunOutput:
         self.uploads = threading.Thread(target=self._upload_now_and_then, daemon=True)
 
     def start(self, child: subprocess.Popen) -> None:
-        for name, stream, own in (("stdout", child.stdout, sys.stdout),
-                                  ("stderr", child.stderr, sys.stderr)):  # fmt: skip
+        for name, stream, own in (
+            ("stdout", child.stdout, sys.stdout),
+            ("stderr", child.stderr, sys.stderr),
+        ):
             copy = threading.Thread(target=self._copy, args=(stream, own, self.files[name]))
             copy.start()
             self.copies.append(copy)
@@ -112,7 +114,7 @@ def fetch(archive: str, folder: Path) -> None:
     if archive.startswith("s3://"):
         import boto3
 
-        from sparkles.emr.settings import split_s3
+        from sparkles.emr.backend_config import split_s3
 
         local = folder / ".project.tar.gz"
         boto3.client("s3").download_file(*split_s3(archive), str(local))
@@ -124,10 +126,21 @@ def fetch(archive: str, folder: Path) -> None:
 
 def command(args: argparse.Namespace, project: Path) -> list[str]:
     return [
-        sys.executable, "-m", "mlflow", "run", str(project), "-e", args.entry_point,
-        "--env-manager", "local", "--run-id", args.run_id, "--experiment-id", args.experiment_id,
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(project),
+        "-e",
+        args.entry_point,
+        "--env-manager",
+        "local",
+        "--run-id",
+        args.run_id,
+        "--experiment-id",
+        args.experiment_id,
         *(item for param in args.params for item in ("-P", param)),
-    ]  # fmt: skip
+    ]
 
 
 def end_tree(root: psutil.Process, grace: float) -> None:
@@ -157,7 +170,7 @@ def end_tree(root: psutil.Process, grace: float) -> None:
 
 
 def run_until_cancelled(
-    argv: list[str], cwd: Path, env: dict[str, str], grace: float, output: RunOutput
+    argv: list[str], *, cwd: Path, env: dict[str, str], grace: float, output: RunOutput
 ) -> int:
     """Run ``argv`` with its output teed (``output``); on SIGTERM end its whole process tree
     (``end_tree``) and return 143."""
@@ -165,9 +178,14 @@ def run_until_cancelled(
     previous = signal.signal(signal.SIGTERM, lambda *_: cancelled.set())
     try:
         child = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             errors="replace",
-        )  # fmt: skip
+        )
         output.start(child)
         while not cancelled.is_set():
             try:
@@ -179,8 +197,9 @@ def run_until_cancelled(
         print(
             f"sparkles: cancelled (SIGTERM): stopping the entry point (pid {child.pid}) and its "
             f"processes, SIGKILL after {grace:.0f} s",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
+            file=sys.stderr,
+            flush=True,
+        )
         end_tree(psutil.Process(child.pid), grace)
         child.wait()
         output.finish()
@@ -202,8 +221,9 @@ def versions_agree(client: str | None, unknown: list[str]) -> bool:
         print(
             f"sparkles: {both}: this step does not know {' '.join(unknown)}; bootstrap the "
             "cluster with the caller's wheel (docs/emr.md)",
-            file=sys.stderr, flush=True,
-        )  # fmt: skip
+            file=sys.stderr,
+            flush=True,
+        )
         return False
     print(f"sparkles: {both}: running the caller's project code", file=sys.stderr, flush=True)
     return True
@@ -238,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir()
         every = float(os.environ.get(LOG_SECONDS_ENV, "30"))
         output = RunOutput(args.tracking_uri, args.run_id, logs, every)
-        code = run_until_cancelled(command(args, project), project, env, grace, output)
+        code = run_until_cancelled(
+            command(args, project), cwd=project, env=env, grace=grace, output=output
+        )
         output.ran_on_emr()
         return code
 

@@ -11,16 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sparkles.emr.settings import (
-    EmrBackendConfig,
-    split_s3,
-)
+from sparkles.emr.backend_config import EmrBackendConfig, split_s3
 
 EMR_SCRIPTS = Path("scripts") / "emr"  # in the project: bootstrap.sh, configurations.json
 
 
 def start_transient(
-    emr: Any, s3: Any, config: EmrBackendConfig, step: dict[str, Any], project: Path
+    emr: Any, s3: Any, config: EmrBackendConfig, *, step: dict[str, Any], project: Path
 ) -> tuple[str, str]:
     """A cluster that runs this one step and terminates: the project's wheel and bootstrap
     uploaded beside the archive, create-cluster.sh's configurations."""
@@ -29,10 +26,20 @@ def start_transient(
     prefix, scripts = f"{config.s3_prefix}/emr", project / EMR_SCRIPTS
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", folder,
-             str(project)],
-            check=True, timeout=600,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "--wheel-dir",
+                folder,
+                str(project),
+            ],
+            check=True,
+            timeout=600,
+        )
         (wheel,) = Path(folder).glob("*.whl")
         s3.upload_file(str(wheel), *split_s3(f"{prefix}/{wheel.name}"))
     s3.upload_file(str(scripts / "bootstrap.sh"), *split_s3(f"{prefix}/bootstrap.sh"))
@@ -47,7 +54,7 @@ def start_transient(
                 "InstanceCount": spec.core_count,
                 "InstanceType": spec.core_type,
             },
-        ],  # fmt: skip
+        ],
         "KeepJobFlowAliveWhenNoSteps": False,
     }
     if spec.key_name:

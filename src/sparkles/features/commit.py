@@ -55,7 +55,7 @@ def manifest_rows(frame: DataFrame, columns: list[str]) -> Iterable[tuple[Any, .
 
 
 @dataclass(frozen=True)
-class CacheEntry:
+class TableEntry:
     path: str  # the entry folder, <root>/<key>
     meta: dict[str, Any]  # meta.json; while staged, only {"table": <folder name>}
 
@@ -75,14 +75,14 @@ class CacheEntry:
         return self.read(spark).where(F.col(ERROR).isNull())
 
 
-def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
+def open_entry(spark: SparkSession, path: str) -> TableEntry | None:
     """The committed entry in folder ``path`` if every file its meta.json lists is there."""
     path = path.rstrip("/")
     if not storage.exists(spark, f"{path}/{META}"):
         return None
     try:
         meta = json.loads(storage.read_text(spark, f"{path}/{META}"))
-        entry = CacheEntry(path, meta)
+        entry = TableEntry(path, meta)
         listed = {name: int(size) for name, size in meta["files"].items()}
     except Exception as err:  # unreadable, checksum mismatch, not JSON, old format
         log.warning("ignoring entry %s: unusable meta.json (%s)", path, err)
@@ -95,8 +95,11 @@ def open_entry(spark: SparkSession, path: str) -> CacheEntry | None:
         differ = sorted(n for n in set(listed) & set(present) if listed[n] != present[n])
         log.warning(
             "ignoring entry %s: %d data file(s) missing, %d of another size than "
-            "meta.json records (an interrupted copy?)", path, len(missing), len(differ),
-        )  # fmt: skip
+            "meta.json records (an interrupted copy?)",
+            path,
+            len(missing),
+            len(differ),
+        )
         return None
     return entry
 
@@ -115,18 +118,18 @@ class CommittedTables:
     def entry_path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
-    def lookup(self, key: str) -> CacheEntry | None:
+    def lookup(self, key: str) -> TableEntry | None:
         """The entry for ``key`` if it was completely written, else None."""
         return open_entry(self.spark, self.entry_path(key))
 
-    def stage(self, key: str, table: DataFrame) -> CacheEntry:
+    def stage(self, key: str, table: DataFrame) -> TableEntry:
         """Write ``table`` under a name of its own; nothing trusts it until ``commit``."""
-        staged = CacheEntry(self.entry_path(key), {"table": f"{TABLE_PREFIX}{uuid.uuid4().hex}"})
+        staged = TableEntry(self.entry_path(key), {"table": f"{TABLE_PREFIX}{uuid.uuid4().hex}"})
         with storage.reporting(staged.table):
             table.write.mode("errorifexists").parquet(staged.table)
         return staged
 
-    def commit(self, key: str, staged: CacheEntry, meta: dict[str, Any]) -> CacheEntry:
+    def commit(self, key: str, staged: TableEntry, meta: dict[str, Any]) -> TableEntry:
         """Record the staged table's files in meta.json, written last; then tidy old tables."""
         files = storage.data_files(self.spark, staged.table)
         meta = {**meta, "fingerprint": key, "table": staged.meta["table"], "files": files}
@@ -134,7 +137,7 @@ class CommittedTables:
             self.spark, f"{staged.path}/{META}", json.dumps(meta, indent=2, sort_keys=True)
         )
         self._remove_stale_tables(staged.path, keep=staged.meta["table"])
-        return CacheEntry(staged.path, meta)
+        return TableEntry(staged.path, meta)
 
     def _remove_stale_tables(self, path: str, keep: str) -> None:
         """Tables no meta.json names and nobody has written to for STALE_AFTER_SECONDS."""

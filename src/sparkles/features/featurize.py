@@ -27,19 +27,19 @@ from sparkles.config import Profile
 from sparkles.data.images import read_contents, read_image_files
 from sparkles.data.openimages import match_files, select_target_labels
 from sparkles.data.sample import ensure_sample
-from sparkles.features.commit import CacheEntry, fingerprint, manifest_rows
+from sparkles.features.commit import TableEntry, fingerprint, manifest_rows
 from sparkles.features.file_index import LENGTH, MODIFIED, FileIndex
 from sparkles.features.lease import StoreLease
 from sparkles.features.store import EMPTY_SHA, FeatureStore, ReconciliationError
 from sparkles.features.tables import TrainingTable
-from sparkles.names import ERROR, IMAGE_ID, PATH, SHA
+from sparkles.names import ERROR, IMAGE_ID, LABEL, PATH, SHA
 from sparkles.progress import spark_progress, step
 
 log = logging.getLogger(__name__)
-TABLE_MANIFEST = [IMAGE_ID, "label", SHA]  # what the training table's fingerprint covers
+TABLE_MANIFEST = [IMAGE_ID, LABEL, SHA]  # what the training table's fingerprint covers
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FeaturizeResult:
     fingerprint: str  # of the training table: store settings + every (image_id, label, sha256)
     table: TrainingTable
@@ -50,6 +50,15 @@ class FeaturizeResult:
     seconds: float = 0.0
     runtime: str = "openvino"
     calibration: str | None = None  # int8: the calibration set's identity (quantize)
+
+    def featurizer(self, profile: Profile) -> DeepImageFeaturizer:
+        """The featurizer that made these features, as the model a training run logs holds it:
+        int8 runs the quantized model kept in its store (``quantize``), not a new calibration."""
+        featurizer = build_featurizer(profile, self.weights, self.precision)
+        if self.precision == "int8":
+            quantized = _quantized_in(self.table.store)
+            featurizer.setParams(calibrationSet=self.calibration, quantizedModel=quantized)
+        return featurizer
 
     @property
     def images_per_second(self) -> float:
@@ -62,36 +71,30 @@ def choose_weights(profile: Profile, spark: SparkSession) -> ResolvedWeights:
     spec = get_spec(settings.model)
     try:
         return resolve_weights(
-            spec, settings.weights, settings.random_seed, settings.weights_mirror, spark
+            spec,
+            settings.weights,
+            seed=settings.random_seed,
+            mirror=settings.weights_mirror,
+            spark=spark,
         )
     except WeightsUnavailableError as err:
         if not settings.allow_random_weights:
             raise
         allowed = f"allow_random_weights: true in {profile.source}"
         log.warning("%s -- falling back to RANDOM weights (%s)", err, allowed)
-        fallback = resolve_weights(spec, "random", settings.random_seed)
+        fallback = resolve_weights(spec, "random", seed=settings.random_seed)
         return dataclasses.replace(fallback, requested=settings.weights)
 
 
 def build_featurizer(
     profile: Profile, weights: ResolvedWeights, precision: str | None = None
 ) -> DeepImageFeaturizer:
-    """``precision``: the one that runs here (see ``featurize``), else the profile's."""
+    """The one place a featurizer is built from a profile. ``precision``: the one that runs here
+    (see ``featurize``), else the profile's."""
     settings = profile.featurizer
     return DeepImageFeaturizer.from_profile(
         settings, weights.local_path or "random", precision=precision or settings.precision
     )
-
-
-def stored_featurizer(profile: Profile, result: FeaturizeResult) -> DeepImageFeaturizer:
-    """The featurizer that made ``result``'s features: int8 runs the quantized model kept in
-    its store (``quantize``), not a new calibration."""
-    featurizer = build_featurizer(profile, result.weights, result.precision)
-    if result.precision == "int8":
-        featurizer.setParams(
-            calibrationSet=result.calibration, quantizedModel=_quantized_in(result.table.store)
-        )
-    return featurizer
 
 
 def _quantized_in(store: FeatureStore) -> str:
@@ -102,20 +105,20 @@ def _calibrate(featurizer: DeepImageFeaturizer, identities: DataFrame, count: in
     """Choose int8's calibration images among the labelled ones and set the featurizer's
     calibration identity; returns their paths (read only if the store lacks the model)."""
     readable = identities.where(F.col(SHA) != EMPTY_SHA).groupBy(SHA)
-    readable = readable.agg(F.min("path").alias("path"))
-    sample = calibration_sample(readable, SHA, featurizer.getSeed(), count).collect()
+    readable = readable.agg(F.min(PATH).alias(PATH))
+    sample = calibration_sample(readable, SHA, seed=featurizer.getSeed(), count=count).collect()
     featurizer.setParams(calibrationSet=calibration_identity([row[SHA] for row in sample]))
     return [row.path for row in sample]
 
 
 def _quantize_into(
-    spark: SparkSession, store: FeatureStore, featurizer: DeepImageFeaturizer, paths: list[str]
+    spark: SparkSession, store: FeatureStore, featurizer: DeepImageFeaturizer, *, paths: list[str]
 ) -> None:
     """The store's int8 model if it has one (made by an earlier run, maybe on another
     machine), else one quantized here on the calibration images and kept in the store."""
     target = _quantized_in(store)
     if not storage.exists(spark, target):
-        rows = read_contents(spark, paths).select("path", "content").collect()
+        rows = read_contents(spark, paths).select(PATH, "content").collect()
         contents = [bytes(row.content) for row in sorted(rows, key=lambda row: row.path)]
         featurizer.quantize(spark, contents, featurizer.getCalibrationSet())
         local = featurizer.local_quantized_model(spark)
@@ -126,7 +129,7 @@ def _quantize_into(
 
 
 def featurize(
-    profile: Profile, spark: SparkSession, refresh: bool = False, rehash: bool = False
+    profile: Profile, spark: SparkSession, *, refresh: bool = False, rehash: bool = False
 ) -> FeaturizeResult:
     """The profile's labelled images with their features; the CNN runs only on images the
     feature store lacks (``refresh``: on all of them, and their new rows win), and only files
@@ -135,7 +138,11 @@ def featurize(
     data, settings = profile.data, profile.featurizer
     with step(spark, "labels and the image listing"):
         labeled = select_target_labels(
-            spark, data.labels_csv, data.classes_csv, data.classes, data.multi_label_policy
+            spark,
+            data.labels_csv,
+            classes_csv=data.classes_csv,
+            classes=data.classes,
+            policy=data.multi_label_policy,
         )
         matched = match_files(labeled, read_image_files(spark, data.images, data.image_glob))
     counts = {**labeled.counts, **matched.counts}
@@ -144,7 +151,7 @@ def featurize(
     # bf16 and f32 features never share a store: its key holds the precision that runs
     precision = featurizer.precision_that_runs()
     featurizer.setParams(precision=precision)
-    index = FileIndex(spark, profile.cache.dir)
+    index = FileIndex(spark, profile.store.dir)
     listed = matched.matched.select(PATH, LENGTH, MODIFIED).distinct()  # under keep-all: once
     with step(spark, "file index: hash new files"):
         hashes = index.hashes(listed, rehash)
@@ -154,13 +161,13 @@ def featurize(
         if precision == "int8":
             calibration = _calibrate(featurizer, identities, settings.calibration_images)
         store = FeatureStore.for_settings(
-            spark, profile.cache.dir, featurizer.store_key(weights.identity)
+            spark, profile.store.dir, featurizer.store_key(weights.identity)
         )
         if precision == "int8":
-            _quantize_into(spark, store, featurizer, calibration)
+            _quantize_into(spark, store, featurizer, paths=calibration)
         segment, seconds = None, 0.0
         # what the store lacks is decided, computed and committed by one run at a time
-        with StoreLease(spark, store.root, profile.cache.lease_seconds).held():
+        with StoreLease(spark, store.root, profile.store.lease_seconds).held():
             leased_at = time.time()
             known = store.images([] if refresh else store.live_segments())
             with step(spark, "what the store lacks"):
@@ -168,14 +175,20 @@ def featurize(
             if new:
                 log.info("featurizing %d images the store lacks", len(new))
                 started = time.monotonic()
-                segment = _compute(spark, store, featurizer, new, settings.rows_per_partition)
+                segment = _compute(
+                    spark,
+                    store,
+                    featurizer,
+                    new=new,
+                    rows_per_partition=settings.rows_per_partition,
+                )
                 seconds = time.monotonic() - started
-                if len(store.live_segments()) > profile.cache.compact_after_segments:
+                if len(store.live_segments()) > profile.store.compact_after_segments:
                     store.compact()
             else:
                 log.info("every image has features in %s: the CNN does not run", store.root)
         # only a run that appended to the index can have pushed it past the threshold
-        if hashes.hashed and len(index.segments.live()) > profile.cache.compact_after_segments:
+        if hashes.hashed and len(index.segments.live()) > profile.store.compact_after_segments:
             index.compact()
         key = fingerprint({"store": store.key}, manifest_rows(identities, TABLE_MANIFEST))
         with step(spark, "commit the training table"):
@@ -184,29 +197,42 @@ def featurize(
         identities.unpersist()
     with step(spark, "reconcile"):
         written = _reconcile(table, counts["matched_rows"], new)
-    written["computed_twice"] = _done_twice(store, segment.key, leased_at, new) if segment else 0
+    written["computed_twice"] = (
+        _done_twice(store, segment.key, leased_at=leased_at, new=new) if segment else 0
+    )
     counts = {
-        **counts, **written, "computed_images": len(new), "hashed_files": hashes.hashed,
-        "indexed_files": hashes.from_index, "index_repaired": hashes.repaired,
-    }  # fmt: skip
+        **counts,
+        **written,
+        "computed_images": len(new),
+        "hashed_files": hashes.hashed,
+        "indexed_files": hashes.from_index,
+        "index_repaired": hashes.repaired,
+    }
     reused = not new
     return FeaturizeResult(
-        key, table, reused, weights, precision, counts, seconds, settings.runtime,
-        featurizer.getCalibrationSet(),
-    )  # fmt: skip
+        fingerprint=key,
+        table=table,
+        reused=reused,
+        weights=weights,
+        precision=precision,
+        counts=counts,
+        seconds=seconds,
+        runtime=settings.runtime,
+        calibration=featurizer.getCalibrationSet(),
+    )
 
 
 def _identities(files: DataFrame, empty: DataFrame, shas: DataFrame) -> DataFrame:
     """(path, image_id, label, image_sha256) of every labelled file, 0-byte ones included."""
-    labelled = files.select(PATH, IMAGE_ID, "label").join(shas, PATH)
-    empties = empty.select(PATH, IMAGE_ID, "label", F.lit(EMPTY_SHA).alias(SHA))
+    labelled = files.select(PATH, IMAGE_ID, LABEL).join(shas, PATH)
+    empties = empty.select(PATH, IMAGE_ID, LABEL, F.lit(EMPTY_SHA).alias(SHA))
     return labelled.unionByName(empties)
 
 
 def _images_to_compute(identities: DataFrame, known: DataFrame) -> list[tuple[str, str]]:
     """(image_sha256, one path with those bytes) of every image ``known`` lacks."""
-    missing = identities.select(SHA, "path").join(known, SHA, "left_anti")
-    one_path = missing.groupBy(SHA).agg(F.min("path").alias("path")).orderBy(SHA)
+    missing = identities.select(SHA, PATH).join(known, SHA, "left_anti")
+    one_path = missing.groupBy(SHA).agg(F.min(PATH).alias(PATH)).orderBy(SHA)
     return [(row[SHA], row.path) for row in one_path.collect()]
 
 
@@ -214,9 +240,10 @@ def _compute(
     spark: SparkSession,
     store: FeatureStore,
     featurizer: DeepImageFeaturizer,
+    *,
     new: list[tuple[str, str]],
     rows_per_partition: int,
-) -> CacheEntry:
+) -> TableEntry:
     """Run the featurizer on these images and append them to the store as one segment.
 
     Rows are keyed by the hash of the bytes that went through the CNN, not by the listing's:
@@ -241,16 +268,18 @@ def _shas_of(spark: SparkSession, new: list[tuple[str, str]]) -> DataFrame:
 
 
 def _done_twice(
-    store: FeatureStore, segment: str, leased_at: float, new: list[tuple[str, str]]
+    store: FeatureStore, segment: str, *, leased_at: float, new: list[tuple[str, str]]
 ) -> int:
     """Images this run computed that another run committed since this one took the lease: only
     a lease that did not hold allows it (S3's create, docs/feature-store.md). Of two such runs,
     the one that commits second always sees it."""
     others = [
-        entry for entry in store.live_segments()
-        if entry.key != segment and "replaces" not in entry.meta  # a compaction is no CNN work
+        entry
+        for entry in store.live_segments()
+        if entry.key != segment
+        and "replaces" not in entry.meta  # a compaction is no CNN work
         and entry.meta.get("committed_at", 0) >= leased_at
-    ]  # fmt: skip
+    ]
     if not others:
         return 0
     twice = store.segments.read(others).select(SHA).join(_shas_of(store.spark, new), SHA).count()
@@ -278,11 +307,12 @@ def _reconcile(table: TrainingTable, rows_in: int, new: list[tuple[str, str]]) -
     outcome = rows.agg(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("segment").isNull().cast("int")).alias("unmatched"),
-        F.sum((F.col("segment").isNotNull() & F.col(ERROR).isNull()).cast("int"))
-        .alias("featurized"),
+        F.sum((F.col("segment").isNotNull() & F.col(ERROR).isNull()).cast("int")).alias(
+            "featurized"
+        ),
         F.sum(F.col(ERROR).isNotNull().cast("int")).alias("quarantined"),
         F.sum(computed.cast("int")).alias("computed"),
-    ).first()  # fmt: skip
+    ).first()
     written = {
         "rows_in": rows_in,
         "featurized": outcome.featurized or 0,

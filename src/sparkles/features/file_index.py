@@ -16,7 +16,7 @@ timestamp (``cp -p``, ``rsync -t``, a tool that restores mtimes) looks unchanged
 - ``sparkles featurize --rehash``: read every file again and repair the index; the run reports
   how many entries were wrong (``index_repaired``).
 
-Kept under ``<cache.dir>/file-index/``, beside the stores: a file's hash does not depend on the
+Kept under ``<store.dir>/file-index/``, beside the stores: a file's hash does not depend on the
 featurizer, so every setting shares one index. Rows of files that are gone stay (one short row
 each) and cost nothing but their bytes in the index.
 """

@@ -11,7 +11,7 @@ The lease is taken by an **atomic create**: ``O_CREAT | O_EXCL`` on a local disk
 ``create(overwrite=false)`` elsewhere, which HDFS's NameNode makes atomic. S3 (S3A) under the
 Hadoop of the supported pyspark releases checks for the object, then writes it: two runs that
 start within that round trip can both take it (docs/feature-store.md says what then happens,
-and the run says it). The holder renews it every quarter of ``cache.lease_seconds``; a lease not
+and the run says it). The holder renews it every quarter of ``store.lease_seconds``; a lease not
 renewed for that long belongs to a run that died (SIGKILL, a lost EMR step) and is broken by
 renaming it aside, which only one waiter can do; on the holder's own machine a holder whose
 process is gone is known dead at once. A dead holder never committed its segment
@@ -87,8 +87,10 @@ class StoreLease:
             log.warning(
                 "broke the featurize lease of %s (pid %s), last renewed %.0f s ago: its run died, "
                 "and its uncommitted work is not read",
-                stale.get("host"), stale.get("pid"), time.time() - stale.get("renewed_at", 0),
-            )  # fmt: skip
+                stale.get("host"),
+                stale.get("pid"),
+                time.time() - stale.get("renewed_at", 0),
+            )
             storage.delete(self.spark, aside)
 
     # --- the lease -------------------------------------------------------------------------
@@ -109,8 +111,9 @@ class StoreLease:
                 log.info(
                     "waiting for the featurize of %s (pid %s) into this store: it computes "
                     "what both need once, then this run takes what it committed",
-                    holder.get("host"), holder.get("pid"),
-                )  # fmt: skip
+                    holder.get("host"),
+                    holder.get("pid"),
+                )
             time.sleep(POLL_SECONDS)
         waited = time.monotonic() - started
         stop = threading.Event()

@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from pyspark.sql import SparkSession
 
-from sparkles import storage
+from sparkles import storage, tracking
 from sparkles.cnn.backbones import sha256_file
 from sparkles.cnn.imaging import PREPROCESS_VERSION
 from sparkles.cnn.weights import ResolvedWeights, WeightsUnavailableError
@@ -30,10 +30,6 @@ from sparkles.features.commit import fingerprint
 from sparkles.features.featurize import FeaturizeResult, choose_weights
 from sparkles.features.tables import open_training_table
 from sparkles.names import (
-    CACHE_FINGERPRINT_TAG,
-    CACHE_PATH_TAG,
-    CACHE_REUSED_TAG,
-    CACHE_TABLE_TAG,
     CALIBRATION_TAG,
     COMMAND_TAG,
     ERROR,
@@ -43,10 +39,16 @@ from sparkles.names import (
     FEATURIZE_ARTIFACTS,
     FEATURIZER_TAG,
     IMAGE_ID,
+    LABEL,
+    PATH,
     PRECISION_REQUESTED_TAG,
     PRECISION_TAG,
     QUARANTINE_REASON,
     RUNTIME_TAG,
+    STORE_FINGERPRINT_TAG,
+    STORE_PATH_TAG,
+    STORE_REUSED_TAG,
+    STORE_TABLE_TAG,
     WEIGHTS_IDENTITY_TAG,
     WEIGHTS_PATH_TAG,
     WEIGHTS_USED_TAG,
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 DATA_PARAMS = ["classes", "multi_label_policy"]  # a featurize run's params beside its featurizer's
 
 
-class CacheMissingError(UserError, RuntimeError):
+class TableMissingError(UserError, RuntimeError):
     """``train``/``tune`` never run the CNN: every image needs features in the store, and a
     training table must have been committed by ``featurize`` or ``main``."""
 
@@ -71,10 +73,10 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
             FEATURES_KEY_TAG: features_key(profile),
             FEATURIZER_TAG: settings.model_dump_json(),
             WEIGHTS_PATH_TAG: result.weights.local_path or "",
-            CACHE_FINGERPRINT_TAG: result.fingerprint,
-            CACHE_PATH_TAG: result.table.store.root,
-            CACHE_TABLE_TAG: result.table.entry.path,
-            CACHE_REUSED_TAG: str(result.reused).lower(),
+            STORE_FINGERPRINT_TAG: result.fingerprint,
+            STORE_PATH_TAG: result.table.store.root,
+            STORE_TABLE_TAG: result.table.entry.path,
+            STORE_REUSED_TAG: str(result.reused).lower(),
             WEIGHTS_USED_TAG: result.weights.kind,
             WEIGHTS_IDENTITY_TAG: result.weights.identity,
             RUNTIME_TAG: settings.runtime,
@@ -88,7 +90,7 @@ def log_featurize(result: FeaturizeResult, spark: SparkSession, profile: Profile
         metrics["featurize_seconds"] = result.seconds
         metrics["images_per_second"] = result.images_per_second
     mlflow.log_metrics(metrics)
-    quarantine = result.table.quarantine().select("path", IMAGE_ID, "label", ERROR)
+    quarantine = result.table.quarantine().select(PATH, IMAGE_ID, LABEL, ERROR)
     with tempfile.TemporaryDirectory() as folder:
         quarantine.toPandas().rename(columns={ERROR: QUARANTINE_REASON}).to_csv(
             Path(folder, "quarantine.csv"), index=False
@@ -113,8 +115,11 @@ def featurize_params(
     if calibration:
         logged["calibration_set"] = calibration
     data = profile.data
-    return {**logged, "classes": ",".join(data.classes),
-            "multi_label_policy": data.multi_label_policy}  # fmt: skip
+    return {
+        **logged,
+        "classes": ",".join(data.classes),
+        "multi_label_policy": data.multi_label_policy,
+    }
 
 
 def _is_featurize_param(name: str) -> bool:
@@ -150,12 +155,12 @@ def _features_run(profile: Profile, experiment_id: str, run_id: str | None) -> R
         try:
             run = mlflow.get_run(run_id)
         except MlflowException as err:
-            raise CacheMissingError(f"--features {run_id}: no such run ({err.message})") from err
+            raise TableMissingError(f"--features {run_id}: no such run ({err.message})") from err
         source = run.data.tags.get(FEATURES_RUN_TAG)
         if source and FEATURES_KEY_TAG not in run.data.tags:
             return _features_run(profile, experiment_id, source)
-        if CACHE_TABLE_TAG not in run.data.tags:
-            raise CacheMissingError(
+        if tracking.tag(run, STORE_TABLE_TAG) is None:
+            raise TableMissingError(
                 f"--features {run_id}: that run committed no training table (give the id of a "
                 "`featurize` or `main` run)"
             )
@@ -170,7 +175,7 @@ def _features_run(profile: Profile, experiment_id: str, run_id: str | None) -> R
     )
     if not found:
         experiment = mlflow.get_experiment(experiment_id).name
-        raise CacheMissingError(
+        raise TableMissingError(
             f"no featurize run in experiment {experiment!r} has features for the images, labels, "
             f"classes and featurizer settings of {profile.source or profile.name}: run `sparkles "
             "featurize` (mlflow run: -e featurize, or the `main` entry point) with this profile "
@@ -202,7 +207,7 @@ def _weights_of(run: Run, profile: Profile, spark: SparkSession) -> ResolvedWeig
 
 
 def committed_features(
-    profile: Profile, spark: SparkSession, experiment_id: str, run_id: str | None = None
+    profile: Profile, spark: SparkSession, *, experiment_id: str, run_id: str | None = None
 ) -> tuple[Profile, FeaturizeResult, Run]:
     """A committed training table, as a featurize run left it: no image is read, no CNN built.
 
@@ -211,10 +216,11 @@ def committed_features(
     """
     run = _features_run(profile, experiment_id, run_id)
     tags = run.data.tags
-    table = open_training_table(spark, tags[CACHE_TABLE_TAG])
+    table_path = tracking.tag(run, STORE_TABLE_TAG)
+    table = open_training_table(spark, table_path)
     if table is None:
-        raise CacheMissingError(
-            f"the training table {tags['sparkles.cache.table']} of run {run.info.run_id} is gone "
+        raise TableMissingError(
+            f"the training table {table_path} of run {run.info.run_id} is gone "
             "or incomplete: run `sparkles featurize` with this profile again"
         )
     if FEATURIZER_TAG in tags:
@@ -226,23 +232,33 @@ def committed_features(
         if key.startswith("count_")
     }
     result = FeaturizeResult(
-        tags[CACHE_FINGERPRINT_TAG], table, True, _weights_of(run, profile, spark),
-        tags.get(PRECISION_TAG, profile.featurizer.precision), counts,
+        fingerprint=tracking.tag(run, STORE_FINGERPRINT_TAG),
+        table=table,
+        reused=True,
+        weights=_weights_of(run, profile, spark),
+        precision=tags.get(PRECISION_TAG, profile.featurizer.precision),
+        counts=counts,
         runtime=tags.get(RUNTIME_TAG, profile.featurizer.runtime),
         calibration=tags.get(CALIBRATION_TAG),
-    )  # fmt: skip
+    )
     log.info(
         "fitting on the training table of %s run %s (%s rows, %s); no image is read",
-        tags.get(COMMAND_TAG, "featurize"), run.info.run_id,
-        counts.get("featurized", "?"), table.entry.path,
-    )  # fmt: skip
+        tags.get(COMMAND_TAG, "featurize"),
+        run.info.run_id,
+        counts.get("featurized", "?"),
+        table.entry.path,
+    )
     return profile, result, run
 
 
 def log_features_source(result: FeaturizeResult, run: Run) -> None:
     """Into a train/tune run: which table it fitted on, with the params, tags and counts of the
     run that committed it (so runs compare, and promote groups them, as before)."""
-    tags = {k: v for k, v in run.data.tags.items() if k.startswith(FEATURE_SOURCE_PREFIXES)}
-    mlflow.set_tags({**tags, CACHE_REUSED_TAG: "true", FEATURES_RUN_TAG: run.info.run_id})
+    tags = {
+        tracking.current_tag(k): v
+        for k, v in run.data.tags.items()
+        if k.startswith(FEATURE_SOURCE_PREFIXES)
+    }
+    mlflow.set_tags({**tags, STORE_REUSED_TAG: "true", FEATURES_RUN_TAG: run.info.run_id})
     mlflow.log_params({k: v for k, v in run.data.params.items() if _is_featurize_param(k)})
     mlflow.log_metrics({f"count_{k}": float(v) for k, v in result.counts.items()})

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from sparkles import storage
 from sparkles.errors import UserError
-from sparkles.features.commit import STALE_AFTER_SECONDS, CacheEntry, CommittedTables
+from sparkles.features.commit import STALE_AFTER_SECONDS, CommittedTables, TableEntry
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,17 @@ class Segments(CommittedTables):
         super().__init__(spark, root)
         self.key, self.columns, self.rows_per_file = key, columns, rows_per_file
 
-    def committed(self) -> list[CacheEntry]:
+    def committed(self) -> list[TableEntry]:
         found = (self.lookup(name) for name in self.listed())
         return [entry for entry in found if entry is not None]
 
-    def live(self) -> list[CacheEntry]:
+    def live(self) -> list[TableEntry]:
         """Complete segments that no complete compaction replaces, oldest first."""
         committed = self.committed()
         replaced = {key for entry in committed for key in entry.meta.get("replaces", [])}
         return sorted((e for e in committed if e.key not in replaced), key=lambda e: e.key)
 
-    def read(self, segments: list[CacheEntry] | None = None) -> DataFrame | None:
+    def read(self, segments: list[TableEntry] | None = None) -> DataFrame | None:
         """One row per key, the newest where segments overlap; None if there is no segment."""
         segments = self.live() if segments is None else segments
         if not segments:
@@ -69,7 +69,7 @@ class Segments(CommittedTables):
         newest = F.max_by(F.struct(*self.columns, SEGMENT), SEGMENT).alias("row")
         return rows.groupBy(self.key).agg(newest).select(self.key, "row.*")
 
-    def append(self, rows: DataFrame, expected: int, what: str = "append") -> CacheEntry:
+    def append(self, rows: DataFrame, expected: int, what: str = "append") -> TableEntry:
         """Commit ``rows`` as a new segment, only if it holds exactly ``expected`` keys once each:
         a file that vanished or changed while it was read fails it, and nothing reads the rows."""
         segment = new_segment_id()
@@ -79,7 +79,7 @@ class Segments(CommittedTables):
         meta = {"rows": expected, "committed_at": time.time()}
         return self.commit(segment, staged, meta)
 
-    def compact(self) -> CacheEntry | None:
+    def compact(self) -> TableEntry | None:
         """The live segments' rows (newest per key) as one segment; None if there is one."""
         live = self.live()
         if len(live) < 2:
@@ -98,7 +98,7 @@ class Segments(CommittedTables):
         self.tidy()
         return entry
 
-    def _check(self, staged: CacheEntry, expected: int, what: str) -> None:
+    def _check(self, staged: TableEntry, expected: int, what: str) -> None:
         written = (
             self.spark.read.parquet(staged.table)
             .agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(self.key).alias("keys"))

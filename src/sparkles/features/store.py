@@ -9,7 +9,7 @@ no decode, no Python), so features are reused across copies, renames and buckets
 must be read to learn it is the file index's business (``file_index``: a file whose path, size
 and modification time it knows is not read again).
 
-Layout, ``<cache.dir>/<settings key>/``:
+Layout, ``<store.dir>/<settings key>/``:
 
 - ``settings.json``: what the key hashes (model, input size, pooling, runtime, precision,
   weights, preprocessing, decode limits), for people;
@@ -19,7 +19,7 @@ Layout, ``<cache.dir>/<settings key>/``:
   ``label``, ``image_sha256``), so a later process (the registry's gate) reads the same rows.
 
 Segments are ``segments.Segments`` (append-only, all or nothing, the newest row per image wins,
-compacted past ``cache.compact_after_segments``); tables are ``commit.CommittedTables`` entries.
+compacted past ``store.compact_after_segments``); tables are ``commit.CommittedTables`` entries.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from sparkles import storage
-from sparkles.features.commit import CacheEntry, CommittedTables, fingerprint
+from sparkles.features.commit import CommittedTables, TableEntry, fingerprint
+from sparkles.features.lease import StoreLease
 from sparkles.features.segments import ReconciliationError, Segments
-from sparkles.names import ERROR, IMAGE_ID, SHA
+from sparkles.names import ERROR, IMAGE_ID, LABEL, PATH, SHA
 
 __all__ = ["EMPTY_SHA", "FeatureStore", "ReconciliationError"]
 
@@ -85,37 +86,57 @@ class FeatureStore:
             if storage.exists(spark, f"{root}/{name}/{SETTINGS}")
         ]
 
-    def live_segments(self) -> list[CacheEntry]:
+    def live_segments(self) -> list[TableEntry]:
         return self.segments.live()
 
-    def images(self, segments: list[CacheEntry]) -> DataFrame:
+    def images(self, segments: list[TableEntry]) -> DataFrame:
         """``image_sha256`` of every image the segments hold (reads that column only)."""
         if not segments:
             return self.spark.createDataFrame([], f"{SHA} string")
         return self.spark.read.parquet(*[s.table for s in segments]).select(SHA)
 
-    def read(self, segments: list[CacheEntry] | None = None) -> DataFrame:
+    def read(self, segments: list[TableEntry] | None = None) -> DataFrame:
         """One row per image: ``image_sha256``, features, featurize_error, segment."""
         rows = self.segments.read(segments)
         if rows is None:
             raise ReconciliationError(f"the feature store {self.root} holds no complete segment")
         return rows
 
-    def append(self, rows: DataFrame, expected: int) -> CacheEntry:
+    def append(self, rows: DataFrame, expected: int) -> TableEntry:
         """Commit ``rows`` (image_sha256, features, featurize_error) as a new segment."""
         return self.segments.append(rows, expected)
 
-    def compact(self) -> CacheEntry | None:
+    def compact(self) -> TableEntry | None:
         return self.segments.compact()
 
     def tidy(self) -> None:
         self.segments.tidy()
 
-    def save_table(self, key: str, identities: DataFrame) -> CacheEntry:
+    def save_table(self, key: str, identities: DataFrame) -> TableEntry:
         """A run's training table without features, under its fingerprint; written once."""
         entry = self.tables.lookup(key)
         if entry is not None:
             return entry
-        rows = identities.select("path", IMAGE_ID, "label", SHA).coalesce(1)
+        rows = identities.select(PATH, IMAGE_ID, LABEL, SHA).coalesce(1)
         staged = self.tables.stage(key, rows)
         return self.tables.commit(key, staged, {"store": self.root, "committed_at": time.time()})
+
+
+def compact_all(spark: SparkSession, root: str, *, lease_seconds: float) -> list[dict[str, Any]]:
+    """`sparkles compact`: every store under ``root`` merged into one segment and tidied, each
+    under its lease (no featurize writes meanwhile); what each had before and after."""
+    report = []
+    for store in FeatureStore.all_under(spark, root):
+        before = len(store.live_segments())
+        with StoreLease(spark, store.root, lease_seconds).held():
+            compacted = store.compact()
+            store.tidy()
+        report.append(
+            {
+                "store": store.root,
+                "segments_before": before,
+                "segments_after": len(store.live_segments()),
+                "rows": compacted.meta["rows"] if compacted else None,
+            }
+        )
+    return report

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkles.features.commit import CacheEntry, open_entry
+from sparkles.features.commit import TableEntry, open_entry
 from sparkles.features.store import FeatureStore
 from sparkles.names import ERROR, SHA
 
@@ -19,7 +19,7 @@ class TrainingTable:
     """A run's labelled images joined to their features in the store."""
 
     fingerprint: str  # of the store's settings and every (image_id, label, image_sha256)
-    entry: CacheEntry  # tables/<fingerprint>: path, image_id, label, image_sha256
+    entry: TableEntry  # tables/<fingerprint>: path, image_id, label, image_sha256
     store: FeatureStore
 
     def read(self, how: str = "inner") -> DataFrame:
@@ -35,7 +35,7 @@ class TrainingTable:
 
 
 def open_training_table(spark: SparkSession, path: str) -> TrainingTable | None:
-    """The training table committed at ``path`` (a run's ``sparkles.cache.table`` tag)."""
+    """The training table committed at ``path`` (a run's ``sparkles.store.table`` tag)."""
     entry = open_entry(spark, path)
     if entry is None:
         return None

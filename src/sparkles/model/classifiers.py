@@ -41,16 +41,19 @@ class Logistic(ClassifierKind):
     search_axes = SearchAxes("regParam", True, "elasticNetParam")
 
     class Grid(Section):
-        regParam: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1], min_length=1)
-        elasticNetParam: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0], min_length=1)
+        renamed = {"regParam": "reg_param", "elasticNetParam": "elastic_net_param"}  # 0.2's
+        reg_param: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1], min_length=1)
+        elastic_net_param: list[float] = Field(
+            default_factory=lambda: [0.0, 0.5, 1.0], min_length=1
+        )
 
         @model_validator(mode="after")
         def _in_range(self) -> Logistic.Grid:
-            if any(v < 0 for v in self.regParam):
-                raise ValueError(f"regParam values must be >= 0, got {self.regParam}")
-            if any(not 0 <= v <= 1 for v in self.elasticNetParam):
+            if any(v < 0 for v in self.reg_param):
+                raise ValueError(f"reg_param values must be >= 0, got {self.reg_param}")
+            if any(not 0 <= v <= 1 for v in self.elastic_net_param):
                 raise ValueError(
-                    f"elasticNetParam values must be in [0, 1], got {self.elasticNetParam}"
+                    f"elastic_net_param values must be in [0, 1], got {self.elastic_net_param}"
                 )
             return self
 
@@ -59,8 +62,12 @@ class Logistic(ClassifierKind):
 
         reg_param_min: float = Field(default=1e-4, gt=0)
         reg_param_max: float = Field(default=1.0, gt=0)
-        elastic_net_min: float = Field(default=0.0, ge=0, le=1)
-        elastic_net_max: float = Field(default=1.0, ge=0, le=1)
+        renamed = {
+            "elastic_net_min": "elastic_net_param_min",
+            "elastic_net_max": "elastic_net_param_max",
+        }  # 0.2's
+        elastic_net_param_min: float = Field(default=0.0, ge=0, le=1)
+        elastic_net_param_max: float = Field(default=1.0, ge=0, le=1)
 
         @model_validator(mode="after")
         def _ordered(self) -> Logistic.Hyperopt:
@@ -69,10 +76,10 @@ class Logistic(ClassifierKind):
                     f"reg_param_min ({self.reg_param_min}) must be below reg_param_max "
                     f"({self.reg_param_max})"
                 )
-            if self.elastic_net_min > self.elastic_net_max:
+            if self.elastic_net_param_min > self.elastic_net_param_max:
                 raise ValueError(
-                    f"elastic_net_min ({self.elastic_net_min}) must not exceed elastic_net_max "
-                    f"({self.elastic_net_max})"
+                    f"elastic_net_param_min ({self.elastic_net_param_min}) must not exceed "
+                    f"elastic_net_param_max ({self.elastic_net_param_max})"
                 )
             return self
 
@@ -80,8 +87,11 @@ class Logistic(ClassifierKind):
         return {"regParam": settings.reg_param, "elasticNetParam": settings.elastic_net_param}
 
     def fixed_params(self, settings: TrainConfig) -> Params:
-        return {"maxIter": settings.max_iter, "tol": settings.tol,
-                "standardization": settings.standardization}  # fmt: skip
+        return {
+            "maxIter": settings.max_iter,
+            "tol": settings.tol,
+            "standardization": settings.standardization,
+        }
 
     def stages(
         self, settings: TrainConfig, params: Params, sizes: tuple[int, int], columns: Columns
@@ -102,7 +112,7 @@ class Logistic(ClassifierKind):
         grid = self.grid(tune)
         return [
             {"regParam": reg, "elasticNetParam": mix}
-            for reg, mix in itertools.product(grid.regParam, grid.elasticNetParam)
+            for reg, mix in itertools.product(grid.reg_param, grid.elastic_net_param)
         ]
 
     def hyperopt_space(self, settings: TrainConfig, tune: TuneConfig) -> dict[str, Any]:
@@ -115,7 +125,7 @@ class Logistic(ClassifierKind):
                 "regParam", math.log(bounds.reg_param_min), math.log(bounds.reg_param_max)
             ),
             "elasticNetParam": hp.uniform(
-                "elasticNetParam", bounds.elastic_net_min, bounds.elastic_net_max
+                "elasticNetParam", bounds.elastic_net_param_min, bounds.elastic_net_param_max
             ),
         }
 
@@ -179,8 +189,9 @@ class Perceptron(ClassifierKind):
 
     class Grid(Section):
         layers: list[list[int]] = Field(default_factory=lambda: [[64], [128, 32]], min_length=1)
-        stepSize: list[float] = Field(default_factory=lambda: [0.03], min_length=1)
-        maxIter: list[int] = Field(default_factory=lambda: [50, 100], min_length=1)
+        renamed = {"stepSize": "step_size", "maxIter": "max_iter"}  # 0.2's
+        step_size: list[float] = Field(default_factory=lambda: [0.03], min_length=1)
+        max_iter: list[int] = Field(default_factory=lambda: [50, 100], min_length=1)
 
         @model_validator(mode="after")
         def _in_range(self) -> Perceptron.Grid:
@@ -188,8 +199,8 @@ class Perceptron(ClassifierKind):
                 raise ValueError(
                     f"layers: every choice is a non-empty list of sizes >= 1: {self.layers}"
                 )
-            if any(v <= 0 for v in self.stepSize) or any(v < 1 for v in self.maxIter):
-                raise ValueError("stepSize values must be > 0 and maxIter values >= 1")
+            if any(v <= 0 for v in self.step_size) or any(v < 1 for v in self.max_iter):
+                raise ValueError("step_size values must be > 0 and max_iter values >= 1")
             return self
 
     class Hyperopt(Section):
@@ -250,7 +261,7 @@ class Perceptron(ClassifierKind):
         grid = self.grid(tune)
         return [
             {"layers": list(layers), "stepSize": step, "maxIter": iters}
-            for layers, step, iters in itertools.product(grid.layers, grid.stepSize, grid.maxIter)
+            for layers, step, iters in itertools.product(grid.layers, grid.step_size, grid.max_iter)
         ]
 
     def hyperopt_space(self, settings: TrainConfig, tune: TuneConfig) -> dict[str, Any]:

@@ -12,10 +12,11 @@ module and must run where pyspark cannot load.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from sparkles.config import ConfigError, TrainConfig, TuneConfig
 from sparkles.errors import describe
@@ -28,10 +29,31 @@ Params = dict[str, Any]  # searchable parameters by Spark Param name
 Numbers = dict[str, Any]  # a fitted classifier as JSON-able numbers (serving/classifier.json)
 
 
+log = logging.getLogger(__name__)
+_NOTICED: set[tuple[type, str]] = set()
+
+
 class Section(BaseModel):
-    """Base of a kind's profile sections: unknown keys are errors, values frozen."""
+    """Base of a kind's profile sections: unknown keys are errors, values frozen. ``renamed``:
+    keys profiles wrote before (old → new), read as the new one with a one-line notice."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for old, new in cls.renamed.items():
+            if old in data:
+                if new in data:
+                    raise ValueError(f"'{old}' is now '{new}': give one of them, not both")
+                if (cls, old) not in _NOTICED:  # a section is parsed again at each use
+                    _NOTICED.add((cls, old))
+                    log.warning("profile key '%s' is now '%s' (read as '%s')", old, new, new)
+                data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
+        return data
 
 
 class NoSettings(Section):
@@ -54,7 +76,7 @@ class Columns(NamedTuple):
     prediction: str
 
 
-def _section(model: type[Section], raw: dict[str, Any], key: str, source: str) -> Any:
+def _section(model: type[Section], raw: dict[str, Any], *, key: str, source: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as err:
@@ -73,17 +95,19 @@ class ClassifierKind:
     # --- its sections of the profile -------------------------------------------------------
     def settings(self, train: TrainConfig, source: str = "") -> Any:
         """``train.<name>``, checked."""
-        return _section(self.Settings, train.kind_section(self.name), f"train.{self.name}", source)
+        return _section(
+            self.Settings, train.kind_section(self.name), key=f"train.{self.name}", source=source
+        )
 
     def grid(self, tune: TuneConfig, source: str = "") -> Any:
         """``tune.<name>.grid``, checked."""
         raw = tune.kind_section(self.name).get("grid", {})
-        return _section(self.Grid, raw, f"tune.{self.name}.grid", source)
+        return _section(self.Grid, raw, key=f"tune.{self.name}.grid", source=source)
 
     def hyperopt(self, tune: TuneConfig, source: str = "") -> Any:
         """``tune.<name>.hyperopt``, checked."""
         raw = tune.kind_section(self.name).get("hyperopt", {})
-        return _section(self.Hyperopt, raw, f"tune.{self.name}.hyperopt", source)
+        return _section(self.Hyperopt, raw, key=f"tune.{self.name}.hyperopt", source=source)
 
     def check(self, train: TrainConfig, tune: TuneConfig, source: str = "") -> None:
         """Every section of this kind, so a bad one fails before Spark starts."""

@@ -146,7 +146,7 @@ class LabelSet(Transformer, DefaultParamsReadable, DefaultParamsWritable):
 
 
 def multi_label_pipeline(
-    settings: TrainConfig, params: kinds.Params, n_features: int, labels: list[str]
+    settings: TrainConfig, params: kinds.Params, *, n_features: int, labels: list[str]
 ) -> Pipeline:
     """The profile's classifier once per class (on ``target_column``), then ``LabelSet``."""
     kind = classifiers.kind_of(settings)
@@ -161,10 +161,6 @@ def multi_label_pipeline(
             elif index == 0:  # what comes before the classifier (a scaler) is the same for all
                 stages.append(stage)
     return Pipeline(stages=[*stages, LabelSet(labels=list(labels))])
-
-
-def is_multi_label(model: PipelineModel) -> bool:
-    return any(isinstance(stage, LabelSet) for stage in model.stages)
 
 
 def label_set_stage(model: PipelineModel) -> LabelSet:
@@ -187,7 +183,6 @@ def classifier_parameters(model: PipelineModel) -> dict[str, Any]:
     stage = label_set_stage(model)
     return {
         "labels": stage.getLabels(),
-        "multi_label": True,
         "thresholds": stage.getThresholds(),
         "at_least_one": stage.getAtLeastOne(),
         "kind": kind.name,

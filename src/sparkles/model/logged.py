@@ -28,14 +28,21 @@ from pyspark.ml import PipelineModel
 from sparkles.cnn.quantize import MODEL_XML, QUANTIZED_DIR
 from sparkles.code import package_dir
 from sparkles.model.serving import signature
-from sparkles.names import CLASSIFIER_FILE, MODEL_ARTIFACT, SERVING_DATA, SETTINGS_FILE, WEIGHTS_DIR
+from sparkles.names import (
+    CLASSIFIER_FILE,
+    MODEL_ARTIFACT,
+    PATH,
+    SERVING_DATA,
+    SETTINGS_FILE,
+    WEIGHTS_DIR,
+)
 
 
 def input_example() -> pd.DataFrame:
     """A small JPEG made here: the model's example request, without reading any image file."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (96, 140, 70)).save(buffer, format="JPEG")
-    return pd.DataFrame({"path": ["example.jpg"], "content": [buffer.getvalue()]})
+    return pd.DataFrame({PATH: ["example.jpg"], "content": [buffer.getvalue()]})
 
 
 def save_model(
@@ -55,7 +62,7 @@ def save_model(
         spark_model,
         path,
         mlflow_model=mlflow_model,
-        signature=signature(classifier["labels"], bool(classifier.get("multi_label"))),
+        signature=signature(classifier),
         input_example=example,
         pip_requirements=pip_requirements,
         code_paths=code_paths,
@@ -86,9 +93,17 @@ def model_requirements() -> list[str]:
 
     pins = []
     for package in (
-        "pyspark", "pyarrow", "mlflow", "numpy", "pandas",
-        "tensorflow-cpu", "tensorflow", "keras", "openvino", "pillow",
-    ):  # fmt: skip
+        "pyspark",
+        "pyarrow",
+        "mlflow",
+        "numpy",
+        "pandas",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "openvino",
+        "pillow",
+    ):
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:

@@ -6,9 +6,9 @@ It holds the backbone (weights file, model name, pooling, runtime, precision, de
 the classifier as numbers (a logistic regression's coefficients and intercepts, or a
 perceptron's layers and weights; the class names), decodes and runs the CNN with the same code
 as the Spark featurizer (``cnn.batches``, from the same ``CnnSettings``) and answers, per image,
-the predicted class, one probability per class and the reason an image could not be scored. A
-multi-label model (classifier.json with ``multi_label``) answers ``predicted_labels``, the list of
-classes whose probability reaches their threshold, in place of ``prediction``. This module must
+its task's answer (``model.answers``: the predicted class, or a multi-label model's
+``predicted_labels``), one probability per class and the reason an image could not be scored.
+This module must
 never import pyspark (tests/model/test_serving.py serves it where pyspark cannot load).
 """
 
@@ -29,41 +29,8 @@ from sparkles.cnn.backbones import get_spec
 from sparkles.cnn.batches import batch_featurizer
 from sparkles.cnn.runtimes import precision_that_runs
 from sparkles.cnn.settings import CnnSettings
-from sparkles.model.classifiers import kind_of_numbers
-from sparkles.names import (
-    CLASSIFIER_FILE,
-    ERROR,
-    PASSED_THROUGH,
-    PREDICTED_LABELS,
-    PREDICTION,
-    SETTINGS_FILE,
-    probability_column,
-)
-
-
-def class_probabilities(classifier: dict[str, Any], features: np.ndarray) -> np.ndarray:
-    """(n, classes) probabilities, as Spark computes them from the same numbers: of a
-    multi-label model, P(class k) by class k's own binary classifier."""
-    kind = kind_of_numbers(classifier)
-    if classifier.get("multi_label"):
-        each = [kind.probabilities(numbers, features)[:, 1] for numbers in classifier["classes"]]
-        return np.stack(each, axis=1)
-    return kind.probabilities(classifier, features)
-
-
-def said(chances: np.ndarray, thresholds: list[float], at_least_one: bool) -> np.ndarray:
-    """(n, classes) booleans: the classes a multi-label model says, as its LabelSet stage does
-    (those reaching their threshold; the likeliest where none does, with ``at_least_one``)."""
-    reached = chances >= np.asarray(thresholds)
-    if at_least_one:
-        none = ~reached.any(axis=1)
-        reached[none, chances[none].argmax(axis=1)] = True
-    return reached
-
-
-def _input_length(classifier: dict[str, Any]) -> int:
-    numbers = classifier["classes"][0] if classifier.get("multi_label") else classifier
-    return kind_of_numbers(classifier).input_length(numbers)
+from sparkles.model.answers import answer_for
+from sparkles.names import CLASSIFIER_FILE, ERROR, PASSED_THROUGH, SETTINGS_FILE, probability_column
 
 
 class ImageScorer:
@@ -80,7 +47,7 @@ class ImageScorer:
         quantized: str | None = None,
     ) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        self.classifier = classifier
+        self.answer = answer_for(classifier)
         cnn = CnnSettings.from_dict(settings)
         precision, reason = precision_that_runs(cnn.precision)
         if reason:
@@ -89,34 +56,26 @@ class ImageScorer:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         cnn = dataclasses.replace(cnn, precision=precision)
         spec = get_spec(cnn.model)
-        self.featurize = batch_featurizer(spec, cnn, weights, quantized, threads)
+        self.featurize = batch_featurizer(
+            spec, cnn, weights=weights, quantized=quantized, threads=threads
+        )
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         contents = [_as_bytes(value) for value in model_input["content"]]
-        length = _input_length(self.classifier)
+        length = self.answer.input_length()
         features = np.zeros((len(contents), length))
         errors = np.empty(len(contents), dtype=object)
         for start in range(0, len(contents), self.batch_size):
             batch = slice(start, start + self.batch_size)
             features[batch], errors[batch] = self.featurize(contents[batch])
-        probabilities = class_probabilities(self.classifier, features)
+        probabilities = self.answer.probabilities(features)
         scored = np.array([error is None for error in errors], dtype=bool)
-        labels = self.classifier["labels"]
         out = pd.DataFrame(
             {name: model_input[name].to_numpy() for name in PASSED_THROUGH if name in model_input}
         )
-        if self.classifier.get("multi_label"):
-            yes = said(
-                probabilities,
-                self.classifier["thresholds"],
-                self.classifier.get("at_least_one", False),
-            )
-            sets = [[name for name, on in zip(labels, row, strict=True) if on] for row in yes]
-            out[PREDICTED_LABELS] = [s if ok else None for s, ok in zip(sets, scored, strict=True)]
-        else:
-            names = np.asarray(labels, dtype=object)[probabilities.argmax(axis=1)]
-            out[PREDICTION] = np.where(scored, names, None)
-        for index, label in enumerate(labels):
+        for name, column in self.answer.answer(probabilities, scored).items():
+            out[name] = column.to_numpy()
+        for index, label in enumerate(self.answer.labels):
             # None, not NaN, where quarantined: JSON has null but no NaN
             column = probabilities[:, index].astype(object)
             out[probability_column(label)] = np.where(scored, column, None)
@@ -166,9 +125,11 @@ def _as_bytes(value: Any) -> bytes | None:
     return bytes(value)
 
 
-def signature(labels: list[str], multi_label: bool = False) -> mlflow.models.ModelSignature:
+def signature(classifier: dict[str, Any]) -> mlflow.models.ModelSignature:
+    """Image bytes in; the task's answer and one probability per class out."""
     from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import Array
+
+    answer = answer_for(classifier)
 
     inputs = Schema(
         [
@@ -179,10 +140,8 @@ def signature(labels: list[str], multi_label: bool = False) -> mlflow.models.Mod
     outputs = Schema(
         [
             *(ColSpec("string", n, required=False) for n in PASSED_THROUGH),
-            ColSpec(Array("string"), PREDICTED_LABELS, required=False)
-            if multi_label
-            else ColSpec("string", PREDICTION, required=False),
-            *(ColSpec("double", probability_column(label), required=False) for label in labels),
+            *answer.columns,
+            *(ColSpec("double", probability_column(n), required=False) for n in answer.labels),
             ColSpec("string", ERROR, required=False),
         ]
     )

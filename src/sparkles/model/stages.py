@@ -7,18 +7,12 @@ crashing LogisticRegression (which throws on a null vector) or vanishing.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pyspark import keyword_only
 from pyspark.ml import Pipeline, PipelineModel, Transformer
-from pyspark.ml.classification import (
-    ProbabilisticClassificationModel,
-)
-from pyspark.ml.feature import (
-    IndexToString,
-    StringIndexer,
-    StringIndexerModel,
-)
+from pyspark.ml.classification import ProbabilisticClassificationModel
+from pyspark.ml.feature import StringIndexer
 from pyspark.ml.functions import array_to_vector
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
@@ -27,7 +21,7 @@ from pyspark.sql import functions as F
 
 from sparkles.cnn.featurizer import DeepImageFeaturizer
 from sparkles.config import TrainConfig
-from sparkles.model import classifiers, kinds, label_sets
+from sparkles.model import classifiers, kinds
 from sparkles.names import ERROR, FEATURES, LABEL, LABEL_INDEX, PREDICTION, PREDICTION_INDEX
 
 OUTPUTS = ["rawPrediction", "probability", PREDICTION_INDEX, PREDICTION]
@@ -42,28 +36,12 @@ def stage_of(model: PipelineModel, kind: type[Stage]) -> Stage:
     return found[0]
 
 
-def class_labels(model: PipelineModel) -> list[str]:
-    """Class names in index order (the StringIndexer's alphabetical order; a multi-label
-    model's LabelSet, alphabetical too)."""
-    if label_sets.is_multi_label(model):
-        return label_sets.label_set_stage(model).getLabels()
-    return list(stage_of(model, StringIndexerModel).labels)
-
-
 def feature_length(frame: DataFrame) -> int:
     """Length of the feature vectors (an MLP's input layer), read from one row."""
     row = frame.select(FEATURES).first()
     if row is None:
         raise ValueError("no rows to train on")
     return int(row.features.size)
-
-
-def classifier_parameters(fitted: PipelineModel) -> dict[str, Any]:
-    """The fitted classifier as plain numbers: what scores without Spark (``serving``)."""
-    if label_sets.is_multi_label(fitted):
-        return label_sets.classifier_parameters(fitted)
-    kind = classifiers.kind_of_fitted(fitted.stages)
-    return {"labels": class_labels(fitted), **kind.numbers(fitted.stages)}
 
 
 class FillQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable):
@@ -108,15 +86,12 @@ class MaskQuarantined(Transformer, DefaultParamsReadable, DefaultParamsWritable)
 
 
 def training_pipeline(
-    settings: TrainConfig, params: kinds.Params, n_features: int, n_classes: int
+    settings: TrainConfig, params: kinds.Params, *, n_features: int, n_classes: int
 ) -> Pipeline:
     """StringIndexer → the profile's classifier with ``params`` (an MLP behind a StandardScaler
     when ``standardization``), on cached features."""
     indexer = StringIndexer(
-        inputCol=LABEL,
-        outputCol=LABEL_INDEX,
-        stringOrderType="alphabetAsc",
-        handleInvalid="error",
+        inputCol=LABEL, outputCol=LABEL_INDEX, stringOrderType="alphabetAsc", handleInvalid="error"
     )
     columns = kinds.Columns(FEATURES, LABEL_INDEX, PREDICTION_INDEX)
     kind = classifiers.kind_of(settings)
@@ -124,25 +99,19 @@ def training_pipeline(
     return Pipeline(stages=[indexer, *fitted_after])
 
 
-def classifier_model(fitted: PipelineModel) -> PipelineModel:
-    """Indexer + classifier + label names: scores cached features (a multi-label model names
-    its sets itself)."""
-    if label_sets.is_multi_label(fitted):
-        return fitted
-    labels = class_labels(fitted)
-    names = IndexToString(inputCol=PREDICTION_INDEX, outputCol=PREDICTION, labels=labels)
-    return PipelineModel([*fitted.stages, names])
-
-
-def scoring_model(featurizer: DeepImageFeaturizer, fitted: PipelineModel) -> PipelineModel:
-    """Featurizer + indexer + classifier + label names: scores raw image bytes (path, content)."""
-    classifiers_in = [s for s in fitted.stages if isinstance(s, ProbabilisticClassificationModel)]
-    outputs = label_sets.OUTPUTS if label_sets.is_multi_label(fitted) else OUTPUTS
+def scoring_model(
+    featurizer: DeepImageFeaturizer, classifier: PipelineModel, outputs: list[str]
+) -> PipelineModel:
+    """Featurizer + the classifier model (a task's ``classifier_model``): scores raw image bytes
+    (path, content); ``outputs`` are nulled on the rows the featurizer quarantined."""
+    classifiers_in = [
+        s for s in classifier.stages if isinstance(s, ProbabilisticClassificationModel)
+    ]
     return PipelineModel(
         [
             featurizer,
             FillQuarantined(size=classifiers_in[0].numFeatures),
-            *classifier_model(fitted).stages,
-            MaskQuarantined(maskedCols=[*outputs, "features"]),
+            *classifier.stages,
+            MaskQuarantined(maskedCols=[*outputs, FEATURES]),
         ]
     )

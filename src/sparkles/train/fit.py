@@ -1,8 +1,7 @@
-"""Train on cached features: seeded stratified split → StringIndexer → the profile's
-classifier (logistic regression or perceptron) → held-out evaluation → MLflow (params, metrics,
-plots, predictions, the models). Under ``multi-label`` the classifier is one per class
-(``model.label_sets``), each class's threshold comes from the validation split, and the
-evaluation is ``evaluate_sets``'.
+"""Train on stored features: seeded stratified split → the profile's task and classifier kind
+→ held-out evaluation → MLflow (params, metrics, plots, predictions, the model). What differs
+between single- and multi-label (the rows fitted on, the pipeline's tail, thresholds, metrics,
+plots) is the task's (``sparkles.tasks``).
 """
 
 from __future__ import annotations
@@ -26,39 +25,27 @@ from pyspark.sql import functions as F
 from sparkles import plots, storage
 from sparkles.config import Profile
 from sparkles.data.images import read_contents
-from sparkles.features.featurize import FeaturizeResult, stored_featurizer
+from sparkles.features.featurize import FeaturizeResult
 from sparkles.features.tables import TrainingTable
 from sparkles.model import classifiers, kinds
 from sparkles.model import logged as logged_model
-from sparkles.model.label_sets import (
-    label_set_stage,
-    label_sets,
-    multi_label_pipeline,
-    with_targets,
-)
-from sparkles.model.stages import (
-    class_labels,
-    classifier_model,
-    classifier_parameters,
-    feature_length,
-    scoring_model,
-    training_pipeline,
-)
-from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, SCORING_TAG
+from sparkles.model.stages import feature_length, scoring_model
+from sparkles.names import CLASSES_TAG, EVALUATION_ARTIFACTS, LABEL, SCORING_TAG
 from sparkles.progress import step
+from sparkles.tasks.base import Evaluation, Fitting, Task
+from sparkles.tasks.catalog import task_for
 from sparkles.tracking import loggable
-from sparkles.train import evaluate as ev
-from sparkles.train import evaluate_sets as sets
 from sparkles.train.splits import split_params, train_and_test
-from sparkles.train.validation import validate, validation_data
+from sparkles.train.validation import validation_rounds
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainResult:
-    fitted: PipelineModel  # indexer + classifier, as fitted (multi-label: ... + LabelSet)
-    evaluation: ev.Evaluation | sets.SetEvaluation
+    task: Task
+    fitted: PipelineModel  # the task's pipeline, as fitted
+    evaluation: Evaluation
     split_counts: dict[str, dict[str, int]]
     fit_seconds: float
 
@@ -69,11 +56,11 @@ class TrainResult:
 
 def _split_counts(train_set: DataFrame, test_set: DataFrame) -> dict[str, dict[str, int]]:
     """Rows per class on each side of the split, in one query (one per side ran two)."""
-    sides = train_set.select("label", F.lit("train").alias("side")).unionByName(
-        test_set.select("label", F.lit("test").alias("side"))
+    sides = train_set.select(LABEL, F.lit("train").alias("side")).unionByName(
+        test_set.select(LABEL, F.lit("test").alias("side"))
     )
     counts: dict[str, dict[str, int]] = {"train": {}, "test": {}}
-    for row in sides.groupBy("side", "label").count().collect():
+    for row in sides.groupBy("side", LABEL).count().collect():
         counts[row.side][row.label] = row["count"]
     return counts
 
@@ -98,76 +85,67 @@ def read_once(features: DataFrame) -> Iterator[DataFrame]:
 
 def train(
     profile: Profile,
-    spark: SparkSession,
     table: TrainingTable,
     params: kinds.Params,
+    *,
     validation: dict[str, float] | None = None,
-    features: DataFrame | None = None,
+    split: tuple[DataFrame, DataFrame] | None = None,
 ) -> TrainResult:
     """Fit on the training split of a training table and evaluate on its held-out split.
 
     Validation metrics (``val_*``, what `promote` selects on, never the test split) are
     computed as a search trial computes them, unless given (a search's winner has them).
-    ``features``: the table as ``read_once`` already holds it (a search's refit).
+    ``split``: the table's (train, test) rows as the command already split them (a search's
+    refit); else the table is read once and split here.
     """
-    if features is not None:
-        return fit_and_test(profile, features, params, validation)
+    if split is not None:
+        return fit_and_test(profile, split, params=params, validation=validation)
     with read_once(table.features()) as features:
-        return fit_and_test(profile, features, params, validation)
+        split = train_and_test(features, split_params(profile.train))
+        return fit_and_test(profile, split, params=params, validation=validation)
 
 
 def fit_and_test(
     profile: Profile,
-    features: DataFrame,
+    split: tuple[DataFrame, DataFrame],
+    *,
     params: kinds.Params,
     validation: dict[str, float] | None,
 ) -> TrainResult:
-    settings, spark = profile.train, features.sparkSession
-    train_set, test_set = train_and_test(features, split_params(settings))
+    task, settings = task_for(profile), profile.train
+    train_set, test_set = split
+    spark = train_set.sparkSession
     train_set = train_set.persist(StorageLevel.MEMORY_AND_DISK)
     with step(spark, "split"):
         counts = _split_counts(train_set, test_set)
     if len(counts["train"]) < 2:
         raise ValueError(f"training split has classes {sorted(counts['train'])}: need two or more")
-    labels, n_features = sorted(counts["train"]), feature_length(train_set)
-    if profile.multi_label:
-        fitted_on = with_targets(label_sets(train_set), labels).persist(
-            StorageLevel.MEMORY_AND_DISK
-        )
-        pipeline = multi_label_pipeline(settings, params, n_features, labels)
-    else:
-        fitted_on, pipeline = (
-            train_set,
-            training_pipeline(settings, params, n_features, len(labels)),
-        )
+    labels = sorted(counts["train"])
+    fitting = Fitting(
+        settings=settings, params=params, n_features=feature_length(train_set), labels=labels
+    )
+    fit_rows = task.fit_rows(train_set, labels).persist(StorageLevel.MEMORY_AND_DISK)
     log.info("fitting a %s classifier on %s", settings.classifier, counts["train"])
     started = time.monotonic()
     with step(spark, f"fit {settings.classifier}"):
-        fitted = pipeline.fit(fitted_on)
+        fitted = task.pipeline(fitting).fit(fit_rows)
     fit_seconds = time.monotonic() - started
     log.info("fitted in %.1f s; evaluating on %s", fit_seconds, counts["test"])
     if validation is None:
-        folds, rounds = validation_data(profile, train_set, labels)
-        folds = folds.persist(StorageLevel.MEMORY_AND_DISK)
-        with step(spark, "validate"):
-            validation = validate(profile, folds, rounds, labels, n_features, params)
-        folds.unpersist()
-    train_images = fitted_on.count() if profile.multi_label else sum(counts["train"].values())
-    fitted_on.unpersist()
+        with (
+            validation_rounds(profile, task, train_set=train_set, labels=labels) as rounds,
+            step(spark, "validate"),
+        ):
+            validation = task.validate(fitting, rounds)
+    train_images = task.train_images(fit_rows, counts["train"])
+    fit_rows.unpersist()
     train_set.unpersist()
     with step(spark, "evaluate on the test split"):
-        if profile.multi_label:
-            thresholds = [validation[sets.threshold_metric(name)] for name in labels]
-            label_set_stage(fitted).setThresholds(thresholds)
-            scored_sets = fitted.transform(label_sets(test_set))
-            evaluation = sets.evaluate_sets(scored_sets, labels, thresholds)
-        else:
-            scored = classifier_model(fitted).transform(test_set)
-            evaluation = ev.evaluate(scored, class_labels(fitted))
+        evaluation = task.test(fitted, test_set, validation)
     evaluation.metrics["count_train"] = float(train_images)
     evaluation.metrics["fit_seconds"] = fit_seconds
     evaluation.metrics.update(validation)
-    return TrainResult(fitted, evaluation, counts, fit_seconds)
+    return TrainResult(task, fitted, evaluation, counts, fit_seconds)
 
 
 def gallery_images(spark: SparkSession, paths: list[str]) -> dict[str, bytes]:
@@ -181,6 +159,7 @@ def gallery_images(spark: SparkSession, paths: list[str]) -> dict[str, bytes]:
 def log_training(
     result: TrainResult,
     spark: SparkSession,
+    *,
     profile: Profile,
     featurized: FeaturizeResult,
     params: kinds.Params,
@@ -192,12 +171,14 @@ def log_training(
     with step(spark, "plots and the gallery"):
         _log_evaluation(result, spark, profile.train.gallery_size)
     log.info("logged metrics and plots; logging the model")
-    featurizer = stored_featurizer(profile, featurized)
+    featurizer = featurized.featurizer(profile)
     with step(spark, "log the model"):
         logged_model.log_model(
-            scoring_model(featurizer, result.fitted),
+            scoring_model(
+                featurizer, result.task.classifier_model(result.fitted), result.task.outputs
+            ),
             featurizer.setting_values(),
-            classifier_parameters(result.fitted),
+            result.task.classifier_parameters(result.fitted),
         )
     mlflow.set_tag(SCORING_TAG, "true")
 
@@ -208,9 +189,8 @@ def _log_params_and_metrics(result: TrainResult, profile: Profile, params: kinds
     settings = profile.train
     fixed = classifiers.kind_of(settings).fixed_params(settings)
     mlflow.log_params(
-        {"classifier": settings.classifier, **fixed, **loggable(params),
-         **split_params(settings)}
-    )  # fmt: skip
+        {"classifier": settings.classifier, **fixed, **loggable(params), **split_params(settings)}
+    )
     mlflow.log_metrics(result.metrics)
     mlflow.set_tag(CLASSES_TAG, ",".join(result.evaluation.labels))
 
@@ -230,14 +210,8 @@ def _log_evaluation(result: TrainResult, spark: SparkSession, gallery_size: int)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         plots.plot_label_distribution(result.split_counts, out / "label_distribution.png")
-        if isinstance(evaluation, sets.SetEvaluation):
-            plots.plot_roc_per_class(evaluation, out / "roc_curve.png")
-            plots.plot_label_sets(evaluation, out / "label_sets.png")
-            wrong = evaluation.differing(gallery_size)
-        else:
-            plots.plot_roc(evaluation, out / "roc_curve.png")
-            plots.plot_confusion(evaluation, out / "confusion_matrix.png")
-            wrong = evaluation.most_confident_mistakes(gallery_size)
+        result.task.plot(evaluation, out)
+        wrong = evaluation.mistakes(gallery_size)
         shown = gallery_images(spark, list(wrong.path))
         plots.plot_misclassified(wrong, shown, out / "misclassified.png")
         evaluation.predictions.to_csv(out / "test_predictions.csv", index=False)

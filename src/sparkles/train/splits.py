@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sparkles.config import TrainConfig
-from sparkles.names import IMAGE_ID
+from sparkles.names import IMAGE_ID, LABEL
 
 FOLD = "fold"
 # the MLflow params a training run logs for its test split (read back by the registry)
@@ -29,7 +29,7 @@ SPLIT_PARAMS = ("test_fraction", "split_seed")
 
 def _assign(frame: DataFrame, seed: int, fold: Column) -> DataFrame:
     per_image = frame.groupBy(IMAGE_ID).agg(
-        F.concat_ws("|", F.array_sort(F.collect_set("label"))).alias("_stratum")
+        F.concat_ws("|", F.array_sort(F.collect_set(LABEL))).alias("_stratum")
     )
     # hash the image id, not the path: the split must not change when the data moves
     order = Window.partitionBy("_stratum").orderBy(F.xxhash64(F.lit(seed), IMAGE_ID), IMAGE_ID)

@@ -9,6 +9,7 @@ MLflow run; the feature table is persisted once and only the classifier runs per
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 import mlflow
 import numpy as np
 from hyperopt import STATUS_OK, Trials, fmin, tpe
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from sparkles import tracking
@@ -28,8 +28,10 @@ from sparkles.model.kinds import describe_params
 from sparkles.model.stages import feature_length
 from sparkles.observe import tagged_jobs
 from sparkles.progress import step
+from sparkles.tasks.base import Fitting
+from sparkles.tasks.catalog import task_for
 from sparkles.tracking import loggable
-from sparkles.train.validation import validate, validation_data
+from sparkles.train.validation import Rounds, validation_rounds
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +58,15 @@ class Search:
 class Searcher:
     """Runs trials against one persisted, fold-tagged training split."""
 
-    def __init__(self, profile: Profile, train_set: DataFrame, labels: list[str]) -> None:
-        self.profile = profile
-        self.settings = profile.tune
-        self.labels = labels
-        self.data, self.rounds = validation_data(profile, train_set, labels)
-        self.data = self.data.persist(StorageLevel.MEMORY_AND_DISK)
-        with step(train_set.sparkSession, "search: classes and validation folds"):
-            self.n_features = feature_length(self.data)
+    def __init__(self, profile: Profile, rounds: Rounds, fitting: Fitting) -> None:
+        self.profile, self.settings, self.task = profile, profile.tune, task_for(profile)
+        self.rounds, self.fitting = rounds, fitting
         self.search = Search(self.settings.metric)
-
-    def close(self) -> None:
-        self.data.unpersist()
 
     def _validate(self, params: kinds.Params) -> dict[str, float]:
         started = time.monotonic()
-        metrics = validate(
-            self.profile, self.data, self.rounds, self.labels, self.n_features, params
-        )
+        fitting = dataclasses.replace(self.fitting, params=params)
+        metrics = self.task.validate(fitting, self.rounds)
         metrics["fit_seconds"] = time.monotonic() - started
         return metrics
 
@@ -82,7 +75,7 @@ class Searcher:
         number = len(self.search.trials) + 1
         with tracking.run(self.profile, f"trial-{number:03d}", nested=True) as child:
             mlflow.log_params(loggable(params))
-            spark = self.data.sparkSession
+            spark = self.rounds[0][0].sparkSession
             with tagged_jobs(spark, child.info.run_id), step(spark, f"trial-{number:03d}"):
                 metrics = self._validate(params)
             mlflow.log_metrics(metrics)
@@ -90,9 +83,12 @@ class Searcher:
         self.search.trials.append(trial)
         log.info(
             "trial %d: %s -> val_%s=%.4f (%.1f s)",
-            number, describe_params(params), self.settings.metric,
-            metrics[f"val_{self.settings.metric}"], metrics["fit_seconds"],
-        )  # fmt: skip
+            number,
+            describe_params(params),
+            self.settings.metric,
+            metrics[f"val_{self.settings.metric}"],
+            metrics["fit_seconds"],
+        )
         return trial
 
     def run_grid(self) -> Search:
@@ -122,14 +118,23 @@ class Searcher:
 
 
 def search(
-    profile: Profile, train_set: DataFrame, labels: list[str], method: str, max_evals: int
+    profile: Profile, train_set: DataFrame, labels: list[str], *, method: str, max_evals: int
 ) -> Search:
-    searcher = Searcher(profile, train_set, labels)
-    try:
+    """The profile's search over its classifier kind's space, on ``train_set`` (never the
+    test split): one nested run per trial."""
+    task = task_for(profile)
+    with validation_rounds(profile, task, train_set=train_set, labels=labels) as rounds:
+        with step(train_set.sparkSession, "search: classes and validation folds"):
+            n_features = feature_length(rounds[0][0])
+        fitting = Fitting(
+            settings=profile.train,
+            params=classifiers.default_params(profile.train),
+            n_features=n_features,
+            labels=labels,
+        )
+        searcher = Searcher(profile, rounds, fitting)
         runners: dict[str, Callable[[], Search]] = {
             "grid": searcher.run_grid,
             "hyperopt": lambda: searcher.run_hyperopt(max_evals),
         }
         return runners[method]()
-    finally:
-        searcher.close()

@@ -26,10 +26,10 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from sparkles.model.answers import said as said_by
 from sparkles.model.label_sets import DEFAULT_THRESHOLD, PROBABILITY, RAW
-from sparkles.model.serving import said as said_by
 from sparkles.names import IMAGE_ID, LABELS, PATH, PREDICTED_LABELS, probability_column
-from sparkles.train.evaluate import binary_auc
+from sparkles.tasks.evaluate import binary_auc
 
 SEPARATOR = "|"  # a set in the predictions' CSV and the plots: "Car|Tree"; "" is the empty set
 HEADLINE = ("auc", "micro_f1", "macro_f1", "subset_accuracy", "hamming_loss")
@@ -60,7 +60,7 @@ class SetEvaluation:
         matrix = counts.reindex(index=truth, columns=said, fill_value=0).to_numpy()
         return truth, said, matrix
 
-    def differing(self, limit: int) -> pd.DataFrame:
+    def mistakes(self, limit: int) -> pd.DataFrame:
         """The ``limit`` test images whose predicted set differs, most confidently wrong first
         (by the largest |truth − P(class)| over their classes), as the gallery draws them."""
         frame = self.predictions
@@ -162,9 +162,14 @@ def set_metrics(
         "hamming_loss": float(hamming_loss(truth, said)),
     }
     for index, name in enumerate(labels):
-        metrics.update({f"precision_{name}": float(precision[index]),
-                        f"recall_{name}": float(recall[index]), f"f1_{name}": float(f1[index]),
-                        f"auc_{name}": aucs[index]})  # fmt: skip
+        metrics.update(
+            {
+                f"precision_{name}": float(precision[index]),
+                f"recall_{name}": float(recall[index]),
+                f"f1_{name}": float(f1[index]),
+                f"auc_{name}": aucs[index],
+            }
+        )
     # the study's way: one row per (image, true class), one answer per image (its likeliest)
     likeliest = chances.argmax(axis=1)
     rows = truth.sum()

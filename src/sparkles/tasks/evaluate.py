@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from sparkles.names import IMAGE_ID, LABEL_INDEX, PREDICTION, PREDICTION_INDEX
+from sparkles.names import IMAGE_ID, LABEL, LABEL_INDEX, PATH, PREDICTION, PREDICTION_INDEX
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Evaluation:
     def positive(self) -> str:
         return self.labels[-1]
 
-    def most_confident_mistakes(self, limit: int) -> pd.DataFrame:
+    def mistakes(self, limit: int) -> pd.DataFrame:
         """The ``limit`` misclassified test rows with the highest P(predicted class)."""
         wrong = self.predictions[self.predictions.label != self.predictions[PREDICTION]]
         return wrong.nlargest(limit, "confidence")
@@ -93,8 +93,8 @@ def evaluate(scored: DataFrame, labels: list[str]) -> Evaluation:
     probability = vector_to_array("probability")
     predictions = scored.select(
         IMAGE_ID,
-        "path",
-        "label",
+        PATH,
+        LABEL,
         PREDICTION,
         probability[len(labels) - 1].alias("score"),
         F.array_max(probability).alias("confidence"),
