@@ -176,7 +176,7 @@ class Workspace:
         # fits of tens of images: few iterations (each is a Spark job), here and in searches
         profile["train"]["max_iter"] = 10
         profile.setdefault("tune", {}).setdefault("mlp", {}).setdefault("grid", {})
-        profile["tune"]["mlp"]["grid"]["maxIter"] = [10, 20]
+        profile["tune"]["mlp"]["grid"]["max_iter"] = [10, 20]
         local.write_text(yaml.safe_dump(profile))
 
     def run(
