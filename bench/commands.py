@@ -13,6 +13,12 @@ With --map: where the seconds of `featurize` (nothing new), `train` and `tune --
 go: before the run (interpreter, imports, JVM), in it with a Spark job running and without,
 after it; and per step of `spark/stages.csv` its jobs and seconds (docs/performance.md).
 
+With --ratios N: each command's ratio to a bare Spark start (a Python process that imports
+pyspark, starts a local[2] SparkSession, runs one query and stops), the two measured
+alternately: N rounds of (bare, featurize nothing new, bare, train, bare, tune --max-evals 4);
+medians of each and of each command's ratio to the bare run just before it (issue #47's
+targets: featurize nothing new <= 1.5, train <= 2.0, tune <= 2.5).
+
 With --overhead N: what observing costs (event log, executor memory sampling, the end-of-run
 summary, plans, system metrics): `featurize` (nothing new), `train` and `tune --max-evals 4`,
 N rounds each with `observe.enabled` true and false, alternating which goes first; the median
@@ -22,6 +28,7 @@ wall seconds of each and their ratio.
     python bench/commands.py --set featurizer.model=MobileNetV2 --scale 10
     python bench/commands.py --map
     python bench/commands.py --overhead 3
+    python bench/commands.py --ratios 3
 """
 
 from __future__ import annotations
@@ -142,6 +149,9 @@ def main() -> None:
     parser.add_argument(
         "--overhead", type=int, default=0, metavar="N", help="N rounds of observe on vs off instead"
     )
+    parser.add_argument(
+        "--ratios", type=int, default=0, metavar="N", help="N rounds against a bare Spark start"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkles-bench-commands-"))
     tracking = f"sqlite:///{work / 'mlruns.db'}"
@@ -201,6 +211,8 @@ def main() -> None:
     ]
     if args.overhead:
         return overhead(args.overhead, steps[:5], work, env)
+    if args.ratios:
+        return ratios(args.ratios, steps[:5], work, env)
     if args.map:
         return where_time_goes(steps[:5], work, env)
     if args.scale > 1:
@@ -261,6 +273,48 @@ def overhead(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: d
             f"| {name} | {on:.1f} | {off_s:.1f} | {on / off_s:.3f} | {cpu_on:.1f} | "
             f"{cpu_off:.1f} | {cpu_on / cpu_off:.3f} |"
         )
+
+
+BARE = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+spark.range(1000).selectExpr("sum(id)").collect()
+spark.stop()
+"""
+
+
+def _bare(env: dict) -> float:
+    started = time.time()
+    subprocess.run(
+        [sys.executable, "-c", BARE],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    return time.time() - started
+
+
+def ratios(rounds: int, steps: list[tuple[str, list[str]]], work: Path, env: dict) -> None:
+    """init and the first featurize once; then per round, before each measured command, a bare
+    Spark start, so a drift in the machine's speed hits both sides of each ratio alike."""
+    for name, argv in steps[:2]:
+        run(name, argv, work / "artifacts", env)
+    measured: dict[str, list[tuple[float, float]]] = {}
+    for index in range(rounds):
+        for name, argv in steps[2:]:
+            bare = _bare(env)
+            wall = run(name, argv, work / "artifacts", env)["wall_s"]
+            measured.setdefault(name, []).append((bare, wall))
+            print(f"round {index + 1}: bare {bare:.1f} s, {name} {wall:.1f} s", flush=True)
+    print(f"\n{os.cpu_count()} cores, {rounds} rounds: medians\n")
+    print("| command | bare Spark start s | command s | command / bare |")
+    print("|---|---|---|---|")
+    for name, pairs in measured.items():
+        bare, wall = median(b for b, _ in pairs), median(w for _, w in pairs)
+        ratio = median(w / b for b, w in pairs)
+        print(f"| {name} | {bare:.1f} | {wall:.1f} | {ratio:.2f} |")
 
 
 def where_time_goes(steps: list[tuple[str, list[str]]], work: Path, env: dict) -> None:

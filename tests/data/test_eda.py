@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,24 +26,21 @@ NEGATIVES = [("i5", "/m/0k4j"), ("i1", "/m/07j7r"), ("i7", "/m/05s2s")]  # i7: n
 
 
 @pytest.fixture
-def labels(tmp_path: Path) -> tuple[str, str]:
+def labels(tmp_path: Path) -> dict[str, Any]:
     rows = ["ImageID,Source,LabelName,Confidence"]
     rows += [f"{i},verification,{m},1" for i, mids in IMAGES.items() for m in mids]
     rows += [f"{i},verification,{m},0" for i, m in NEGATIVES]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "classes.csv").write_text(CLASSES)
-    return str(tmp_path / "labels.csv"), str(tmp_path / "classes.csv")
+    return {
+        "labels_csv": str(tmp_path / "labels.csv"),
+        "classes_csv": str(tmp_path / "classes.csv"),
+        "classes": ["Car", "Tree"],
+    }
 
 
 def test_every_number_is_exact(spark, labels) -> None:
-    result = compute(
-        spark,
-        labels_csv=labels[0],
-        classes_csv=labels[1],
-        classes=["Car", "Tree"],
-        top_n=3,
-        top_k=5,
-    )
+    result = compute(spark, **labels, top_n=3, top_k=5)
     summary = result.summary
     assert summary["label_rows"] == 15
     assert summary["images"] == 7
@@ -75,14 +73,7 @@ def test_every_number_is_exact(spark, labels) -> None:
 
 
 def test_plots_and_summary_files(spark, labels, tmp_path: Path) -> None:
-    result = compute(
-        spark,
-        labels_csv=labels[0],
-        classes_csv=labels[1],
-        classes=["Car", "Tree"],
-        top_n=3,
-        top_k=5,
-    )
+    result = compute(spark, **labels, top_n=3, top_k=5)
     plots = write_report(result, tmp_path / "report")
     assert set(plots) == {
         "labels_per_image",
@@ -116,13 +107,7 @@ def test_image_sizes_come_from_the_headers(spark, labels, tmp_path: Path) -> Non
     (folder / "d.jpg").write_bytes(buffer.getvalue()[:2000])
     (folder / "e.jpg").write_bytes(b"not an image")
     (folder / "f.jpg").write_bytes(b"")
-    result = compute(
-        spark,
-        labels_csv=labels[0],
-        classes_csv=labels[1],
-        classes=["Car", "Tree"],
-        images=str(folder),
-    )
+    result = compute(spark, **labels, images=str(folder))
     table = {(r.width, r.height): r.images for r in result.image_sizes.itertuples()}
     assert table == {(64, 48): 2, (30, 90): 1, (5000, 4000): 1}
     summary = result.summary
