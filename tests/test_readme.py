@@ -197,6 +197,18 @@ class Workspace:
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         return done
 
+    def start(self, line: str, **streams) -> subprocess.Popen:
+        """A README line that serves until stopped (exec'd, so stopping it stops the server),
+        in a session of its own; ``streams``: where its stdout/stderr go."""
+        script = "\n".join(["set -euo pipefail", *self.setup, f"exec {line}"])
+        return subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=self.root,
+            env=user_environment(),
+            start_new_session=True,
+            **streams,
+        )
+
     def runs(self, experiment: str = "sparkles") -> list[mlflow.entities.Run]:
         mlflow.set_tracking_uri(f"sqlite:///{self.root / 'mlruns.db'}")
         return mlflow.search_runs(
@@ -372,15 +384,7 @@ def _check_multi_label(space: Workspace, dropped: int) -> None:
 
 def _check_serving(space: Workspace, serve: str, ask: str) -> list[dict]:
     """Start the README's serve line, run its curl line (which waits for the server), stop."""
-    script = "\n".join(["set -euo pipefail", *space.setup, f"exec {serve}"])
-    serving = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=space.root,
-        env=user_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    serving = space.start(serve, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         answer = json.loads(space.run(ask).stdout)
     except AssertionError:
@@ -419,17 +423,8 @@ def _check_spark_work(space: Workspace, trained: mlflow.entities.Run) -> None:
     assert {"split", "fit logistic", "validate", "evaluate on the test split"} <= set(stages.step)
 
     line = command("sparkles history")
-    script = "\n".join(["set -euo pipefail", *space.setup, f"exec {line}"])
     errors = open(space.root / "history.err", "w+")  # noqa: SIM115 (the server's, read on failure)
-    history = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=space.root,
-        env=user_environment(),
-        stdout=subprocess.PIPE,
-        stderr=errors,
-        text=True,
-        start_new_session=True,
-    )
+    history = space.start(line, stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         said = history.stdout.readline()  # printed once the server lists the application
         where = f"http://127.0.0.1:18080/history/{app_id}/jobs/"
@@ -463,15 +458,7 @@ def _check_spill(space: Workspace) -> None:
 
 def _check_mlflow_ui(space: Workspace, line: str) -> None:
     """Start the README's `mlflow ui` line, ask its REST API for the experiment, stop it."""
-    script = "\n".join(["set -euo pipefail", *space.setup, f"exec {line}"])
-    ui = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=space.root,
-        env=user_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    ui = space.start(line, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = "http://127.0.0.1:5000/api/2.0/mlflow/experiments/get-by-name?experiment_name=sparkles"
     try:
         deadline = time.monotonic() + 120

@@ -338,19 +338,30 @@ class Profile(_Strict):
     def _renamed_keys(cls, data: Any) -> Any:
         """Keys profiles wrote before one word named one thing: read as their new name, with a
         one-line notice; both at once is an error (which one meant it is unknown)."""
-        if not isinstance(data, dict):
-            return data
-        for old, new in RENAMED_KEYS.items():
-            if old in data:
-                if new in data:
-                    raise ValueError(f"key '{old}' is now '{new}': give one of them, not both")
-                log.warning("profile key '%s' is now '%s' (read as '%s')", old, new, new)
-                data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
-        return data
+        return read_renamed(data, RENAMED_KEYS)
 
 
 # profile sections renamed, old → new: what profiles written before say is still read
 RENAMED_KEYS = {"cache": "store"}
+_NOTICED: set[tuple[str, str]] = set()
+
+
+def read_renamed(data: Any, renamed: dict[str, str]) -> Any:
+    """``data`` (a section's raw mapping) with each key of ``renamed`` read as its new name,
+    said once per process (a section is parsed again at each use); both at once is an error,
+    since which one was meant is unknown. The profile's sections and each classifier kind's
+    (``model.kinds.Section.renamed``) use it."""
+    if not isinstance(data, dict):
+        return data
+    for old, new in renamed.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"key '{old}' is now '{new}': give one of them, not both")
+            if (old, new) not in _NOTICED:
+                _NOTICED.add((old, new))
+                log.warning("profile key '%s' is now '%s' (read as '%s')", old, new, new)
+            data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
+    return data
 
 
 def conf_dir() -> Path:

@@ -12,13 +12,12 @@ module and must run where pyspark cannot load.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from sparkles.config import ConfigError, TrainConfig, TuneConfig
+from sparkles.config import ConfigError, TrainConfig, TuneConfig, read_renamed
 from sparkles.errors import describe
 from sparkles.tracking import loggable
 
@@ -27,10 +26,6 @@ if TYPE_CHECKING:
 
 Params = dict[str, Any]  # searchable parameters by Spark Param name
 Numbers = dict[str, Any]  # a fitted classifier as JSON-able numbers (serving/classifier.json)
-
-
-log = logging.getLogger(__name__)
-_NOTICED: set[tuple[type, str]] = set()
 
 
 class Section(BaseModel):
@@ -43,17 +38,7 @@ class Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        for old, new in cls.renamed.items():
-            if old in data:
-                if new in data:
-                    raise ValueError(f"'{old}' is now '{new}': give one of them, not both")
-                if (cls, old) not in _NOTICED:  # a section is parsed again at each use
-                    _NOTICED.add((cls, old))
-                    log.warning("profile key '%s' is now '%s' (read as '%s')", old, new, new)
-                data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
-        return data
+        return read_renamed(data, cls.renamed)
 
 
 class NoSettings(Section):
